@@ -1,0 +1,570 @@
+//! Every byte layout Fjord writes, in one place.
+//!
+//! # Record batch (version 1)
+//! Records are appended, replicated and stored as batches. All integers big-endian.
+//!
+//! ```text
+//! offset size field
+//!  0      8   base_offset     assigned by the leader on append
+//!  8      4   leader_epoch    stamped by the leader on append
+//! 12      1   magic           = 1
+//! 13      4   crc             CRC-32C of bytes [17..end)
+//! 17      4   record_count    >= 1; record i has offset base_offset + i
+//! 21      8   first_timestamp ms
+//! 29      8   max_timestamp   ms
+//! 37      …   records
+//!
+//! record:
+//!   8  timestamp ms (i64)
+//!   4  key length (i32, -1 = no key), then the key bytes
+//!   4  value length (i32, -1 = no value: a tombstone), then the value bytes
+//!   4  header count (u32), then per header:
+//!        2 name length (u16), name (UTF-8), 4 value length (u32), value
+//! ```
+//!
+//! As in Kafka's v2 batches, the CRC does not cover `base_offset` and `leader_epoch`,
+//! so the leader stamps them in place without re-hashing the batch.
+//!
+//! # RocksDB keys
+//! A partition's log column family maps [`offset_key`] (the batch's base offset,
+//! big-endian so byte order is numeric order) to the encoded batch.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt;
+
+pub const MAGIC: u8 = 1;
+pub const BATCH_HEADER_LEN: usize = 37;
+const CRC_START: usize = 17;
+/// Fixed bytes of one record besides key, value and headers.
+pub const RECORD_OVERHEAD: usize = 8 + 4 + 4 + 4;
+/// Fixed bytes of one header besides its name and value.
+pub const HEADER_OVERHEAD: usize = 2 + 4;
+
+/// Why bytes are not a valid batch or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("batch is {0} bytes, shorter than its {BATCH_HEADER_LEN}-byte header")]
+    TooShort(usize),
+    #[error("unknown batch magic {0}")]
+    BadMagic(u8),
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    BadCrc { stored: u32, computed: u32 },
+    #[error("a batch holds at least one record")]
+    Empty,
+    #[error("record {index} is truncated or malformed")]
+    BadRecord { index: u32 },
+    #[error("batch has {0} trailing bytes after its last record")]
+    TrailingBytes(usize),
+    #[error("header name of record {index} is not UTF-8")]
+    HeaderName { index: u32 },
+    #[error("offset key must be 8 bytes, got {0}")]
+    BadKey(usize),
+    #[error("a record field is larger than the encoding allows")]
+    FieldTooLarge,
+}
+
+/// One header: a name and opaque bytes. Names may repeat, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Bytes,
+}
+
+/// A record to append: the producer's view, without an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// Bytes this record takes inside an encoded batch.
+    pub fn encoded_len(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.headers.iter().map(|h| HEADER_OVERHEAD + h.name.len() + h.value.len()).sum::<usize>()
+    }
+}
+
+/// Builds one encoded batch. Offsets and epoch are left zero for the leader to stamp.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(256)
+    }
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + bytes);
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        Self { buf, count: 0, first_timestamp: 0, max_timestamp: i64::MIN }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn push(&mut self, record: &Record) -> Result<(), CodecError> {
+        self.push_parts(
+            record.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            record.headers.iter().map(|h| (h.name.as_str(), &h.value[..])),
+        )
+    }
+
+    /// Appends a record from borrowed parts (no intermediate [`Record`]).
+    pub fn push_parts<'a>(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), CodecError> {
+        if self.count == 0 {
+            self.first_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.buf.put_i64(timestamp);
+        put_optional(&mut self.buf, key)?;
+        put_optional(&mut self.buf, value)?;
+        self.buf.put_u32(u32::try_from(headers.len()).map_err(|_| CodecError::FieldTooLarge)?);
+        for (name, value) in headers {
+            self.buf.put_u16(u16::try_from(name.len()).map_err(|_| CodecError::FieldTooLarge)?);
+            self.buf.put_slice(name.as_bytes());
+            self.buf.put_u32(u32::try_from(value.len()).map_err(|_| CodecError::FieldTooLarge)?);
+            self.buf.put_slice(value);
+        }
+        self.count = self.count.checked_add(1).ok_or(CodecError::FieldTooLarge)?;
+        Ok(())
+    }
+
+    /// Finishes the batch. Fails on an empty builder.
+    pub fn finish(mut self) -> Result<Bytes, CodecError> {
+        if self.count == 0 {
+            return Err(CodecError::Empty);
+        }
+        self.buf[12] = MAGIC;
+        self.buf[17..21].copy_from_slice(&self.count.to_be_bytes());
+        self.buf[21..29].copy_from_slice(&self.first_timestamp.to_be_bytes());
+        self.buf[29..37].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        self.buf[13..17].copy_from_slice(&crc.to_be_bytes());
+        Ok(self.buf.freeze())
+    }
+}
+
+fn put_optional(buf: &mut BytesMut, bytes: Option<&[u8]>) -> Result<(), CodecError> {
+    match bytes {
+        None => buf.put_i32(-1),
+        Some(b) => {
+            buf.put_i32(i32::try_from(b.len()).map_err(|_| CodecError::FieldTooLarge)?);
+            buf.put_slice(b);
+        }
+    }
+    Ok(())
+}
+
+/// Overwrites the leader-assigned fields of an encoded batch (not covered by the CRC).
+pub fn stamp(batch: &mut [u8], base_offset: u64, leader_epoch: u32) -> Result<(), CodecError> {
+    if batch.len() < BATCH_HEADER_LEN {
+        return Err(CodecError::TooShort(batch.len()));
+    }
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[8..12].copy_from_slice(&leader_epoch.to_be_bytes());
+    Ok(())
+}
+
+/// A validated, encoded batch. Cheap to clone; records are decoded lazily, zero-copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Batch {
+    bytes: Bytes,
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("base_offset", &self.base_offset())
+            .field("records", &self.record_count())
+            .field("leader_epoch", &self.leader_epoch())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// Validates header, CRC and every record's framing.
+    pub fn parse(bytes: Bytes) -> Result<Self, CodecError> {
+        if bytes.len() < BATCH_HEADER_LEN {
+            return Err(CodecError::TooShort(bytes.len()));
+        }
+        if bytes[12] != MAGIC {
+            return Err(CodecError::BadMagic(bytes[12]));
+        }
+        let stored = read_u32(&bytes, 13);
+        let computed = crc32c::crc32c(&bytes[CRC_START..]);
+        if stored != computed {
+            return Err(CodecError::BadCrc { stored, computed });
+        }
+        let batch = Self { bytes };
+        let count = batch.record_count();
+        if count == 0 {
+            return Err(CodecError::Empty);
+        }
+        let mut pos = BATCH_HEADER_LEN;
+        for index in 0..count {
+            pos = skip_record(&batch.bytes, pos, index)?;
+        }
+        if pos != batch.bytes.len() {
+            return Err(CodecError::TrailingBytes(batch.bytes.len() - pos));
+        }
+        Ok(batch)
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        read_u64(&self.bytes, 0)
+    }
+
+    pub fn leader_epoch(&self) -> u32 {
+        read_u32(&self.bytes, 8)
+    }
+
+    pub fn record_count(&self) -> u32 {
+        read_u32(&self.bytes, 17)
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset() + u64::from(self.record_count()) - 1
+    }
+
+    /// One past the last offset.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset() + u64::from(self.record_count())
+    }
+
+    pub fn first_timestamp(&self) -> i64 {
+        read_u64(&self.bytes, 21) as i64
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        read_u64(&self.bytes, 29) as i64
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The records, in offset order.
+    pub fn records(&self) -> RecordIter<'_> {
+        RecordIter { batch: self, pos: BATCH_HEADER_LEN, index: 0 }
+    }
+}
+
+/// A decoded record inside a [`Batch`]; key, value and header values share its buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl RecordView {
+    pub fn into_record(self) -> Record {
+        Record { timestamp: self.timestamp, key: self.key, value: self.value, headers: self.headers }
+    }
+}
+
+pub struct RecordIter<'a> {
+    batch: &'a Batch,
+    pos: usize,
+    index: u32,
+}
+
+impl Iterator for RecordIter<'_> {
+    type Item = RecordView;
+
+    fn next(&mut self) -> Option<RecordView> {
+        if self.index >= self.batch.record_count() {
+            return None;
+        }
+        // Framing was validated in `Batch::parse`, so `decode_record` cannot fail here;
+        // a failure would end the iteration rather than panic.
+        let (record, next) = decode_record(&self.batch.bytes, self.pos)?;
+        let view = RecordView {
+            offset: self.batch.base_offset() + u64::from(self.index),
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        };
+        self.pos = next;
+        self.index += 1;
+        Some(view)
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+/// A bounds-checked reader over a batch buffer.
+struct Cursor<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<std::ops::Range<usize>> {
+        let end = self.pos.checked_add(n)?;
+        if end > self.buf.len() {
+            return None;
+        }
+        let r = self.pos..end;
+        self.pos = end;
+        Some(r)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        let r = self.take(2)?;
+        Some(u16::from_be_bytes([self.buf[r.start], self.buf[r.start + 1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let r = self.take(4)?;
+        Some(read_u32(self.buf, r.start))
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let r = self.take(8)?;
+        Some(read_u64(self.buf, r.start) as i64)
+    }
+
+    fn optional(&mut self) -> Option<Option<Bytes>> {
+        let len = self.u32()? as i32;
+        if len == -1 {
+            return Some(None);
+        }
+        let len = usize::try_from(len).ok()?;
+        let r = self.take(len)?;
+        Some(Some(self.buf.slice(r)))
+    }
+}
+
+fn decode_record(buf: &Bytes, pos: usize) -> Option<(Record, usize)> {
+    let mut c = Cursor { buf, pos };
+    let timestamp = c.i64()?;
+    let key = c.optional()?;
+    let value = c.optional()?;
+    let count = c.u32()?;
+    // Each header takes at least HEADER_OVERHEAD bytes: refuse counts the buffer cannot hold
+    // before reserving memory for them.
+    if (count as usize).saturating_mul(HEADER_OVERHEAD) > buf.len() - c.pos {
+        return None;
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let name_len = c.u16()? as usize;
+        let name = c.take(name_len)?;
+        let name = std::str::from_utf8(&buf[name]).ok()?.to_owned();
+        let value_len = c.u32()? as usize;
+        let value = c.take(value_len)?;
+        headers.push(Header { name, value: buf.slice(value) });
+    }
+    Some((Record { timestamp, key, value, headers }, c.pos))
+}
+
+fn skip_record(buf: &Bytes, pos: usize, index: u32) -> Result<usize, CodecError> {
+    let mut c = Cursor { buf, pos };
+    let framed = (|| {
+        c.i64()?;
+        c.optional()?;
+        c.optional()?;
+        let count = c.u32()?;
+        for _ in 0..count {
+            let name_len = c.u16()? as usize;
+            let name = c.take(name_len)?;
+            if std::str::from_utf8(&buf[name]).is_err() {
+                return Some(Err(CodecError::HeaderName { index }));
+            }
+            let value_len = c.u32()? as usize;
+            c.take(value_len)?;
+        }
+        Some(Ok(()))
+    })();
+    match framed {
+        Some(Ok(())) => Ok(c.pos),
+        Some(Err(e)) => Err(e),
+        None => Err(CodecError::BadRecord { index }),
+    }
+}
+
+/// The RocksDB key of the batch whose base offset is `offset`.
+pub fn offset_key(offset: u64) -> [u8; 8] {
+    offset.to_be_bytes()
+}
+
+pub fn decode_offset_key(key: &[u8]) -> Result<u64, CodecError> {
+    let arr: [u8; 8] = key.try_into().map_err(|_| CodecError::BadKey(key.len()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(ts: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Record {
+        Record {
+            timestamp: ts,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header { name: (*n).to_owned(), value: Bytes::copy_from_slice(v) })
+                .collect(),
+        }
+    }
+
+    fn encode(records: &[Record]) -> Bytes {
+        let mut b = BatchBuilder::default();
+        for r in records {
+            b.push(r).expect("push");
+        }
+        b.finish().expect("finish")
+    }
+
+    #[test]
+    fn round_trips_records_and_stamped_fields() {
+        let records = vec![
+            record(5, Some(b"k"), Some(b"v"), &[("h", b"1"), ("h", b"2")]),
+            record(3, None, None, &[]),
+            record(9, Some(b""), Some(&[0, 255, 1]), &[("x", b"")]),
+        ];
+        let mut bytes = BytesMut::from(&encode(&records)[..]);
+        stamp(&mut bytes, 1_000, 7).expect("stamp");
+        let batch = Batch::parse(bytes.freeze()).expect("parse");
+        assert_eq!(batch.base_offset(), 1_000);
+        assert_eq!(batch.leader_epoch(), 7);
+        assert_eq!(batch.record_count(), 3);
+        assert_eq!(batch.last_offset(), 1_002);
+        assert_eq!(batch.first_timestamp(), 5);
+        assert_eq!(batch.max_timestamp(), 9);
+        let back: Vec<_> = batch.records().collect();
+        assert_eq!(back.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![1_000, 1_001, 1_002]);
+        assert_eq!(back.into_iter().map(RecordView::into_record).collect::<Vec<_>>(), records);
+    }
+
+    #[test]
+    fn encoded_len_matches_the_encoding() {
+        let r = record(1, Some(b"key"), Some(b"value"), &[("name", b"val")]);
+        assert_eq!(encode(std::slice::from_ref(&r)).len(), BATCH_HEADER_LEN + r.encoded_len());
+    }
+
+    #[test]
+    fn rejects_corruption() {
+        let good = encode(&[record(1, Some(b"k"), Some(b"v"), &[])]);
+        assert!(matches!(Batch::parse(good.slice(..10)), Err(CodecError::TooShort(10))));
+        let mut flipped = BytesMut::from(&good[..]);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(Batch::parse(flipped.freeze()), Err(CodecError::BadCrc { .. })));
+        let mut magic = BytesMut::from(&good[..]);
+        magic[12] = 9;
+        assert_eq!(Batch::parse(magic.freeze()), Err(CodecError::BadMagic(9)));
+        assert_eq!(BatchBuilder::default().finish(), Err(CodecError::Empty));
+    }
+
+    #[test]
+    fn rejects_a_record_count_the_bytes_do_not_hold() {
+        let good = encode(&[record(1, None, Some(b"v"), &[])]);
+        let mut lying = BytesMut::from(&good[..]);
+        lying[17..21].copy_from_slice(&2u32.to_be_bytes());
+        let crc = crc32c::crc32c(&lying[CRC_START..]);
+        lying[13..17].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(Batch::parse(lying.freeze()), Err(CodecError::BadRecord { index: 1 }));
+    }
+
+    #[test]
+    fn offset_keys_sort_numerically() {
+        let offsets = [0u64, 1, 255, 256, 65_535, 1 << 40, u64::MAX];
+        for pair in offsets.windows(2) {
+            assert!(offset_key(pair[0]) < offset_key(pair[1]));
+            assert_eq!(decode_offset_key(&offset_key(pair[1])), Ok(pair[1]));
+        }
+        assert_eq!(decode_offset_key(b"short"), Err(CodecError::BadKey(5)));
+    }
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            any::<i64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+            proptest::collection::vec(("[a-z]{0,5}", proptest::collection::vec(any::<u8>(), 0..5)), 0..3),
+        )
+            .prop_map(|(timestamp, key, value, headers)| Record {
+                timestamp,
+                key: key.map(Bytes::from),
+                value: value.map(Bytes::from),
+                headers: headers.into_iter().map(|(name, v)| Header { name, value: Bytes::from(v) }).collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_records_round_trip(records in proptest::collection::vec(arb_record(), 1..20), base in any::<u32>()) {
+            let mut bytes = BytesMut::from(&encode(&records)[..]);
+            stamp(&mut bytes, u64::from(base), 1).expect("stamp");
+            let batch = Batch::parse(bytes.freeze()).expect("parse");
+            let back: Vec<Record> = batch.records().map(RecordView::into_record).collect();
+            prop_assert_eq!(back, records);
+        }
+
+        #[test]
+        fn parse_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Batch::parse(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn offset_key_order_is_numeric_order(a in any::<u64>(), b in any::<u64>()) {
+            prop_assert_eq!(a.cmp(&b), offset_key(a).cmp(&offset_key(b)));
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Error codes shared by every part. A code's string is part of the public API: it is
+//! never renamed or reused for another meaning.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A stable machine-readable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed in a way no more specific code covers.
+    InvalidRequest,
+    /// The body is not valid JSON / NDJSON, or has the wrong shape or field types.
+    InvalidJson,
+    /// A `*_base64` field is not valid standard base64.
+    InvalidBase64,
+    /// A topic name breaks `[a-zA-Z0-9._-]{1,249}`.
+    InvalidTopicName,
+    UnknownTopic,
+    UnknownPartition,
+    TopicAlreadyExists,
+    /// A partition count that is zero, too large, or a decrease.
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    /// An unknown config key or a bad value for a known one.
+    InvalidConfig,
+    /// An offset that is not a non-negative integer, `earliest` or `latest`.
+    InvalidOffset,
+    /// An offset below the log start offset or above the log end offset.
+    OffsetOutOfRange,
+    /// One record is larger than the topic's `max.message.bytes`.
+    RecordTooLarge,
+    /// The request body is larger than the server's limit.
+    RequestTooLarge,
+    UnsupportedMediaType,
+    /// No such route.
+    NotFound,
+    MethodNotAllowed,
+    /// `acks=all` with fewer in-sync replicas than `min.insync.replicas`; nothing appended.
+    NotEnoughReplicas,
+    /// Appended, but the ISR shrank below `min.insync.replicas` before it was replicated.
+    NotEnoughReplicasAfterAppend,
+    /// The node asked is not the partition's leader (any more).
+    NotLeader,
+    /// The partition has no leader right now, or its log is not open yet.
+    LeaderNotAvailable,
+    /// The request's deadline passed before it completed.
+    RequestTimeout,
+    /// A stored or received record batch failed validation.
+    CorruptBatch,
+    /// The storage engine failed.
+    StorageError,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected failure; details are in the server log.
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidBase64 => "invalid_base64",
+            Self::InvalidTopicName => "invalid_topic_name",
+            Self::UnknownTopic => "unknown_topic",
+            Self::UnknownPartition => "unknown_partition",
+            Self::TopicAlreadyExists => "topic_already_exists",
+            Self::InvalidPartitions => "invalid_partitions",
+            Self::InvalidReplicationFactor => "invalid_replication_factor",
+            Self::InvalidConfig => "invalid_config",
+            Self::InvalidOffset => "invalid_offset",
+            Self::OffsetOutOfRange => "offset_out_of_range",
+            Self::RecordTooLarge => "record_too_large",
+            Self::RequestTooLarge => "request_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotEnoughReplicas => "not_enough_replicas",
+            Self::NotEnoughReplicasAfterAppend => "not_enough_replicas_after_append",
+            Self::NotLeader => "not_leader",
+            Self::LeaderNotAvailable => "leader_not_available",
+            Self::RequestTimeout => "request_timeout",
+            Self::CorruptBatch => "corrupt_batch",
+            Self::StorageError => "storage_error",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this code is answered with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest
+            | Self::InvalidJson
+            | Self::InvalidBase64
+            | Self::InvalidTopicName
+            | Self::InvalidPartitions
+            | Self::InvalidReplicationFactor
+            | Self::InvalidConfig
+            | Self::InvalidOffset
+            | Self::CorruptBatch => 400,
+            Self::UnknownTopic | Self::UnknownPartition | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::TopicAlreadyExists => 409,
+            Self::RecordTooLarge | Self::RequestTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::OffsetOutOfRange => 416,
+            Self::NotEnoughReplicas
+            | Self::NotEnoughReplicasAfterAppend
+            | Self::NotLeader
+            | Self::LeaderNotAvailable
+            | Self::ShuttingDown => 503,
+            Self::RequestTimeout => 504,
+            Self::StorageError | Self::Internal => 500,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub const fn retriable(self) -> bool {
+        matches!(
+            self,
+            Self::NotEnoughReplicas
+                | Self::NotEnoughReplicasAfterAppend
+                | Self::NotLeader
+                | Self::LeaderNotAvailable
+                | Self::RequestTimeout
+                | Self::ShuttingDown
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error with a stable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{code}: {message}")]
+pub struct FjordError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl FjordError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    pub fn retriable(&self) -> bool {
+        self.code.retriable()
+    }
+}
+
+pub type Result<T, E = FjordError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_stable_strings() {
+        for code in [ErrorCode::NotEnoughReplicas, ErrorCode::InvalidBase64, ErrorCode::OffsetOutOfRange] {
+            let json = serde_json::to_string(&code).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn only_transient_conditions_are_retriable() {
+        assert!(ErrorCode::NotLeader.retriable());
+        assert!(!ErrorCode::InvalidJson.retriable());
+        assert!(!ErrorCode::StorageError.retriable());
+        assert_eq!(ErrorCode::NotEnoughReplicas.http_status(), 503);
+    }
+}

@@ -1,0 +1,28 @@
+//! Wire types shared by every Fjord part.
+//!
+//! This crate is small on purpose: it has no I/O and no storage or HTTP framework
+//! dependencies, so the gateway can speak to storage nodes without linking RocksDB.
+//!
+//! # Layout
+//! - [`codec`]: every byte layout Fjord writes — the record-batch encoding (stored in
+//!   RocksDB and sent from gateway to storage node) and the RocksDB key layout.
+//! - [`error`]: [`ErrorCode`], the stable machine codes with HTTP status and
+//!   `retriable` flag, and [`FjordError`].
+//! - [`partitioner`]: Kafka's murmur2 partitioner, so keys land where Kafka puts them.
+//! - [`node`]: the [`NodeApi`] trait a gateway uses to reach a partition leader,
+//!   in-process (standalone) or over the network (cluster).
+
+pub mod codec;
+pub mod error;
+pub mod node;
+pub mod partitioner;
+
+pub use codec::{Batch, BatchBuilder, Header, Record, RecordView};
+pub use error::{ErrorCode, FjordError, Result};
+pub use node::{
+    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus,
+    ProduceRequest, ProduceResponse, TopicPartition,
+};
+
+/// Identifier of a storage node (a Kafka broker id).
+pub type NodeId = u32;
