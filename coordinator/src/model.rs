@@ -1,0 +1,276 @@
+//! The cluster metadata model (DESIGN.md §2, §6).
+
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A storage node as other parts see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// Where its internal API listens (`host:port`), or `in-process` in standalone.
+    pub endpoint: String,
+    pub rack: Option<String>,
+}
+
+/// Leadership and replicas of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub partition: u32,
+    /// Assigned replicas; the first is the preferred leader.
+    pub replicas: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    /// Bumped on every leader change.
+    pub leader_epoch: u32,
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    /// Distinguishes a topic from an earlier one of the same name.
+    pub topic_id: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<PartitionState>,
+}
+
+impl TopicMetadata {
+    pub fn replication_factor(&self) -> usize {
+        self.partitions.first().map_or(0, |p| p.replicas.len())
+    }
+}
+
+/// A consistent picture of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub cluster_id: String,
+    pub controller: Option<NodeId>,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub topics: BTreeMap<String, TopicMetadata>,
+}
+
+impl ClusterMetadata {
+    pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
+        self.topics.get(name)
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub config: TopicConfig,
+}
+
+/// A change to an existing topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicChange {
+    /// The new (larger) partition count.
+    pub partitions: Option<u32>,
+    /// The full new config.
+    pub config: Option<TopicConfig>,
+}
+
+/// Most partitions one topic may have; bounds the column families a request can create.
+pub const MAX_PARTITIONS: u32 = 10_000;
+
+/// Topic config, serialized with Kafka's key names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Delete batches older than this; `-1` keeps them forever.
+    #[serde(rename = "retention.ms")]
+    pub retention_ms: i64,
+    /// Delete the oldest batches while the partition is larger than this; `-1`: no limit.
+    #[serde(rename = "retention.bytes")]
+    pub retention_bytes: i64,
+    #[serde(rename = "cleanup.policy")]
+    pub cleanup_policy: String,
+    #[serde(rename = "min.insync.replicas")]
+    pub min_insync_replicas: u32,
+    /// Largest record (key + value + headers) accepted.
+    #[serde(rename = "max.message.bytes")]
+    pub max_message_bytes: u32,
+    #[serde(rename = "unclean.leader.election.enable")]
+    pub unclean_leader_election_enable: bool,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            cleanup_policy: "delete".to_owned(),
+            min_insync_replicas: 1,
+            max_message_bytes: 1_048_588,
+            unclean_leader_election_enable: false,
+        }
+    }
+}
+
+fn bad_config(key: &str, why: impl std::fmt::Display) -> FjordError {
+    FjordError::new(ErrorCode::InvalidConfig, format!("config `{key}`: {why}"))
+}
+
+/// Reads an integer given as a JSON number or a decimal string (Kafka tools send strings).
+fn int_value(key: &str, v: &Value) -> Result<i64> {
+    let parsed = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| bad_config(key, format!("expected an integer, got {v}")))
+}
+
+fn bool_value(key: &str, v: &Value) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(bad_config(key, format!("expected true or false, got {v}"))),
+    }
+}
+
+impl TopicConfig {
+    pub const KEYS: [&'static str; 6] = [
+        "retention.ms",
+        "retention.bytes",
+        "cleanup.policy",
+        "min.insync.replicas",
+        "max.message.bytes",
+        "unclean.leader.election.enable",
+    ];
+
+    /// Applies `changes` (Kafka key → JSON value; `null` resets a key to its default)
+    /// to a copy of `self`. Unknown keys and bad values are refused, naming the key.
+    pub fn with_changes(&self, changes: &serde_json::Map<String, Value>) -> Result<Self> {
+        let mut c = self.clone();
+        let defaults = Self::default();
+        for (key, v) in changes {
+            let reset = v.is_null();
+            match key.as_str() {
+                "retention.ms" | "retention.bytes" => {
+                    let n = if reset {
+                        if key == "retention.ms" { defaults.retention_ms } else { defaults.retention_bytes }
+                    } else {
+                        int_value(key, v)?
+                    };
+                    if n < -1 {
+                        return Err(bad_config(key, "must be -1 (unlimited) or a non-negative integer"));
+                    }
+                    if key == "retention.ms" {
+                        c.retention_ms = n;
+                    } else {
+                        c.retention_bytes = n;
+                    }
+                }
+                "cleanup.policy" => {
+                    let policy = if reset {
+                        defaults.cleanup_policy.clone()
+                    } else {
+                        v.as_str().ok_or_else(|| bad_config(key, "expected a string"))?.trim().to_owned()
+                    };
+                    match policy.as_str() {
+                        "delete" => c.cleanup_policy = policy,
+                        "compact" | "compact,delete" | "delete,compact" => {
+                            return Err(bad_config(key, "compaction is not implemented yet; use `delete`"))
+                        }
+                        other => return Err(bad_config(key, format!("unknown policy `{other}`"))),
+                    }
+                }
+                "min.insync.replicas" => {
+                    let n = if reset { i64::from(defaults.min_insync_replicas) } else { int_value(key, v)? };
+                    c.min_insync_replicas =
+                        u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| bad_config(key, "must be at least 1"))?;
+                }
+                "max.message.bytes" => {
+                    let n = if reset { i64::from(defaults.max_message_bytes) } else { int_value(key, v)? };
+                    c.max_message_bytes = u32::try_from(n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad_config(key, "must be between 1 and 4294967295"))?;
+                }
+                "unclean.leader.election.enable" => {
+                    c.unclean_leader_election_enable =
+                        if reset { defaults.unclean_leader_election_enable } else { bool_value(key, v)? };
+                }
+                other => {
+                    return Err(bad_config(other, format!("unknown key; known keys: {}", Self::KEYS.join(", "))))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Kafka's topic-name rule: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |why: &str| FjordError::new(ErrorCode::InvalidTopicName, format!("invalid topic name {name:?}: {why}"));
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 249 {
+        return Err(bad("it is longer than 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("`.` and `..` are reserved"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(bad("only ASCII letters, digits, `.`, `_` and `-` are allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn changes(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        for ok in ["a", "orders.v1", "A_b-9", &"x".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "has space", "slash/es", "ünï", &"x".repeat(250)] {
+            let err = validate_topic_name(bad).expect_err(bad);
+            assert_eq!(err.code, ErrorCode::InvalidTopicName);
+        }
+    }
+
+    #[test]
+    fn config_accepts_numbers_strings_and_null_resets() {
+        let c = TopicConfig::default()
+            .with_changes(&changes(json!({"retention.ms": "1000", "retention.bytes": 5, "min.insync.replicas": 2})))
+            .expect("valid");
+        assert_eq!((c.retention_ms, c.retention_bytes, c.min_insync_replicas), (1000, 5, 2));
+        let reset = c.with_changes(&changes(json!({"retention.ms": null}))).expect("reset");
+        assert_eq!(reset.retention_ms, TopicConfig::default().retention_ms);
+        assert_eq!(reset.retention_bytes, 5);
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys_and_bad_values_naming_the_key() {
+        for (change, key) in [
+            (json!({"retention.mss": 1}), "retention.mss"),
+            (json!({"retention.ms": -2}), "retention.ms"),
+            (json!({"retention.ms": "soon"}), "retention.ms"),
+            (json!({"min.insync.replicas": 0}), "min.insync.replicas"),
+            (json!({"cleanup.policy": "shred"}), "cleanup.policy"),
+            (json!({"unclean.leader.election.enable": 3}), "unclean.leader.election.enable"),
+        ] {
+            let err = TopicConfig::default().with_changes(&changes(change)).expect_err(key);
+            assert_eq!(err.code, ErrorCode::InvalidConfig);
+            assert!(err.message.contains(key), "{}", err.message);
+        }
+    }
+}
