@@ -1,0 +1,66 @@
+//! Storage node configuration.
+
+use crate::rocks::{RocksOptions, WalSync};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (Kafka's `broker.id`).
+    pub node_id: u32,
+    /// Rack, for rack-aware replica placement.
+    pub rack: Option<String>,
+    /// Where RocksDB keeps the partition logs (`<data_dir>/storage`).
+    pub data_dir: PathBuf,
+    /// When the write-ahead log is fsynced: `always` or `interval` (see [`WalSync`]).
+    pub wal_sync: WalSync,
+    /// Period of the background fsync with `wal_sync = "interval"`.
+    pub wal_sync_interval_ms: u64,
+    /// Shared RocksDB block cache.
+    pub block_cache_bytes: usize,
+    /// Cap on all RocksDB memtables together.
+    pub write_buffer_bytes: usize,
+    /// How often retention runs over every partition.
+    pub retention_check_interval_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let rocks = RocksOptions::default();
+        Self {
+            node_id: 0,
+            rack: None,
+            data_dir: PathBuf::from("data"),
+            wal_sync: WalSync::Interval,
+            wal_sync_interval_ms: 200,
+            block_cache_bytes: rocks.block_cache_bytes,
+            write_buffer_bytes: rocks.write_buffer_bytes,
+            retention_check_interval_ms: 30_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn rocks_options(&self) -> RocksOptions {
+        RocksOptions {
+            wal_sync: self.wal_sync,
+            block_cache_bytes: self.block_cache_bytes,
+            write_buffer_bytes: self.write_buffer_bytes,
+        }
+    }
+
+    /// Checks values that serde cannot, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.wal_sync_interval_ms == 0 {
+            return Err("storage.wal_sync_interval_ms must be at least 1".into());
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err("storage.retention_check_interval_ms must be at least 1".into());
+        }
+        if self.write_buffer_bytes < (4 << 20) {
+            return Err("storage.write_buffer_bytes must be at least 4 MiB".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! The Fjord storage node: partition logs in RocksDB, leader/follower partition state,
+//! retention, and the [`NodeApi`](fjord_protocol::NodeApi) that gateways call.
+//!
+//! # Layout
+//! - [`engine`]: the [`Engine`] seam a log is stored through, and [`MemEngine`], the
+//!   in-memory double for unit tests.
+//! - [`rocks`]: [`RocksEngine`], one column family per partition replica, and the WAL
+//!   sync policy ([`WalSync`]).
+//! - [`log`]: [`PartitionLog`], one replica's log: offsets, high watermark, epoch
+//!   history, reads, timestamp look-up, retention.
+//! - [`node`]: [`StorageNode`]: opens the replicas the metadata assigns to this node,
+//!   serves produce/fetch/offsets as their leader, runs retention and WAL sync.
+//! - [`config`]: [`NodeConfig`].
+
+pub mod config;
+pub mod engine;
+pub mod log;
+pub mod node;
+pub mod rocks;
+
+pub use config::NodeConfig;
+pub use engine::{Engine, MemEngine};
+pub use log::PartitionLog;
+pub use node::StorageNode;
+pub use rocks::{RocksEngine, RocksOptions, WalSync};
+
+#[cfg(test)]
+mod conformance;

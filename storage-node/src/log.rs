@@ -1,0 +1,341 @@
+//! One partition replica's log, over any [`Engine`].
+//!
+//! Offsets are dense and never reused. The log keeps, in memory, the log start offset,
+//! the log end offset (LEO: the next offset to write), the high watermark (HW: records
+//! below it are committed and visible to consumers), its size, and the leader-epoch
+//! history (KIP-101: epoch → first offset written in it). Everything but the HW is
+//! recovered from the engine on open; the HW is raised by the replica layer.
+//!
+//! Appends to one partition are serialized by the state lock, held across the engine
+//! write, so offsets are assigned and stored in order. Reads take the lock only to copy
+//! the offsets they need.
+
+use crate::engine::{Engine, EngineError, WriteOp};
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::codec::{self, Batch, CodecError};
+use fjord_protocol::{ErrorCode, FjordError};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+const META_LOG_START: &str = "log_start";
+const META_SIZE: &str = "size";
+const META_EPOCHS: &str = "epochs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("corrupt batch: {0}")]
+    Corrupt(#[from] CodecError),
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
+    #[error("stored metadata `{0}` is malformed")]
+    BadMeta(&'static str),
+}
+
+impl From<LogError> for FjordError {
+    fn from(e: LogError) -> Self {
+        let code = match &e {
+            LogError::Engine(_) | LogError::BadMeta(_) => ErrorCode::StorageError,
+            LogError::Corrupt(_) => ErrorCode::CorruptBatch,
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        };
+        FjordError::new(code, e.to_string())
+    }
+}
+
+pub type LogResult<T> = Result<T, LogError>;
+
+/// A snapshot of a log's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogOffsets {
+    pub log_start: u64,
+    pub log_end: u64,
+    pub high_watermark: u64,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    log_start: u64,
+    log_end: u64,
+    high_watermark: u64,
+    size_bytes: u64,
+    /// (leader epoch, first offset written in that epoch), ascending.
+    epochs: Vec<(u32, u64)>,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Removed {
+    pub batches: u64,
+    pub bytes: u64,
+}
+
+pub struct PartitionLog {
+    engine: Arc<dyn Engine>,
+    name: String,
+    state: Mutex<State>,
+    hw_tx: watch::Sender<u64>,
+}
+
+fn u64_meta(engine: &dyn Engine, name: &str, key: &'static str) -> LogResult<Option<u64>> {
+    match engine.get_meta(name, key)? {
+        None => Ok(None),
+        Some(v) => {
+            let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| LogError::BadMeta(key))?;
+            Ok(Some(u64::from_be_bytes(arr)))
+        }
+    }
+}
+
+fn encode_epochs(epochs: &[(u32, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(epochs.len() * 12);
+    for (e, o) in epochs {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(&o.to_be_bytes());
+    }
+    out
+}
+
+fn decode_epochs(bytes: &[u8]) -> LogResult<Vec<(u32, u64)>> {
+    if bytes.len() % 12 != 0 {
+        return Err(LogError::BadMeta(META_EPOCHS));
+    }
+    Ok(bytes
+        .chunks_exact(12)
+        .map(|c| {
+            let mut e = [0u8; 4];
+            let mut o = [0u8; 8];
+            e.copy_from_slice(&c[..4]);
+            o.copy_from_slice(&c[4..]);
+            (u32::from_be_bytes(e), u64::from_be_bytes(o))
+        })
+        .collect())
+}
+
+impl PartitionLog {
+    /// Opens the log stored as `name`, creating it empty if it does not exist.
+    pub fn open(engine: Arc<dyn Engine>, name: &str) -> LogResult<Self> {
+        engine.create_partition(name)?;
+        let log_start = u64_meta(&*engine, name, META_LOG_START)?.unwrap_or(0);
+        let size_bytes = u64_meta(&*engine, name, META_SIZE)?.unwrap_or(0);
+        let epochs = match engine.get_meta(name, META_EPOCHS)? {
+            Some(b) => decode_epochs(&b)?,
+            None => Vec::new(),
+        };
+        let log_end = match engine.last_batch(name)? {
+            Some(bytes) => Batch::parse(Bytes::from(bytes))?.next_offset(),
+            None => log_start,
+        };
+        // The HW is not trusted from disk: the replica layer re-establishes it (a lone
+        // in-sync leader's HW is its LEO; a follower learns it from its leader).
+        let state = State { log_start, log_end, high_watermark: log_start, size_bytes, epochs };
+        Ok(Self { engine, name: name.to_owned(), state: Mutex::new(state), hw_tx: watch::channel(log_start).0 })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let s = self.state.lock();
+        LogOffsets {
+            log_start: s.log_start,
+            log_end: s.log_end,
+            high_watermark: s.high_watermark,
+            size_bytes: s.size_bytes,
+        }
+    }
+
+    /// The leader-epoch history: (epoch, first offset of that epoch).
+    pub fn epochs(&self) -> Vec<(u32, u64)> {
+        self.state.lock().epochs.clone()
+    }
+
+    /// Wakes when the high watermark changes.
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<u64> {
+        self.hw_tx.subscribe()
+    }
+
+    /// Appends one encoded, validated batch as leader in `leader_epoch`, assigning offsets
+    /// from the LEO. Returns the batch with its base offset and epoch stamped.
+    pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
+        let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut s = self.state.lock();
+        let base = s.log_end;
+        codec::stamp(&mut buf, base, leader_epoch)?;
+        let batch = Batch::parse(buf.freeze())?;
+        let size = s.size_bytes + batch.len() as u64;
+        let size_bytes = size.to_be_bytes();
+        let new_epoch = s.epochs.last().is_none_or(|(e, _)| leader_epoch > *e);
+        let mut epochs = Vec::new();
+        let mut ops = vec![
+            WriteOp::PutBatch { base_offset: base, bytes: batch.as_bytes() },
+            WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
+        ];
+        if new_epoch {
+            let mut history = s.epochs.clone();
+            history.push((leader_epoch, base));
+            epochs = encode_epochs(&history);
+            ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: &epochs });
+        }
+        self.engine.write(&self.name, &ops)?;
+        if new_epoch {
+            s.epochs.push((leader_epoch, base));
+        }
+        s.log_end = batch.next_offset();
+        s.size_bytes = size;
+        Ok(batch)
+    }
+
+    /// Raises the high watermark to `hw` (clamped to the LEO); never lowers it.
+    pub fn advance_high_watermark(&self, hw: u64) {
+        let mut s = self.state.lock();
+        let hw = hw.min(s.log_end);
+        if hw > s.high_watermark {
+            s.high_watermark = hw;
+            drop(s);
+            // Concurrent advances may get here out of order: only ever raise the published
+            // value, or a later, lower send would leave waiters below the real HW.
+            self.hw_tx.send_if_modified(|published| {
+                let raise = hw > *published;
+                if raise {
+                    *published = hw;
+                }
+                raise
+            });
+        }
+    }
+
+    /// Batches from the one holding `offset`, up to `max_bytes` (at least one batch),
+    /// only batches that start below `upto` (the HW, for consumers).
+    pub fn read(&self, offset: u64, max_bytes: usize, upto: u64) -> LogResult<Vec<Bytes>> {
+        let (log_start, log_end) = {
+            let s = self.state.lock();
+            (s.log_start, s.log_end)
+        };
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        self.engine.scan(&self.name, offset, &mut |base, bytes| {
+            if base >= upto {
+                return false;
+            }
+            if base > offset && out.is_empty() {
+                // The batch holding `offset` is gone (retention ran concurrently).
+                return false;
+            }
+            let count = bytes.get(17..21).map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            if base + u64::from(count) <= offset {
+                return true;
+            }
+            total += bytes.len();
+            out.push(Bytes::copy_from_slice(bytes));
+            total < max_bytes
+        })?;
+        if out.is_empty() {
+            let log_start = self.state.lock().log_start;
+            if offset < log_start {
+                return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest offset whose record timestamp is `>= ts` among committed records,
+    /// with that timestamp; `None` when no such record exists.
+    pub fn offset_for_timestamp(&self, ts: i64) -> LogResult<Option<(u64, i64)>> {
+        let (log_start, hw) = {
+            let s = self.state.lock();
+            (s.log_start, s.high_watermark)
+        };
+        let mut found = None;
+        let mut err = None;
+        self.engine.scan(&self.name, log_start, &mut |base, bytes| {
+            if base >= hw {
+                return false;
+            }
+            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
+                Ok(b) => b,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            if batch.max_timestamp() < ts {
+                return true;
+            }
+            found = batch
+                .records()
+                .find(|r| r.offset >= log_start && r.offset < hw && r.timestamp >= ts)
+                .map(|r| (r.offset, r.timestamp));
+            found.is_none()
+        })?;
+        match err {
+            Some(e) => Err(e.into()),
+            None => Ok(found),
+        }
+    }
+
+    /// Deletes whole batches from the log start while they are older than
+    /// `retention_ms` (by their max timestamp) or while the log stays at least
+    /// `retention_bytes` without them (Kafka's rule). `-1` disables either limit.
+    /// Only committed batches (below the HW) are removed; the log end never moves.
+    pub fn apply_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> LogResult<Removed> {
+        if retention_ms < 0 && retention_bytes < 0 {
+            return Ok(Removed::default());
+        }
+        let mut s = self.state.lock();
+        let (log_start, hw) = (s.log_start, s.high_watermark);
+        let mut new_start = log_start;
+        let mut removed = Removed::default();
+        let mut size = s.size_bytes;
+        let mut err = None;
+        self.engine.scan(&self.name, log_start, &mut |_base, bytes| {
+            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
+                Ok(b) => b,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            if batch.next_offset() > hw {
+                return false;
+            }
+            let len = bytes.len() as u64;
+            let too_old = retention_ms >= 0 && batch.max_timestamp() < now_ms.saturating_sub(retention_ms);
+            let too_big = retention_bytes >= 0 && size.saturating_sub(len) >= retention_bytes as u64;
+            if !(too_old || too_big) {
+                return false;
+            }
+            new_start = batch.next_offset();
+            size -= len;
+            removed.batches += 1;
+            removed.bytes += len;
+            true
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        if new_start == log_start {
+            return Ok(removed);
+        }
+        let start_bytes = new_start.to_be_bytes();
+        let size_bytes = size.to_be_bytes();
+        self.engine.write(
+            &self.name,
+            &[
+                WriteOp::DeleteBatches { from: log_start, to: new_start },
+                WriteOp::PutMeta { key: META_LOG_START, value: &start_bytes },
+                WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
+            ],
+        )?;
+        s.log_start = new_start;
+        s.size_bytes = size;
+        Ok(removed)
+    }
+}

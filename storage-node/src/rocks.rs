@@ -1,0 +1,197 @@
+//! The RocksDB [`Engine`]: one column family per partition replica, keyed by the batch's
+//! base offset (big-endian, [`fjord_protocol::codec::offset_key`]), plus a `meta` column
+//! family keyed `{partition}\0{key}`.
+//!
+//! Memory is bounded for any number of partitions: one LRU block cache and one
+//! `db_write_buffer_size` cap are shared by every column family.
+
+use crate::engine::{Engine, EngineError, EngineResult, WriteOp};
+use fjord_protocol::codec::offset_key;
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
+
+const META_CF: &str = "meta";
+
+/// When RocksDB's write-ahead log is fsynced.
+///
+/// A process kill (`kill -9`) never loses a write RocksDB acknowledged: the WAL is
+/// written to the OS before the write returns. The policy decides what a machine crash
+/// or power loss may lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WalSync {
+    /// fsync before acknowledging every write. Concurrent writers share one fsync
+    /// (RocksDB's group commit). Loses nothing on power loss.
+    Always,
+    /// fsync in the background every `wal_sync_interval_ms`; a power loss may lose that
+    /// window (replication covers it in a cluster, as in Kafka).
+    #[default]
+    Interval,
+}
+
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    pub wal_sync: WalSync,
+    /// Shared block cache for all partitions.
+    pub block_cache_bytes: usize,
+    /// Cap on all memtables together.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self { wal_sync: WalSync::Interval, block_cache_bytes: 64 << 20, write_buffer_bytes: 128 << 20 }
+    }
+}
+
+pub struct RocksEngine {
+    db: Db,
+    cf_opts: Options,
+    write_opts: WriteOptions,
+}
+
+fn backend(e: rocksdb::Error) -> EngineError {
+    EngineError::Backend(e.into_string())
+}
+
+fn meta_key(name: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1 + key.len());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+impl RocksEngine {
+    pub fn open(path: &Path, opts: &RocksOptions) -> EngineResult<Self> {
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_block_size(64 << 10);
+
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_write_buffer_size((opts.write_buffer_bytes / 4).max(1 << 20));
+
+        let mut db_opts = cf_opts.clone();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
+        db_opts.set_max_background_jobs(2);
+
+        let existing = match Db::list_cf(&db_opts, path) {
+            Ok(names) => names,
+            Err(_) => vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned()],
+        };
+        let mut names: Vec<String> = existing;
+        if !names.iter().any(|n| n == META_CF) {
+            names.push(META_CF.to_owned());
+        }
+        let descriptors = names.iter().map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let db = Db::open_cf_descriptors(&db_opts, path, descriptors).map_err(backend)?;
+
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(opts.wal_sync == WalSync::Always);
+        Ok(Self { db, cf_opts, write_opts })
+    }
+
+    fn cf(&self, name: &str) -> EngineResult<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))
+    }
+
+    fn meta_cf(&self) -> EngineResult<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(META_CF).ok_or_else(|| EngineError::Backend("meta column family missing".into()))
+    }
+}
+
+fn is_partition_cf(name: &str) -> bool {
+    name != META_CF && name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+}
+
+impl Engine for RocksEngine {
+    fn list_partitions(&self) -> EngineResult<Vec<String>> {
+        let names = Db::list_cf(&Options::default(), self.db.path()).map_err(backend)?;
+        Ok(names.into_iter().filter(|n| is_partition_cf(n)).collect())
+    }
+
+    fn create_partition(&self, name: &str) -> EngineResult<()> {
+        if !is_partition_cf(name) {
+            return Err(EngineError::Backend(format!("`{name}` is a reserved column family name")));
+        }
+        if self.db.cf_handle(name).is_some() {
+            return Ok(());
+        }
+        self.db.create_cf(name, &self.cf_opts).map_err(backend)
+    }
+
+    fn drop_partition(&self, name: &str) -> EngineResult<()> {
+        if self.db.cf_handle(name).is_some() {
+            self.db.drop_cf(name).map_err(backend)?;
+        }
+        let meta = self.meta_cf()?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&meta, meta_key(name, ""), {
+            let mut end = name.as_bytes().to_vec();
+            end.push(1);
+            end
+        });
+        self.db.write_opt(batch, &self.write_opts).map_err(backend)
+    }
+
+    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()> {
+        let cf = self.cf(name)?;
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match *op {
+                WriteOp::PutBatch { base_offset, bytes } => batch.put_cf(&cf, offset_key(base_offset), bytes),
+                WriteOp::DeleteBatches { from, to } => batch.delete_range_cf(&cf, offset_key(from), offset_key(to)),
+                WriteOp::PutMeta { key, value } => batch.put_cf(&self.meta_cf()?, meta_key(name, key), value),
+            }
+        }
+        self.db.write_opt(batch, &self.write_opts).map_err(backend)
+    }
+
+    fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+        self.cf(name)?;
+        self.db.get_cf(&self.meta_cf()?, meta_key(name, key)).map_err(backend)
+    }
+
+    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()> {
+        let cf = self.cf(name)?;
+        let mut it = self.db.raw_iterator_cf(&cf);
+        it.seek_for_prev(offset_key(offset));
+        if !it.valid() {
+            it.status().map_err(backend)?;
+            it.seek_to_first();
+        }
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let base = fjord_protocol::codec::decode_offset_key(k)
+                .map_err(|e| EngineError::Backend(format!("bad key in `{name}`: {e}")))?;
+            if !f(base, v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(backend)
+    }
+
+    fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+        let cf = self.cf(name)?;
+        let mut it = self.db.raw_iterator_cf(&cf);
+        it.seek_to_last();
+        if it.valid() {
+            return Ok(it.value().map(<[u8]>::to_vec));
+        }
+        it.status().map_err(backend)?;
+        Ok(None)
+    }
+
+    fn sync(&self) -> EngineResult<()> {
+        self.db.flush_wal(true).map_err(backend)
+    }
+}
