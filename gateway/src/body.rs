@@ -1,0 +1,353 @@
+//! Record bodies: parsing what producers send (JSON, NDJSON, raw bytes) and rendering
+//! what consumers read (JSON with `format=json|text|base64`).
+//!
+//! A JSON `value` is stored as the exact JSON text the producer sent (no re-encoding),
+//! so it reads back byte for byte. A `key` string is stored as its UTF-8 bytes, as
+//! Kafka's `StringSerializer` would, so keyed records land on the partition a Kafka
+//! producer would choose.
+
+use crate::error::{ApiError, ApiResult};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use fjord_protocol::{ErrorCode, Header, RecordView};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use utoipa::ToSchema;
+
+/// A produce request body (`application/json`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"records": [
+    {"key": "user-42", "value": {"action": "login"}},
+    {"value_base64": "AAEC/w==", "headers": [{"name": "trace", "value": "abc"}]}
+]}))]
+pub struct ProduceBody<'a> {
+    #[serde(borrow)]
+    pub records: Vec<ProduceRecord<'a>>,
+}
+
+/// One record to produce. Give at most one of `key`/`key_base64` and of
+/// `value`/`value_base64`; no value (or `"value": null`) is a tombstone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProduceRecord<'a> {
+    /// The key as text (stored as its UTF-8 bytes).
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Cow<'a, str>>,
+    /// The key as standard base64, for binary keys.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub key_base64: Option<Cow<'a, str>>,
+    /// Any JSON value, stored as the JSON text sent.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<&'a RawValue>,
+    /// The value as standard base64, for binary values.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub value_base64: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub headers: Option<Vec<HeaderIn<'a>>>,
+    /// Explicit partition; otherwise the key's murmur2 hash, or round robin for no key.
+    pub partition: Option<u32>,
+    /// Record timestamp in ms since the epoch; defaults to the time the gateway received it.
+    pub timestamp: Option<i64>,
+}
+
+/// A record header; names may repeat.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderIn<'a> {
+    #[schema(value_type = String)]
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// The value as text.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub value: Option<Cow<'a, str>>,
+    /// The value as standard base64.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub value_base64: Option<Cow<'a, str>>,
+}
+
+/// A validated record, its bytes shared with the request body where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    pub partition: Option<u32>,
+    pub timestamp: Option<i64>,
+}
+
+impl InRecord {
+    pub fn encoded_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+    }
+}
+
+fn invalid(index: usize, msg: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, format!("record {index}: {msg}"))
+}
+
+/// Bytes of `s`: a zero-copy slice of `body` when `s` points into it, else a copy.
+fn share(body: &Bytes, s: &str) -> Bytes {
+    let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
+    let p = s.as_ptr() as usize;
+    if p >= start && p + s.len() <= end && !s.is_empty() {
+        body.slice_ref(s.as_bytes())
+    } else {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+}
+
+fn decode_b64(index: usize, field: &str, s: &str) -> ApiResult<Bytes> {
+    B64.decode(s.as_bytes())
+        .map(Bytes::from)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBase64, format!("record {index}: `{field}` is not valid base64: {e}")))
+}
+
+fn convert(body: &Bytes, index: usize, r: ProduceRecord<'_>) -> ApiResult<InRecord> {
+    let key = match (r.key, r.key_base64) {
+        (Some(_), Some(_)) => return Err(invalid(index, "give `key` or `key_base64`, not both")),
+        (Some(k), None) => Some(share(body, &k)),
+        (None, Some(k)) => Some(decode_b64(index, "key_base64", &k)?),
+        (None, None) => None,
+    };
+    let value = match (r.value, r.value_base64) {
+        (Some(_), Some(_)) => return Err(invalid(index, "give `value` or `value_base64`, not both")),
+        (Some(v), None) => Some(share(body, v.get())),
+        (None, Some(v)) => Some(decode_b64(index, "value_base64", &v)?),
+        (None, None) => None,
+    };
+    let mut headers = Vec::new();
+    for h in r.headers.unwrap_or_default() {
+        if h.name.len() > usize::from(u16::MAX) {
+            return Err(invalid(index, "a header name is longer than 65535 bytes"));
+        }
+        let value = match (h.value, h.value_base64) {
+            (Some(_), Some(_)) => return Err(invalid(index, format!("header `{}`: give `value` or `value_base64`, not both", h.name))),
+            (Some(v), None) => share(body, &v),
+            (None, Some(v)) => decode_b64(index, "headers[].value_base64", &v)?,
+            (None, None) => Bytes::new(),
+        };
+        headers.push(Header { name: h.name.into_owned(), value });
+    }
+    if let Some(ts) = r.timestamp {
+        if ts < 0 {
+            return Err(invalid(index, format!("timestamp must be milliseconds since the epoch, got {ts}")));
+        }
+    }
+    Ok(InRecord { key, value, headers, partition: r.partition, timestamp: r.timestamp })
+}
+
+/// Parses an `application/json` produce body.
+pub fn parse_json(body: &Bytes) -> ApiResult<Vec<InRecord>> {
+    let parsed: ProduceBody<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))?;
+    parsed.records.into_iter().enumerate().map(|(i, r)| convert(body, i, r)).collect()
+}
+
+/// Parses an `application/x-ndjson` produce body: one record object per line.
+pub fn parse_ndjson(body: &Bytes) -> ApiResult<Vec<InRecord>> {
+    let mut out = Vec::new();
+    for (n, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record: ProduceRecord<'_> = serde_json::from_slice(line)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("NDJSON line {}: {e}", n + 1)))?;
+        let index = out.len();
+        out.push(convert(body, index, record)?);
+    }
+    Ok(out)
+}
+
+/// How a consume response shows keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Values that are valid JSON inline as JSON, other values as base64; keys as text when UTF-8.
+    #[default]
+    Json,
+    /// Keys and values as text where valid UTF-8; other bytes as base64.
+    Text,
+    /// Keys and values always as base64.
+    Base64,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            "base64" => Ok(Self::Base64),
+            other => Err(ApiError::bad_request(format!("format must be json, text or base64, got `{other}`"))),
+        }
+    }
+}
+
+/// A consumed record. With `format=json` a value that is JSON comes inline as `value`
+/// and any other value as `value_base64`; keys (and header values) come as text when
+/// they are UTF-8, else as `key_base64`. With `format=text` keys and values come as text
+/// when UTF-8; with `format=base64` always as base64. A tombstone has `"value": null`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    #[schema(value_type = Option<String>)]
+    pub key: Option<String>,
+    pub key_base64: Option<String>,
+    /// The value: JSON with `format=json`, a string with `format=text`; `null` for a tombstone.
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+    pub value_base64: Option<String>,
+    pub headers: Vec<HeaderOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeaderOut {
+    pub name: String,
+    pub value: Option<String>,
+    pub value_base64: Option<String>,
+}
+
+/// The consume response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"records": [{"topic": "orders", "partition": 0, "offset": 0, "timestamp": 1_700_000_000_000i64,
+    "key": "user-42", "value": {"action": "login"}, "headers": []}], "next_offset": 1, "high_watermark": 1}))]
+pub struct ConsumeResponse {
+    pub records: Vec<ConsumedRecord>,
+    /// The offset to ask for next.
+    pub next_offset: u64,
+    pub high_watermark: u64,
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_b64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+    let written = B64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
+/// Writes `,"<field>":…` or `,"<field>_base64":…` for optional bytes.
+fn push_bytes(out: &mut Vec<u8>, field: &str, bytes: Option<&[u8]>, format: Format, is_value: bool) {
+    out.push(b',');
+    let Some(bytes) = bytes else {
+        out.extend_from_slice(format!("\"{field}\":null").as_bytes());
+        return;
+    };
+    if format == Format::Json && is_value {
+        // Only JSON is shown inline: any other bytes come as base64, so that what a
+        // client reads is exactly what was stored.
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            out.extend_from_slice(format!("\"{field}\":").as_bytes());
+            out.extend_from_slice(bytes);
+            return;
+        }
+    } else if format != Format::Base64 {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            out.extend_from_slice(format!("\"{field}\":").as_bytes());
+            push_str(out, text);
+            return;
+        }
+    }
+    out.extend_from_slice(format!("\"{field}_base64\":").as_bytes());
+    push_b64(out, bytes);
+}
+
+/// Renders one consumed record as a JSON object into `out`.
+pub fn render_record(out: &mut Vec<u8>, topic_json: &[u8], partition: u32, r: &RecordView, format: Format) {
+    out.extend_from_slice(b"{\"topic\":");
+    out.extend_from_slice(topic_json);
+    out.extend_from_slice(format!(",\"partition\":{partition},\"offset\":{},\"timestamp\":{}", r.offset, r.timestamp).as_bytes());
+    push_bytes(out, "key", r.key.as_deref(), format, false);
+    push_bytes(out, "value", r.value.as_deref(), format, true);
+    out.extend_from_slice(b",\"headers\":[");
+    for (i, h) in r.headers.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        push_str(out, &h.name);
+        push_bytes(out, "value", Some(&h.value), if format == Format::Json { Format::Text } else { format }, false);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(r: &RecordView, format: Format) -> serde_json::Value {
+        let mut out = Vec::new();
+        render_record(&mut out, b"\"t\"", 0, r, format);
+        serde_json::from_slice(&out).expect("rendered JSON parses")
+    }
+
+    fn view(key: Option<&[u8]>, value: Option<&[u8]>) -> RecordView {
+        RecordView {
+            offset: 3,
+            timestamp: 9,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: vec![Header { name: "h".into(), value: Bytes::from_static(&[0xff]) }],
+        }
+    }
+
+    #[test]
+    fn json_values_keep_their_exact_text() {
+        let body = Bytes::from_static(br#"{"records":[{"key":"k","value": {"b": 1.50, "a" : [1,2]}}]}"#);
+        let records = parse_json(&body).expect("parse");
+        assert_eq!(records[0].value.as_deref(), Some(&br#"{"b": 1.50, "a" : [1,2]}"#[..]));
+        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn renders_each_format() {
+        let r = view(Some(b"k"), Some(br#"{"a":1}"#));
+        let j = render(&r, Format::Json);
+        assert_eq!(j["value"], serde_json::json!({"a": 1}));
+        assert_eq!(j["key"], "k");
+        assert_eq!(j["headers"][0]["value_base64"], "/w==");
+        let t = render(&r, Format::Text);
+        assert_eq!(t["value"], r#"{"a":1}"#);
+        let b = render(&r, Format::Base64);
+        assert_eq!(b["value_base64"], B64.encode(br#"{"a":1}"#));
+        assert_eq!(b["key_base64"], "aw==");
+
+        let binary = view(None, Some(&[0, 159, 146, 150]));
+        let j = render(&binary, Format::Json);
+        assert_eq!(j["value_base64"], B64.encode([0, 159, 146, 150]));
+        assert!(j["key"].is_null());
+        let tomb = render(&view(None, None), Format::Json);
+        assert!(tomb["value"].is_null());
+    }
+
+    #[test]
+    fn ndjson_reports_the_bad_line() {
+        let body = Bytes::from_static(b"{\"value\":1}\n\n{\"value\":\n");
+        let err = parse_ndjson(&body).expect_err("bad line");
+        assert_eq!(err.code(), ErrorCode::InvalidJson);
+        assert!(err.0.message.contains("line 3"), "{}", err.0.message);
+        let ok = parse_ndjson(&Bytes::from_static(b"{\"value\":1}\r\n{\"value_base64\":\"AA==\"}\n")).expect("ok");
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].value.as_deref(), Some(&[0u8][..]));
+    }
+}

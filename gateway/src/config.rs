@@ -1,0 +1,52 @@
+//! Gateway configuration.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the public HTTP API listens on.
+    pub listen: String,
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
+    /// Create a topic on its first produce (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+    /// Replication factor of auto-created topics.
+    pub default_replication_factor: u32,
+    /// Upper bound on any request's `timeout_ms`.
+    pub max_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_request_bytes: 64 << 20,
+            auto_create_topics: true,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            max_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks values that serde cannot, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("gateway.listen: `{}` is not an address like 127.0.0.1:8080", self.listen));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err("gateway.max_request_bytes must be at least 1024".into());
+        }
+        if self.default_partitions == 0 {
+            return Err("gateway.default_partitions must be at least 1".into());
+        }
+        if self.default_replication_factor == 0 {
+            return Err("gateway.default_replication_factor must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Topic administration.
+
+use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
+use crate::state::{unknown_topic, AppState};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use fjord_coordinator::{NewTopic, TopicChange, TopicConfig, TopicMetadata};
+use fjord_protocol::{ErrorCode, TopicPartition};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_topics, create_topic))
+        .routes(routes!(get_topic, alter_topic, delete_topic))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "orders", "partitions": 3, "replication_factor": 1, "config": {"retention.ms": 86_400_000}}))]
+pub struct CreateTopic {
+    /// `[a-zA-Z0-9._-]{1,249}`
+    pub name: String,
+    /// Default 1.
+    pub partitions: Option<u32>,
+    /// Default 1; at most the number of live storage nodes.
+    pub replication_factor: Option<u32>,
+    /// Kafka topic config keys: `retention.ms`, `retention.bytes`, `cleanup.policy`,
+    /// `min.insync.replicas`, `max.message.bytes`, `unclean.leader.election.enable`.
+    /// Values may be JSON numbers/booleans or strings.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"partitions": 6, "config": {"retention.ms": -1, "retention.bytes": null}}))]
+pub struct AlterTopic {
+    /// New partition count; it can only grow.
+    pub partitions: Option<u32>,
+    /// Config keys to change; `null` resets a key to its default.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"topics": [{"name": "orders", "partitions": 3, "replication_factor": 1}]}))]
+pub struct TopicList {
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    /// The leader's node id; `null` while the partition has none.
+    pub leader: Option<u32>,
+    pub leader_epoch: u32,
+    pub replicas: Vec<u32>,
+    pub isr: Vec<u32>,
+    /// `null` when the leader could not be asked.
+    pub log_start_offset: Option<u64>,
+    pub high_watermark: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"name": "orders", "topic_id": "6f1c…", "replication_factor": 1,
+    "partitions": [{"partition": 0, "leader": 0, "leader_epoch": 1, "replicas": [0], "isr": [0], "log_start_offset": 0, "high_watermark": 42}],
+    "config": {"retention.ms": 604_800_000, "retention.bytes": -1, "cleanup.policy": "delete", "min.insync.replicas": 1,
+        "max.message.bytes": 1_048_588, "unclean.leader.election.enable": false}}))]
+pub struct TopicDescription {
+    pub name: String,
+    pub topic_id: String,
+    pub replication_factor: u32,
+    pub partitions: Vec<PartitionDescription>,
+    /// Every config key with its effective value.
+    #[schema(value_type = Object)]
+    pub config: Value,
+}
+
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let media = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media == "application/json" {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Content-Type `{media}` is not supported; use application/json")))
+    }
+}
+
+fn path_topic(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    let Path(t) = p.map_err(|r| ApiError::bad_request(format!("bad path: {}", r.body_text())))?;
+    Ok(t)
+}
+
+async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let lookups = t.partitions.iter().map(|p| {
+        let tp = TopicPartition::new(&t.name, p.partition);
+        async move {
+            state
+                .call_leader(&tp, deadline, |node| {
+                    let tp = tp.clone();
+                    async move { node.partition_status(tp).await }
+                })
+                .await
+                .ok()
+        }
+    });
+    let statuses = futures::future::join_all(lookups).await;
+    let partitions = t
+        .partitions
+        .iter()
+        .zip(statuses)
+        .map(|(p, s)| PartitionDescription {
+            partition: p.partition,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            log_start_offset: s.map(|s| s.log_start_offset),
+            high_watermark: s.map(|s| s.high_watermark),
+        })
+        .collect();
+    TopicDescription {
+        replication_factor: t.replication_factor() as u32,
+        config: serde_json::to_value(&t.config).unwrap_or(Value::Null),
+        name: t.name,
+        topic_id: t.topic_id,
+        partitions,
+    }
+}
+
+/// List topics.
+#[utoipa::path(get, path = "/v1/topics", tag = "topics", responses((status = 200, body = TopicList)))]
+pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
+    let meta = state.metadata();
+    Json(TopicList {
+        topics: meta
+            .topics
+            .values()
+            .map(|t| TopicSummary {
+                name: t.name.clone(),
+                partitions: t.partitions.len() as u32,
+                replication_factor: t.replication_factor() as u32,
+            })
+            .collect(),
+    })
+}
+
+/// Create a topic.
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "topics",
+    request_body = CreateTopic,
+    responses(
+        (status = 201, description = "Created", body = TopicDescription),
+        (status = 400, description = "Invalid name, partition count, replication factor or config", body = ErrorBody),
+        (status = 409, description = "The topic exists", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    )
+)]
+pub async fn create_topic(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<TopicDescription>)> {
+    require_json(&headers)?;
+    let req: CreateTopic = parse_json(&body?)?;
+    let config = TopicConfig::default().with_changes(&req.config.unwrap_or_default())?;
+    let spec = NewTopic {
+        name: req.name,
+        partitions: req.partitions.unwrap_or(1),
+        replication_factor: req.replication_factor.unwrap_or(1),
+        config,
+    };
+    let created = state.coordinator.create_topic(spec).await?;
+    Ok((StatusCode::CREATED, Json(describe(&state, created).await)))
+}
+
+/// Describe a topic: partitions with leader, replicas, ISR and offsets; config.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 200, body = TopicDescription),
+        (status = 400, description = "Invalid topic name", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+    )
+)]
+pub async fn get_topic(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TopicDescription>> {
+    let t = state.topic(&path_topic(topic)?)?;
+    Ok(Json(describe(&state, t).await))
+}
+
+/// Grow the partition count and/or change config.
+#[utoipa::path(
+    patch,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = AlterTopic,
+    responses(
+        (status = 200, body = TopicDescription),
+        (status = 400, description = "A shrinking partition count, bad config, or nothing to change", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+    )
+)]
+pub async fn alter_topic(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TopicDescription>> {
+    let name = path_topic(topic)?;
+    require_json(&headers)?;
+    let req: AlterTopic = parse_json(&body?)?;
+    if req.partitions.is_none() && req.config.is_none() {
+        return Err(ApiError::bad_request("nothing to change: give `partitions` and/or `config`"));
+    }
+    let current = state.topic(&name)?;
+    let config = match &req.config {
+        Some(changes) => Some(current.config.with_changes(changes)?),
+        None => None,
+    };
+    let altered = state.coordinator.alter_topic(&name, TopicChange { partitions: req.partitions, config }).await?;
+    Ok(Json(describe(&state, altered).await))
+}
+
+/// Delete a topic and all its data.
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid topic name", body = ErrorBody),
+        (status = 404, description = "Unknown topic", body = ErrorBody),
+    )
+)]
+pub async fn delete_topic(
+    State(state): State<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let name = path_topic(topic)?;
+    state.topic(&name)?;
+    match state.coordinator.delete_topic(&name).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) if e.code == ErrorCode::UnknownTopic => Err(unknown_topic(&name)),
+        Err(e) => Err(e.into()),
+    }
+}

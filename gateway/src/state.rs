@@ -1,0 +1,102 @@
+//! Shared state of the gateway and routing of calls to partition leaders.
+
+use crate::config::GatewayConfig;
+use crate::error::{ApiError, ApiResult};
+use fjord_coordinator::{ClusterMetadata, Coordinator, TopicMetadata};
+use fjord_protocol::{ErrorCode, FjordError, NodeApi, NodeId, TopicPartition};
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Finds the [`NodeApi`] of a storage node by id: in-process in standalone, a network
+/// client in a cluster.
+pub trait NodeDirectory: Send + Sync + 'static {
+    fn node(&self, id: NodeId) -> Option<Arc<dyn NodeApi>>;
+}
+
+/// A directory of exactly one node (standalone).
+pub struct SingleNode {
+    pub id: NodeId,
+    pub api: Arc<dyn NodeApi>,
+}
+
+impl NodeDirectory for SingleNode {
+    fn node(&self, id: NodeId) -> Option<Arc<dyn NodeApi>> {
+        (id == self.id).then(|| self.api.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub coordinator: Arc<dyn Coordinator>,
+    pub nodes: Arc<dyn NodeDirectory>,
+    pub config: Arc<GatewayConfig>,
+    /// Picks the partition of each request's unkeyed records (sticky per request).
+    pub round_robin: Arc<AtomicU64>,
+}
+
+impl AppState {
+    pub fn new(coordinator: Arc<dyn Coordinator>, nodes: Arc<dyn NodeDirectory>, config: GatewayConfig) -> Self {
+        Self { coordinator, nodes, config: Arc::new(config), round_robin: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.coordinator.metadata().borrow().clone()
+    }
+
+    /// The topic, or `unknown_topic` (after checking the name is valid at all).
+    pub fn topic(&self, name: &str) -> ApiResult<TopicMetadata> {
+        fjord_coordinator::validate_topic_name(name)?;
+        self.metadata().topic(name).cloned().ok_or_else(|| unknown_topic(name))
+    }
+
+    /// Calls `f` on the leader of `tp`, refreshing and retrying while the leader is
+    /// unknown, moving, or not ready, until `deadline`.
+    pub async fn call_leader<T, F, Fut>(&self, tp: &TopicPartition, deadline: Instant, f: F) -> ApiResult<T>
+    where
+        F: Fn(Arc<dyn NodeApi>) -> Fut,
+        Fut: Future<Output = Result<T, FjordError>>,
+    {
+        let mut rx = self.coordinator.metadata();
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            let leader = {
+                let meta = rx.borrow_and_update();
+                let topic = meta.topic(&tp.topic).ok_or_else(|| unknown_topic(&tp.topic))?;
+                let p = topic.partitions.get(tp.partition as usize).ok_or_else(|| unknown_partition(topic, tp.partition))?;
+                p.leader
+            };
+            let attempt = match leader.and_then(|id| self.nodes.node(id)) {
+                Some(node) => f(node).await,
+                None => Err(FjordError::new(
+                    ErrorCode::LeaderNotAvailable,
+                    format!("{tp} has no leader available right now"),
+                )),
+            };
+            match attempt {
+                Err(e) if matches!(e.code, ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable) => {
+                    if Instant::now() + backoff >= deadline {
+                        return Err(e.into());
+                    }
+                    // Wake on a metadata change or after the backoff, whichever is first.
+                    let _ = tokio::time::timeout(backoff, rx.changed()).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                other => return other.map_err(ApiError::from),
+            }
+        }
+    }
+}
+
+pub fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
+}
+
+pub fn unknown_partition(topic: &TopicMetadata, partition: u32) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownPartition,
+        format!("topic `{}` has {} partition(s); there is no partition {partition}", topic.name, topic.partitions.len()),
+    )
+}
