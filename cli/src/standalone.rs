@@ -1,0 +1,31 @@
+//! `fjord standalone`: one storage node, the gateway and the embedded coordinator in one
+//! process, with no ZooKeeper.
+
+use crate::config::StandaloneConfig;
+use anyhow::Context;
+use fjord_coordinator::EmbeddedCoordinator;
+use fjord_gateway::{AppState, SingleNode};
+use fjord_storage_node::StorageNode;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Runs until `shutdown` completes, then drains requests and syncs storage.
+pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let dir = config.storage.data_dir.clone();
+    tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating data dir {}", dir.display()))?;
+    let coordinator = Arc::new(EmbeddedCoordinator::open(&dir).await.context("opening cluster metadata")?);
+    let node = StorageNode::start(&config.storage, coordinator.clone(), "in-process".into())
+        .await
+        .context("starting the storage node")?;
+    let nodes = Arc::new(SingleNode { id: node.id(), api: node.clone() });
+    let state = AppState::new(coordinator, nodes, config.gateway.clone());
+    let listener = TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("binding {}", config.gateway.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %dir.display(), "fjord standalone is listening");
+    let served = fjord_gateway::serve(listener, state, shutdown).await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    served.context("serving HTTP")
+}
