@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, storage conformance and property tests, HTTP handler
+# tests, integration tests against the real `fjord` binary, the OpenAPI sync check, and
+# validation of openapi.yaml against the OpenAPI 3 schema.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh curl python3-venv
+
+cargo test --locked --workspace --all-targets
+
+# openapi.yaml is generated from the handlers; it must be committed in sync.
+cargo run --locked -q -p fjord --bin fjord -- openapi > "${TMPDIR:-/tmp}/fjord-openapi.yaml"
+if ! diff -u openapi.yaml "${TMPDIR:-/tmp}/fjord-openapi.yaml"; then
+  echo "openapi.yaml is out of date: run  cargo run -p fjord -- openapi > openapi.yaml" >&2
+  exit 1
+fi
+
+# And it must be valid OpenAPI 3.x (validator from PyPI, in a venv beside the build cache).
+venv="$(dirname "$CARGO_TARGET_DIR")/venv"
+if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet openapi-spec-validator==0.7.1
+fi
+"$venv/bin/openapi-spec-validator" openapi.yaml
