@@ -40,7 +40,12 @@ async fn readme_curl_session_works_as_printed() {
     );
     let out = tokio::process::Command::new("bash").arg("-c").arg(&script).output().await.expect("bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "session failed: {}\nstdout:\n{stdout}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "session failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let answers: Vec<Value> = stdout
         .lines()
@@ -50,8 +55,12 @@ async fn readme_curl_session_works_as_printed() {
     assert_eq!(answers.len(), 5, "{stdout}");
     assert_eq!(answers[0]["name"], "orders");
     assert_eq!(answers[0]["partitions"].as_array().map(Vec::len), Some(3));
-    let offsets: Vec<(Value, Value)> =
-        answers[1]["offsets"].as_array().expect("offsets").iter().map(|o| (o["partition"].clone(), o["offset"].clone())).collect();
+    let offsets: Vec<(Value, Value)> = answers[1]["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| (o["partition"].clone(), o["offset"].clone()))
+        .collect();
     assert_eq!(offsets, vec![(json!(0), json!(0)), (json!(0), json!(1))], "alice's records go to partition 0");
     let records = answers[2]["records"].as_array().expect("records");
     assert_eq!(records.len(), 2);
@@ -113,7 +122,10 @@ async fn long_poll_wakes_on_produce_and_times_out_when_idle() {
     let waited = idle_started.elapsed();
     assert_eq!(body["records"], json!([]));
     assert_eq!(body["next_offset"], 0);
-    assert!(waited >= Duration::from_millis(4900) && waited <= Duration::from_millis(6000), "idle poll took {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(4900) && waited <= Duration::from_millis(6000),
+        "idle poll took {waited:?}"
+    );
 }
 
 /// A tiny deterministic PRNG, so the payloads are arbitrary bytes but reproducible.
@@ -215,7 +227,10 @@ async fn acknowledged_records_survive_kill_9() {
         let mut got = Vec::new();
         loop {
             let body: Value = client
-                .get(format!("{}/v1/topics/durable/partitions/{p}/records?offset={next}&format=base64&max_records=1000", fjord.base))
+                .get(format!(
+                    "{}/v1/topics/durable/partitions/{p}/records?offset={next}&format=base64&max_records=1000",
+                    fjord.base
+                ))
                 .send()
                 .await
                 .expect("read")

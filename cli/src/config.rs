@@ -53,9 +53,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn layers_apply_in_order_and_errors_name_the_key() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("f.toml", "[gateway]\nlisten = \"127.0.0.1:9000\"\nmax_request_bytes = 4096\n[storage]\nwal_sync = \"always\"\n")?;
+            jail.create_file(
+                "f.toml",
+                "[gateway]\nlisten = \"127.0.0.1:9000\"\nmax_request_bytes = 4096\n[storage]\nwal_sync = \"always\"\n",
+            )?;
             jail.set_env("FJORD_GATEWAY__MAX_REQUEST_BYTES", "8192");
             jail.set_env("FJORD_SOMETHING_ELSE", "1");
             let c = StandaloneConfig::load(Some(Path::new("f.toml")), &Overrides::default()).expect("load");
@@ -68,7 +72,8 @@ mod tests {
             assert_eq!(c.storage.data_dir, PathBuf::from("d"));
 
             jail.create_file("bad.toml", "[gateway]\nlisten_addr = \"x\"\n")?;
-            let err = StandaloneConfig::load(Some(Path::new("bad.toml")), &Overrides::default()).expect_err("unknown key");
+            let err =
+                StandaloneConfig::load(Some(Path::new("bad.toml")), &Overrides::default()).expect_err("unknown key");
             assert!(err.contains("listen_addr"), "{err}");
             jail.set_env("FJORD_GATEWAY__LISTEN", "nonsense");
             let err = StandaloneConfig::load(None, &Overrides::default()).expect_err("bad listen");

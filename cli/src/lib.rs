@@ -1,9 +1,9 @@
 //! The `fjord` command's library: configuration loading and the processes it runs.
 //!
 //! # Layout
-//! - [`config`]: layered configuration — defaults, then a TOML file, then `FJORD_*`
+//! - [`config`] — layered configuration — defaults, then a TOML file, then `FJORD_*`
 //!   environment variables (`__` between levels), then flags.
-//! - [`standalone`]: storage node + gateway + embedded coordinator in one process.
+//! - [`standalone`] — storage node + gateway + embedded coordinator in one process.
 
 pub mod config;
 pub mod standalone;

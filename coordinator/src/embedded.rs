@@ -83,8 +83,9 @@ impl EmbeddedCoordinator {
 
     async fn persist(&self, meta: &ClusterMetadata) -> Result<()> {
         let Some(path) = self.path.clone() else { return Ok(()) };
-        let bytes = serde_json::to_vec_pretty(&Persisted { cluster_id: meta.cluster_id.clone(), topics: meta.topics.clone() })
-            .map_err(|e| storage_error("encoding metadata", e))?;
+        let bytes =
+            serde_json::to_vec_pretty(&Persisted { cluster_id: meta.cluster_id.clone(), topics: meta.topics.clone() })
+                .map_err(|e| storage_error("encoding metadata", e))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|e| storage_error("metadata writer", e))?
@@ -191,7 +192,12 @@ impl Coordinator for EmbeddedCoordinator {
             let name = spec.name.clone();
             m.topics.insert(
                 name.clone(),
-                TopicMetadata { name: name.clone(), topic_id: topic_id.simple().to_string(), config: spec.config, partitions },
+                TopicMetadata {
+                    name: name.clone(),
+                    topic_id: topic_id.simple().to_string(),
+                    config: spec.config,
+                    partitions,
+                },
             );
             Ok(name)
         })

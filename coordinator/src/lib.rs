@@ -6,10 +6,10 @@
 //! the ZooKeeper backend (the cluster issue) implements the same trait.
 //!
 //! # Layout
-//! - [`model`]: nodes, topics, partition states, topic config with Kafka's key names,
+//! - [`model`] — nodes, topics, partition states, topic config with Kafka's key names,
 //!   topic-name validation.
-//! - [`placement`]: Kafka's round-robin replica placement.
-//! - [`embedded`]: the single-process backend.
+//! - [`placement`] — Kafka's round-robin replica placement.
+//! - [`embedded`] — the single-process backend.
 
 pub mod embedded;
 pub mod model;
@@ -18,8 +18,7 @@ pub mod placement;
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 pub use model::{
-    validate_topic_name, ClusterMetadata, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig,
-    TopicMetadata,
+    validate_topic_name, ClusterMetadata, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig, TopicMetadata,
 };
 
 use async_trait::async_trait;

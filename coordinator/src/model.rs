@@ -157,7 +157,11 @@ impl TopicConfig {
             match key.as_str() {
                 "retention.ms" | "retention.bytes" => {
                     let n = if reset {
-                        if key == "retention.ms" { defaults.retention_ms } else { defaults.retention_bytes }
+                        if key == "retention.ms" {
+                            defaults.retention_ms
+                        } else {
+                            defaults.retention_bytes
+                        }
                     } else {
                         int_value(key, v)?
                     };
@@ -186,8 +190,10 @@ impl TopicConfig {
                 }
                 "min.insync.replicas" => {
                     let n = if reset { i64::from(defaults.min_insync_replicas) } else { int_value(key, v)? };
-                    c.min_insync_replicas =
-                        u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| bad_config(key, "must be at least 1"))?;
+                    c.min_insync_replicas = u32::try_from(n)
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad_config(key, "must be at least 1"))?;
                 }
                 "max.message.bytes" => {
                     let n = if reset { i64::from(defaults.max_message_bytes) } else { int_value(key, v)? };
@@ -200,9 +206,7 @@ impl TopicConfig {
                     c.unclean_leader_election_enable =
                         if reset { defaults.unclean_leader_election_enable } else { bool_value(key, v)? };
                 }
-                other => {
-                    return Err(bad_config(other, format!("unknown key; known keys: {}", Self::KEYS.join(", "))))
-                }
+                other => return Err(bad_config(other, format!("unknown key; known keys: {}", Self::KEYS.join(", ")))),
             }
         }
         Ok(c)

@@ -6,12 +6,12 @@
 //! It never links RocksDB.
 //!
 //! # Layout
-//! - [`http`]: the axum router ([`http::app`]) and the OpenAPI spec ([`http::openapi`]),
+//! - [`http`] — the axum router ([`http::app`]) and the OpenAPI spec ([`http::openapi`]),
 //!   one module per resource: `topics`, `records`, `cluster`.
-//! - [`body`]: record bodies in (JSON, NDJSON, raw) and out (`format=json|text|base64`).
-//! - [`state`]: [`AppState`], [`NodeDirectory`] and leader routing with retries.
-//! - [`error`]: [`ApiError`], the one error shape of the API.
-//! - [`config`]: [`GatewayConfig`].
+//! - [`body`] — record bodies in (JSON, NDJSON, raw) and out (`format=json|text|base64`).
+//! - [`state`] — [`AppState`], [`NodeDirectory`] and leader routing with retries.
+//! - [`error`] — [`ApiError`], the one error shape of the API.
+//! - [`config`] — [`GatewayConfig`].
 
 pub mod body;
 pub mod config;

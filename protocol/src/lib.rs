@@ -4,12 +4,12 @@
 //! dependencies, so the gateway can speak to storage nodes without linking RocksDB.
 //!
 //! # Layout
-//! - [`codec`]: every byte layout Fjord writes — the record-batch encoding (stored in
+//! - [`codec`] — every byte layout Fjord writes — the record-batch encoding (stored in
 //!   RocksDB and sent from gateway to storage node) and the RocksDB key layout.
-//! - [`error`]: [`ErrorCode`], the stable machine codes with HTTP status and
+//! - [`error`] — [`ErrorCode`], the stable machine codes with HTTP status and
 //!   `retriable` flag, and [`FjordError`].
-//! - [`partitioner`]: Kafka's murmur2 partitioner, so keys land where Kafka puts them.
-//! - [`node`]: the [`NodeApi`] trait a gateway uses to reach a partition leader,
+//! - [`partitioner`] — Kafka's murmur2 partitioner, so keys land where Kafka puts them.
+//! - [`node`] — the [`NodeApi`] trait a gateway uses to reach a partition leader,
 //!   in-process (standalone) or over the network (cluster).
 
 pub mod codec;
@@ -20,8 +20,8 @@ pub mod partitioner;
 pub use codec::{Batch, BatchBuilder, Header, Record, RecordView};
 pub use error::{ErrorCode, FjordError, Result};
 pub use node::{
-    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus,
-    ProduceRequest, ProduceResponse, TopicPartition,
+    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus, ProduceRequest,
+    ProduceResponse, TopicPartition,
 };
 
 /// Identifier of a storage node (a Kafka broker id).

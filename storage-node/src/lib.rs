@@ -2,15 +2,15 @@
 //! retention, and the [`NodeApi`](fjord_protocol::NodeApi) that gateways call.
 //!
 //! # Layout
-//! - [`engine`]: the [`Engine`] seam a log is stored through, and [`MemEngine`], the
+//! - [`engine`] — the [`Engine`] seam a log is stored through, and [`MemEngine`], the
 //!   in-memory double for unit tests.
-//! - [`rocks`]: [`RocksEngine`], one column family per partition replica, and the WAL
+//! - [`rocks`] — [`RocksEngine`], one column family per partition replica, and the WAL
 //!   sync policy ([`WalSync`]).
-//! - [`log`]: [`PartitionLog`], one replica's log: offsets, high watermark, epoch
+//! - [`log`] — [`PartitionLog`], one replica's log: offsets, high watermark, epoch
 //!   history, reads, timestamp look-up, retention.
-//! - [`node`]: [`StorageNode`]: opens the replicas the metadata assigns to this node,
+//! - [`node`] — [`StorageNode`]: opens the replicas the metadata assigns to this node,
 //!   serves produce/fetch/offsets as their leader, runs retention and WAL sync.
-//! - [`config`]: [`NodeConfig`].
+//! - [`config`] — [`NodeConfig`].
 
 pub mod config;
 pub mod engine;

@@ -100,7 +100,7 @@ fn encode_epochs(epochs: &[(u32, u64)]) -> Vec<u8> {
 }
 
 fn decode_epochs(bytes: &[u8]) -> LogResult<Vec<(u32, u64)>> {
-    if bytes.len() % 12 != 0 {
+    if !bytes.len().is_multiple_of(12) {
         return Err(LogError::BadMeta(META_EPOCHS));
     }
     Ok(bytes
@@ -170,15 +170,18 @@ impl PartitionLog {
         let size = s.size_bytes + batch.len() as u64;
         let size_bytes = size.to_be_bytes();
         let new_epoch = s.epochs.last().is_none_or(|(e, _)| leader_epoch > *e);
-        let mut epochs = Vec::new();
+        let epochs = if new_epoch {
+            let mut history = s.epochs.clone();
+            history.push((leader_epoch, base));
+            encode_epochs(&history)
+        } else {
+            Vec::new()
+        };
         let mut ops = vec![
             WriteOp::PutBatch { base_offset: base, bytes: batch.as_bytes() },
             WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
         ];
         if new_epoch {
-            let mut history = s.epochs.clone();
-            history.push((leader_epoch, base));
-            epochs = encode_epochs(&history);
             ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: &epochs });
         }
         self.engine.write(&self.name, &ops)?;

@@ -76,9 +76,7 @@ impl StorageNode {
         .await
         .map_err(|e| internal("opening storage", e))??;
         let node = Self::with_engine(config.node_id, Arc::new(engine), coordinator.metadata()).await?;
-        coordinator
-            .register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone() })
-            .await?;
+        coordinator.register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone() }).await?;
         // Registration changed the metadata (leaders); apply it before serving.
         node.sync_with_metadata().await?;
         node.spawn_background(config);
@@ -168,9 +166,7 @@ impl StorageNode {
         let _one_at_a_time = self.reconciling.lock().await;
         let meta = self.metadata.borrow().clone();
         let node = self.clone();
-        tokio::task::spawn_blocking(move || node.reconcile(&meta))
-            .await
-            .map_err(|e| internal("metadata task", e))?
+        tokio::task::spawn_blocking(move || node.reconcile(&meta)).await.map_err(|e| internal("metadata task", e))?
     }
 
     fn reconcile(&self, meta: &ClusterMetadata) -> Result<()> {
@@ -234,7 +230,12 @@ impl StorageNode {
             let Some(p) = topic.partitions.get(tp.partition as usize) else {
                 return Err(FjordError::new(
                     ErrorCode::UnknownPartition,
-                    format!("topic `{}` has {} partitions; there is no partition {}", tp.topic, topic.partitions.len(), tp.partition),
+                    format!(
+                        "topic `{}` has {} partitions; there is no partition {}",
+                        tp.topic,
+                        topic.partitions.len(),
+                        tp.partition
+                    ),
                 ));
             };
             return Err(not_leader(tp, p.leader, self.id));
@@ -320,7 +321,11 @@ impl NodeApi for StorageNode {
                 if !matches!(tokio::time::timeout_at(deadline, hw_rx.changed()).await, Ok(Ok(()))) {
                     return Err(FjordError::new(
                         ErrorCode::RequestTimeout,
-                        format!("{}: appended at {} but not replicated within the timeout", req.tp, appended.base_offset()),
+                        format!(
+                            "{}: appended at {} but not replicated within the timeout",
+                            req.tp,
+                            appended.base_offset()
+                        ),
                     ));
                 }
             }

@@ -169,7 +169,9 @@ impl Engine for RocksEngine {
             it.seek_to_first();
         }
         while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
             let base = fjord_protocol::codec::decode_offset_key(k)
                 .map_err(|e| EngineError::Backend(format!("bad key in `{name}`: {e}")))?;
             if !f(base, v) {
