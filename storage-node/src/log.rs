@@ -6,9 +6,9 @@
 //! history (KIP-101: epoch → first offset written in it). Everything but the HW is
 //! recovered from the engine on open; the HW is raised by the replica layer.
 //!
-//! Appends to one partition are serialized by the state lock, held across the engine
-//! write, so offsets are assigned and stored in order. Reads take the lock only to copy
-//! the offsets they need.
+//! Appends (and retention) to one partition are serialized by a writer lock held across
+//! the engine write, so offsets are assigned and stored in order. The offsets live under
+//! a separate lock that is never held across I/O: readers only copy what they need.
 
 use crate::engine::{Engine, EngineError, WriteOp};
 use bytes::{Bytes, BytesMut};
@@ -76,6 +76,10 @@ pub struct Removed {
 pub struct PartitionLog {
     engine: Arc<dyn Engine>,
     name: String,
+    /// Serializes appends and retention; held across their engine writes.
+    writer: Mutex<()>,
+    /// Held only to copy or update offsets, never across engine I/O, so readers on async
+    /// threads never wait behind a write (or its fsync).
     state: Mutex<State>,
     hw_tx: watch::Sender<u64>,
 }
@@ -132,7 +136,13 @@ impl PartitionLog {
         // The HW is not trusted from disk: the replica layer re-establishes it (a lone
         // in-sync leader's HW is its LEO; a follower learns it from its leader).
         let state = State { log_start, log_end, high_watermark: log_start, size_bytes, epochs };
-        Ok(Self { engine, name: name.to_owned(), state: Mutex::new(state), hw_tx: watch::channel(log_start).0 })
+        Ok(Self {
+            engine,
+            name: name.to_owned(),
+            writer: Mutex::new(()),
+            state: Mutex::new(state),
+            hw_tx: watch::channel(log_start).0,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -163,29 +173,30 @@ impl PartitionLog {
     /// from the LEO. Returns the batch with its base offset and epoch stamped.
     pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
         let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let mut s = self.state.lock();
-        let base = s.log_end;
+        let _writer = self.writer.lock();
+        let (base, size_before, history) = {
+            let s = self.state.lock();
+            let new_epoch = s.epochs.last().is_none_or(|(e, _)| leader_epoch > *e);
+            (s.log_end, s.size_bytes, new_epoch.then(|| s.epochs.clone()))
+        };
         codec::stamp(&mut buf, base, leader_epoch)?;
         let batch = Batch::parse(buf.freeze())?;
-        let size = s.size_bytes + batch.len() as u64;
+        let size = size_before + batch.len() as u64;
         let size_bytes = size.to_be_bytes();
-        let new_epoch = s.epochs.last().is_none_or(|(e, _)| leader_epoch > *e);
-        let epochs = if new_epoch {
-            let mut history = s.epochs.clone();
-            history.push((leader_epoch, base));
-            encode_epochs(&history)
-        } else {
-            Vec::new()
-        };
+        let epochs = history.map(|mut h| {
+            h.push((leader_epoch, base));
+            encode_epochs(&h)
+        });
         let mut ops = vec![
             WriteOp::PutBatch { base_offset: base, bytes: batch.as_bytes() },
             WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
         ];
-        if new_epoch {
-            ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: &epochs });
+        if let Some(epochs) = &epochs {
+            ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: epochs });
         }
         self.engine.write(&self.name, &ops)?;
-        if new_epoch {
+        let mut s = self.state.lock();
+        if epochs.is_some() {
             s.epochs.push((leader_epoch, base));
         }
         s.log_end = batch.next_offset();
@@ -292,11 +303,13 @@ impl PartitionLog {
         if retention_ms < 0 && retention_bytes < 0 {
             return Ok(Removed::default());
         }
-        let mut s = self.state.lock();
-        let (log_start, hw) = (s.log_start, s.high_watermark);
+        let _writer = self.writer.lock();
+        let (log_start, hw, mut size) = {
+            let s = self.state.lock();
+            (s.log_start, s.high_watermark, s.size_bytes)
+        };
         let mut new_start = log_start;
         let mut removed = Removed::default();
-        let mut size = s.size_bytes;
         let mut err = None;
         self.engine.scan(&self.name, log_start, &mut |_base, bytes| {
             let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
@@ -337,6 +350,7 @@ impl PartitionLog {
                 WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
             ],
         )?;
+        let mut s = self.state.lock();
         s.log_start = new_start;
         s.size_bytes = size;
         Ok(removed)
