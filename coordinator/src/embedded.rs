@@ -5,11 +5,13 @@
 //! ephemeral, like ZooKeeper's `/brokers/ids`. Every change replaces the snapshot
 //! published on the watch channel.
 
-use crate::model::{ClusterMetadata, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata, MAX_PARTITIONS};
+use crate::model::{
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata, MAX_PARTITIONS,
+};
 use crate::placement::assign_replicas;
 use crate::{validate_topic_name, Coordinator};
 use async_trait::async_trait;
-use fjord_protocol::{ErrorCode, FjordError, Result};
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,11 +130,15 @@ fn elect_leaders(meta: &mut ClusterMetadata) {
                 continue;
             }
             let leader = p.replicas.iter().copied().find(|id| live(id));
+            let isr: Vec<_> = p.replicas.iter().copied().filter(|id| live(id)).collect();
             if leader != p.leader {
                 p.leader = leader;
                 p.leader_epoch += 1;
             }
-            p.isr = p.replicas.iter().copied().filter(|id| live(id)).collect();
+            if leader != p.leader || isr != p.isr {
+                p.version += 1;
+            }
+            p.isr = isr;
         }
     }
 }
@@ -157,7 +163,14 @@ fn new_partitions(meta: &ClusterMetadata, first: u32, count: u32, rf: u32, seed:
     Ok(assignment
         .into_iter()
         .zip(first..)
-        .map(|(replicas, partition)| PartitionState { partition, replicas, leader: None, leader_epoch: 0, isr: vec![] })
+        .map(|(replicas, partition)| PartitionState {
+            partition,
+            replicas,
+            leader: None,
+            leader_epoch: 0,
+            isr: vec![],
+            version: 0,
+        })
         .collect())
 }
 
@@ -165,6 +178,59 @@ fn new_partitions(meta: &ClusterMetadata, first: u32, count: u32, rf: u32, seed:
 impl Coordinator for EmbeddedCoordinator {
     fn metadata(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
         self.tx.subscribe()
+    }
+
+    async fn update_node(&self, node: NodeInfo) -> Result<()> {
+        self.update(|m| match m.nodes.get_mut(&node.id) {
+            Some(n) => {
+                *n = node;
+                Ok(())
+            }
+            None => Err(FjordError::new(ErrorCode::InvalidRequest, format!("node {} is not registered", node.id))),
+        })
+        .await
+    }
+
+    async fn register_gateway(&self, gateway: GatewayInfo) -> Result<()> {
+        self.update(|m| {
+            m.gateways.insert(gateway.id.clone(), gateway);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32> {
+        self.update(|m| {
+            let t = m.topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?;
+            let p = t.partitions.get_mut(state.partition as usize).ok_or_else(|| {
+                FjordError::new(ErrorCode::UnknownPartition, format!("{topic} has no partition {}", state.partition))
+            })?;
+            if p.version != state.version {
+                return Err(FjordError::new(
+                    ErrorCode::StaleVersion,
+                    format!("{topic}-{}: state version is {}, not {}", state.partition, p.version, state.version),
+                ));
+            }
+            p.leader = state.leader;
+            p.leader_epoch = state.leader_epoch;
+            p.isr = state.isr;
+            p.version += 1;
+            Ok(p.version)
+        })
+        .await
+    }
+
+    async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {
+        self.update(|m| match m.controller {
+            Some(c) if c != node => Ok(None),
+            Some(_) => Ok(Some(m.controller_epoch)),
+            None => {
+                m.controller = Some(node);
+                m.controller_epoch += 1;
+                Ok(Some(m.controller_epoch))
+            }
+        })
+        .await
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
@@ -244,7 +310,7 @@ mod tests {
     use crate::TopicConfig;
 
     fn node(id: u32) -> NodeInfo {
-        NodeInfo { id, endpoint: "in-process".into(), rack: None }
+        NodeInfo { id, endpoint: "in-process".into(), rack: None, shutting_down: false }
     }
 
     fn topic(name: &str, partitions: u32) -> NewTopic {

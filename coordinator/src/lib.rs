@@ -18,7 +18,8 @@ pub mod placement;
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 pub use model::{
-    validate_topic_name, ClusterMetadata, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig, TopicMetadata,
+    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig,
+    TopicMetadata,
 };
 
 use async_trait::async_trait;
@@ -42,4 +43,20 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Increases the partition count and/or changes config keys.
     async fn alter_topic(&self, name: &str, change: TopicChange) -> Result<TopicMetadata>;
+
+    /// Replaces a registered node's info (e.g. sets `shutting_down`).
+    async fn update_node(&self, node: NodeInfo) -> Result<()>;
+
+    /// Registers a live gateway (ephemeral).
+    async fn register_gateway(&self, gateway: GatewayInfo) -> Result<()>;
+
+    /// Writes one partition's leader, epoch and ISR if its stored version is still
+    /// `state.version`; returns the new version. A lost race answers
+    /// [`ErrorCode::StaleVersion`]: re-read the metadata and decide again. The replica
+    /// list is not changed by this call.
+    async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32>;
+
+    /// Tries to become the controller. `Ok(Some(epoch))` when `node` is the controller
+    /// (now or already), with the controller epoch; `Ok(None)` when another node is.
+    async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>>;
 }

@@ -12,6 +12,17 @@ pub struct NodeInfo {
     /// Where its internal API listens (`host:port`), or `in-process` in standalone.
     pub endpoint: String,
     pub rack: Option<String>,
+    /// Set by a node on SIGTERM (controlled shutdown): the controller moves its
+    /// leaderships away and takes it out of every ISR.
+    #[serde(default)]
+    pub shutting_down: bool,
+}
+
+/// A live gateway (`/gateways/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub id: String,
+    pub endpoint: String,
 }
 
 /// Leadership and replicas of one partition.
@@ -24,6 +35,10 @@ pub struct PartitionState {
     /// Bumped on every leader change.
     pub leader_epoch: u32,
     pub isr: Vec<NodeId>,
+    /// Version of the stored state (the znode version in ZooKeeper): every change is
+    /// conditional on it, so two writers cannot both win.
+    #[serde(default)]
+    pub version: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +61,12 @@ impl TopicMetadata {
 pub struct ClusterMetadata {
     pub cluster_id: String,
     pub controller: Option<NodeId>,
+    /// Bumped every time a new controller is elected.
+    #[serde(default)]
+    pub controller_epoch: u32,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    #[serde(default)]
+    pub gateways: BTreeMap<String, GatewayInfo>,
     pub topics: BTreeMap<String, TopicMetadata>,
 }
 

@@ -52,6 +52,8 @@ pub enum ErrorCode {
     StorageError,
     /// The server is shutting down.
     ShuttingDown,
+    /// A conditional metadata write lost a race; re-read and retry.
+    StaleVersion,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -84,6 +86,7 @@ impl ErrorCode {
             Self::CorruptBatch => "corrupt_batch",
             Self::StorageError => "storage_error",
             Self::ShuttingDown => "shutting_down",
+            Self::StaleVersion => "stale_version",
             Self::Internal => "internal",
         }
     }
@@ -102,7 +105,7 @@ impl ErrorCode {
             | Self::CorruptBatch => 400,
             Self::UnknownTopic | Self::UnknownPartition | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::TopicAlreadyExists => 409,
+            Self::TopicAlreadyExists | Self::StaleVersion => 409,
             Self::RecordTooLarge | Self::RequestTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::OffsetOutOfRange => 416,
@@ -126,6 +129,7 @@ impl ErrorCode {
                 | Self::LeaderNotAvailable
                 | Self::RequestTimeout
                 | Self::ShuttingDown
+                | Self::StaleVersion
         )
     }
 }

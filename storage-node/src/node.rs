@@ -76,7 +76,9 @@ impl StorageNode {
         .await
         .map_err(|e| internal("opening storage", e))??;
         let node = Self::with_engine(config.node_id, Arc::new(engine), coordinator.metadata()).await?;
-        coordinator.register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone() }).await?;
+        coordinator
+            .register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone(), shutting_down: false })
+            .await?;
         // Registration changed the metadata (leaders); apply it before serving.
         node.sync_with_metadata().await?;
         node.spawn_background(config);
