@@ -5,8 +5,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use fjord_gateway::GatewayConfig;
 use fjord_storage_node::NodeConfig;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Configuration of `fjord standalone`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,41 +17,159 @@ pub struct StandaloneConfig {
     pub gateway: GatewayConfig,
 }
 
-/// Values given as flags; `None` leaves the lower layers' value.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
+/// Where ZooKeeper is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZookeeperConfig {
+    /// Connect string, `host:port[,host:port…]`.
+    pub connect: String,
+    /// Every Fjord path lives under this chroot.
+    pub chroot: String,
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ZookeeperConfig {
+    fn default() -> Self {
+        Self { connect: "127.0.0.1:2181".into(), chroot: "/fjord".into(), session_timeout_ms: 6_000 }
+    }
+}
+
+/// The storage node's internal API (gateways and followers call it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InternalApiConfig {
+    pub listen: String,
+    /// The `host:port` others reach this node at; default: the bound address.
+    pub advertised: Option<String>,
+    /// How long a controlled shutdown (SIGTERM) waits for leaderships to move away.
+    pub controlled_shutdown_timeout_ms: u64,
+}
+
+impl Default for InternalApiConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9200".into(), advertised: None, controlled_shutdown_timeout_ms: 10_000 }
+    }
+}
+
+/// Configuration of `fjord storage-node`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageNodeConfig {
+    pub storage: NodeConfig,
+    pub internal: InternalApiConfig,
+    pub zookeeper: ZookeeperConfig,
+}
+
+/// Configuration of `fjord gateway`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayProcessConfig {
+    /// Registered under `/gateways/{id}`; default: a random id.
+    pub id: Option<String>,
+    pub gateway: GatewayConfig,
+    pub zookeeper: ZookeeperConfig,
+}
+
+impl Default for GatewayProcessConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            gateway: GatewayConfig { default_replication_factor: 1, ..Default::default() },
+            zookeeper: ZookeeperConfig::default(),
+        }
+    }
+}
+
+/// A config with top-level sections; `FJORD_<SECTION>__…` variables of other
+/// processes' sections are ignored, so one environment can serve every process.
+pub trait Sections {
+    const SECTIONS: &'static [&'static str];
+}
+
+impl Sections for StandaloneConfig {
+    const SECTIONS: &'static [&'static str] = &["storage", "gateway"];
+}
+
+impl Sections for StorageNodeConfig {
+    const SECTIONS: &'static [&'static str] = &["storage", "internal", "zookeeper"];
+}
+
+impl Sections for GatewayProcessConfig {
+    const SECTIONS: &'static [&'static str] = &["id", "gateway", "zookeeper"];
+}
+
+/// Loads `T` from its defaults, `file` (which must exist when given), the environment
+/// and `flags` (dotted key → value). Errors name the bad key.
+pub fn load<T: Serialize + DeserializeOwned + Default + Sections>(
+    file: Option<&Path>,
+    flags: &[(&str, Option<serde_json::Value>)],
+) -> Result<T, String> {
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(format!("config file {} does not exist", path.display()));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    // Only this process's sections (`FJORD_<SECTION>__<KEY>`, or `FJORD_ID` for the
+    // gateway's id): other FJORD_* variables belong to other processes or are not config.
+    fig = fig.merge(
+        Env::prefixed("FJORD_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                T::SECTIONS.iter().any(|s| k == *s || k.starts_with(&format!("{s}__")))
+            })
+            .split("__"),
+    );
+    for (key, value) in flags {
+        if let Some(v) = value {
+            fig = fig.merge(Serialized::default(key, v));
+        }
+    }
+    fig.extract().map_err(|e| e.to_string())
 }
 
 impl StandaloneConfig {
-    /// Loads the layers; `file` must exist when given. Errors name the bad key.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, String> {
-        let mut fig = Figment::from(Serialized::defaults(Self::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(format!("config file {} does not exist", path.display()));
-            }
-            fig = fig.merge(Toml::file(path));
-        }
-        // Only nested keys (`FJORD_<SECTION>__<KEY>`): other FJORD_* variables are not config.
-        fig = fig.merge(Env::prefixed("FJORD_").filter(|k| k.as_str().contains("__")).split("__"));
-        if let Some(d) = &overrides.data_dir {
-            fig = fig.merge(Serialized::default("storage.data_dir", d));
-        }
-        if let Some(l) = &overrides.listen {
-            fig = fig.merge(Serialized::default("gateway.listen", l));
-        }
-        let config: Self = fig.extract().map_err(|e| e.to_string())?;
-        config.storage.validate()?;
-        config.gateway.validate()?;
-        Ok(config)
+    pub fn validate(&self) -> Result<(), String> {
+        self.storage.validate()?;
+        self.gateway.validate()
     }
+}
+
+impl StorageNodeConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.storage.validate()?;
+        if self.internal.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("internal.listen: `{}` is not an address like 127.0.0.1:9200", self.internal.listen));
+        }
+        validate_zookeeper(&self.zookeeper)
+    }
+}
+
+impl GatewayProcessConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.gateway.validate()?;
+        validate_zookeeper(&self.zookeeper)
+    }
+}
+
+fn validate_zookeeper(z: &ZookeeperConfig) -> Result<(), String> {
+    if z.connect.trim().is_empty() {
+        return Err("zookeeper.connect must name at least one host:port".into());
+    }
+    if !z.chroot.starts_with('/') {
+        return Err(format!("zookeeper.chroot must start with `/`, got `{}`", z.chroot));
+    }
+    if z.session_timeout_ms < 1_000 {
+        return Err("zookeeper.session_timeout_ms must be at least 1000".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
@@ -62,22 +181,30 @@ mod tests {
             )?;
             jail.set_env("FJORD_GATEWAY__MAX_REQUEST_BYTES", "8192");
             jail.set_env("FJORD_SOMETHING_ELSE", "1");
-            let c = StandaloneConfig::load(Some(Path::new("f.toml")), &Overrides::default()).expect("load");
+            let c: StandaloneConfig = load(Some(Path::new("f.toml")), &[]).expect("load");
             assert_eq!(c.gateway.listen, "127.0.0.1:9000");
             assert_eq!(c.gateway.max_request_bytes, 8192, "env beats file");
             assert_eq!(c.storage.wal_sync, fjord_storage_node::WalSync::Always);
-            let flags = Overrides { listen: Some("127.0.0.1:9001".into()), data_dir: Some("d".into()) };
-            let c = StandaloneConfig::load(Some(Path::new("f.toml")), &flags).expect("load");
+            let flags = [("gateway.listen", Some("127.0.0.1:9001".into())), ("storage.data_dir", Some("d".into()))];
+            let c: StandaloneConfig = load(Some(Path::new("f.toml")), &flags).expect("load");
             assert_eq!(c.gateway.listen, "127.0.0.1:9001", "flags beat env and file");
             assert_eq!(c.storage.data_dir, PathBuf::from("d"));
 
             jail.create_file("bad.toml", "[gateway]\nlisten_addr = \"x\"\n")?;
-            let err =
-                StandaloneConfig::load(Some(Path::new("bad.toml")), &Overrides::default()).expect_err("unknown key");
+            let err = load::<StandaloneConfig>(Some(Path::new("bad.toml")), &[]).expect_err("unknown key");
             assert!(err.contains("listen_addr"), "{err}");
             jail.set_env("FJORD_GATEWAY__LISTEN", "nonsense");
-            let err = StandaloneConfig::load(None, &Overrides::default()).expect_err("bad listen");
+            let c: StandaloneConfig = load(None, &[]).expect("load");
+            let err = c.validate().expect_err("bad listen");
             assert!(err.contains("gateway.listen"), "{err}");
+
+            jail.set_env("FJORD_STORAGE__NODE_ID", "3");
+            let c: StorageNodeConfig =
+                load(None, &[("zookeeper.connect", Some("127.0.0.1:2999".into())), ("storage.rack", Some("1".into()))])
+                    .expect("node");
+            assert_eq!(c.storage.node_id, 3);
+            assert_eq!(c.zookeeper.connect, "127.0.0.1:2999");
+            assert_eq!(c.storage.rack.as_deref(), Some("1"), "a numeric-looking rack stays text");
             Ok(())
         });
     }

@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`config`] — layered configuration — defaults, then a TOML file, then `FJORD_*`
 //!   environment variables (`__` between levels), then flags.
+//! - [`cluster`] — `fjord storage-node` and `fjord gateway`, coordinated through ZooKeeper.
 //! - [`standalone`] — storage node + gateway + embedded coordinator in one process.
 
+pub mod cluster;
 pub mod config;
 pub mod standalone;

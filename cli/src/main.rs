@@ -1,7 +1,7 @@
 //! The `fjord` command.
 
 use clap::{Parser, Subcommand};
-use fjord::config::{Overrides, StandaloneConfig};
+use fjord::config::{self as cfg, GatewayProcessConfig, StandaloneConfig, StorageNodeConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,8 +26,82 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run a storage node of a cluster (ZooKeeper-coordinated).
+    StorageNode {
+        /// TOML config file (sections [storage], [internal], [zookeeper]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// This node's id (unique in the cluster).
+        #[arg(long)]
+        node_id: Option<u32>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Internal API listen address (gateways and followers connect here).
+        #[arg(long)]
+        listen: Option<String>,
+        /// ZooKeeper connect string.
+        #[arg(long)]
+        zookeeper: Option<String>,
+        /// Rack, for rack-aware replica placement.
+        #[arg(long)]
+        rack: Option<String>,
+    },
+    /// Run a stateless gateway of a cluster (the public HTTP API).
+    Gateway {
+        /// TOML config file (sections [gateway], [zookeeper]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HTTP listen address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// ZooKeeper connect string.
+        #[arg(long)]
+        zookeeper: Option<String>,
+    },
     /// Print the OpenAPI document (YAML) of the HTTP API.
     Openapi,
+}
+
+fn text(s: Option<String>) -> Option<serde_json::Value> {
+    s.map(serde_json::Value::String)
+}
+
+fn path_str(p: Option<PathBuf>) -> Option<serde_json::Value> {
+    text(p.map(|p| p.to_string_lossy().into_owned()))
+}
+
+/// Loads and validates a config, or exits with status 2 naming the bad key.
+fn load_or_exit<T: serde::Serialize + serde::de::DeserializeOwned + Default + cfg::Sections>(
+    file: Option<&std::path::Path>,
+    flags: &[(&str, Option<serde_json::Value>)],
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ExitCode> {
+    match cfg::load::<T>(file, flags).and_then(|c| validate(&c).map(|()| c)) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            eprintln!("fjord: bad configuration: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fjord: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("fjord: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_tracing() {
@@ -79,27 +153,32 @@ fn main() -> ExitCode {
         },
         Command::Standalone { config, data_dir, listen } => {
             init_tracing();
-            let config = match StandaloneConfig::load(config.as_deref(), &Overrides { data_dir, listen }) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("fjord: bad configuration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("fjord: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(fjord::standalone::run(config, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("fjord: {e:#}");
-                    ExitCode::FAILURE
-                }
+            let flags = [("storage.data_dir", path_str(data_dir)), ("gateway.listen", text(listen))];
+            match load_or_exit(config.as_deref(), &flags, StandaloneConfig::validate) {
+                Ok(c) => run_async(fjord::standalone::run(c, shutdown_signal())),
+                Err(code) => code,
+            }
+        }
+        Command::StorageNode { config, node_id, data_dir, listen, zookeeper, rack } => {
+            init_tracing();
+            let flags = [
+                ("storage.node_id", node_id.map(serde_json::Value::from)),
+                ("storage.data_dir", path_str(data_dir)),
+                ("storage.rack", text(rack)),
+                ("internal.listen", text(listen)),
+                ("zookeeper.connect", text(zookeeper)),
+            ];
+            match load_or_exit(config.as_deref(), &flags, StorageNodeConfig::validate) {
+                Ok(c) => run_async(fjord::cluster::run_storage_node(c, shutdown_signal())),
+                Err(code) => code,
+            }
+        }
+        Command::Gateway { config, listen, zookeeper } => {
+            init_tracing();
+            let flags = [("gateway.listen", text(listen)), ("zookeeper.connect", text(zookeeper))];
+            match load_or_exit(config.as_deref(), &flags, GatewayProcessConfig::validate) {
+                Ok(c) => run_async(fjord::cluster::run_gateway(c, shutdown_signal())),
+                Err(code) => code,
             }
         }
     }

@@ -31,6 +31,10 @@ pub struct EmbeddedCoordinator {
     /// Serializes writers; readers use the watch channel.
     write: Mutex<()>,
     tx: watch::Sender<Arc<ClusterMetadata>>,
+    /// Whether this backend plays controller itself: makes the first registered node the
+    /// controller and elects leaders on every change. Off when a real controller
+    /// ([`crate::controller::run`]) does that job, since the two would fight.
+    self_managed: bool,
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> FjordError {
@@ -68,7 +72,8 @@ impl EmbeddedCoordinator {
                 p.isr.clear();
             }
         }
-        let this = Self { path: Some(path), write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0 };
+        let this =
+            Self { path: Some(path), write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0, self_managed: true };
         this.persist(&this.current()).await?;
         Ok(this)
     }
@@ -76,7 +81,16 @@ impl EmbeddedCoordinator {
     /// A coordinator that keeps nothing on disk (unit tests).
     pub fn in_memory() -> Self {
         let meta = ClusterMetadata { cluster_id: uuid::Uuid::new_v4().to_string(), ..Default::default() };
-        Self { path: None, write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0 }
+        Self { path: None, write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0, self_managed: true }
+    }
+
+    /// An in-memory coordinator that leaves the controller's job to an external
+    /// controller ([`crate::controller::run`]), as the ZooKeeper backend does: nobody is
+    /// controller until a node campaigns, and partitions get no leader and no ISR
+    /// changes except through [`Coordinator::update_partition_state`]. For tests of the
+    /// controller and of multi-node behaviour without ZooKeeper.
+    pub fn in_memory_with_external_controller() -> Self {
+        Self { self_managed: false, ..Self::in_memory() }
     }
 
     fn current(&self) -> ClusterMetadata {
@@ -99,7 +113,9 @@ impl EmbeddedCoordinator {
         let _guard = self.write.lock().await;
         let mut meta = self.current();
         let out = f(&mut meta)?;
-        elect_leaders(&mut meta);
+        if self.self_managed {
+            elect_leaders(&mut meta);
+        }
         self.persist(&meta).await?;
         self.tx.send_replace(Arc::new(meta));
         Ok(out)
@@ -234,8 +250,11 @@ impl Coordinator for EmbeddedCoordinator {
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
+        let self_managed = self.self_managed;
         self.update(|m| {
-            m.controller.get_or_insert(node.id);
+            if self_managed {
+                m.controller.get_or_insert(node.id);
+            }
             m.nodes.insert(node.id, node);
             Ok(())
         })

@@ -10,10 +10,16 @@
 //!   topic-name validation.
 //! - [`placement`] — Kafka's round-robin replica placement.
 //! - [`embedded`] — the single-process backend.
+//! - [`zk`] — the ZooKeeper backend ([`ZkCoordinator`]).
+//! - `testing` (feature `testing`) — a throwaway ZooKeeper server for tests.
 
+pub mod controller;
 pub mod embedded;
 pub mod model;
 pub mod placement;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod zk;
 
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
@@ -21,6 +27,7 @@ pub use model::{
     validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig,
     TopicMetadata,
 };
+pub use zk::ZkCoordinator;
 
 use async_trait::async_trait;
 use std::sync::Arc;

@@ -108,9 +108,9 @@ fn share(body: &Bytes, s: &str) -> Bytes {
 }
 
 fn decode_b64(index: usize, field: &str, s: &str) -> ApiResult<Bytes> {
-    B64.decode(s.as_bytes())
-        .map(Bytes::from)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidBase64, format!("record {index}: `{field}` is not valid base64: {e}")))
+    B64.decode(s.as_bytes()).map(Bytes::from).map_err(|e| {
+        ApiError::new(ErrorCode::InvalidBase64, format!("record {index}: `{field}` is not valid base64: {e}"))
+    })
 }
 
 fn convert(body: &Bytes, index: usize, r: ProduceRecord<'_>) -> ApiResult<InRecord> {
@@ -132,7 +132,9 @@ fn convert(body: &Bytes, index: usize, r: ProduceRecord<'_>) -> ApiResult<InReco
             return Err(invalid(index, "a header name is longer than 65535 bytes"));
         }
         let value = match (h.value, h.value_base64) {
-            (Some(_), Some(_)) => return Err(invalid(index, format!("header `{}`: give `value` or `value_base64`, not both", h.name))),
+            (Some(_), Some(_)) => {
+                return Err(invalid(index, format!("header `{}`: give `value` or `value_base64`, not both", h.name)))
+            }
             (Some(v), None) => share(body, &v),
             (None, Some(v)) => decode_b64(index, "headers[].value_base64", &v)?,
             (None, None) => Bytes::new(),
@@ -275,7 +277,9 @@ fn push_bytes(out: &mut Vec<u8>, field: &str, bytes: Option<&[u8]>, format: Form
 pub fn render_record(out: &mut Vec<u8>, topic_json: &[u8], partition: u32, r: &RecordView, format: Format) {
     out.extend_from_slice(b"{\"topic\":");
     out.extend_from_slice(topic_json);
-    out.extend_from_slice(format!(",\"partition\":{partition},\"offset\":{},\"timestamp\":{}", r.offset, r.timestamp).as_bytes());
+    out.extend_from_slice(
+        format!(",\"partition\":{partition},\"offset\":{},\"timestamp\":{}", r.offset, r.timestamp).as_bytes(),
+    );
     push_bytes(out, "key", r.key.as_deref(), format, false);
     push_bytes(out, "value", r.value.as_deref(), format, true);
     out.extend_from_slice(b",\"headers\":[");

@@ -9,6 +9,7 @@
 //! - [`http`] — the axum router ([`http::app`]) and the OpenAPI spec ([`http::openapi`]),
 //!   one module per resource: `topics`, `records`, `cluster`.
 //! - [`body`] — record bodies in (JSON, NDJSON, raw) and out (`format=json|text|base64`).
+//! - [`remote`] — [`remote::RemoteNodes`]: storage nodes over their internal HTTP API.
 //! - [`state`] — [`AppState`], [`NodeDirectory`] and leader routing with retries.
 //! - [`error`] — [`ApiError`], the one error shape of the API.
 //! - [`config`] — [`GatewayConfig`].
@@ -17,6 +18,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod remote;
 pub mod state;
 
 pub use config::GatewayConfig;

@@ -65,7 +65,10 @@ impl AppState {
             let leader = {
                 let meta = rx.borrow_and_update();
                 let topic = meta.topic(&tp.topic).ok_or_else(|| unknown_topic(&tp.topic))?;
-                let p = topic.partitions.get(tp.partition as usize).ok_or_else(|| unknown_partition(topic, tp.partition))?;
+                let p = topic
+                    .partitions
+                    .get(tp.partition as usize)
+                    .ok_or_else(|| unknown_partition(topic, tp.partition))?;
                 p.leader
             };
             let attempt = match leader.and_then(|id| self.nodes.node(id)) {
@@ -97,6 +100,10 @@ pub fn unknown_topic(name: &str) -> ApiError {
 pub fn unknown_partition(topic: &TopicMetadata, partition: u32) -> ApiError {
     ApiError::new(
         ErrorCode::UnknownPartition,
-        format!("topic `{}` has {} partition(s); there is no partition {partition}", topic.name, topic.partitions.len()),
+        format!(
+            "topic `{}` has {} partition(s); there is no partition {partition}",
+            topic.name,
+            topic.partitions.len()
+        ),
     )
 }

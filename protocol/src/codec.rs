@@ -61,6 +61,8 @@ pub enum CodecError {
     BadKey(usize),
     #[error("a record field is larger than the encoding allows")]
     FieldTooLarge,
+    #[error("truncated length-prefixed frame")]
+    BadFrame,
 }
 
 /// One header: a name and opaque bytes. Names may repeat, as in Kafka.
@@ -446,6 +448,32 @@ pub fn decode_offset_key(key: &[u8]) -> Result<u64, CodecError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// Concatenates byte strings as `[u32 length][bytes]` frames (batches in a fetch answer).
+pub fn encode_frames<'a>(parts: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    for p in parts {
+        out.extend_from_slice(&u32::try_from(p.len()).map_err(|_| CodecError::FieldTooLarge)?.to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    Ok(())
+}
+
+/// Splits `[u32 length][bytes]` frames, zero-copy.
+pub fn decode_frames(mut buf: Bytes) -> Result<Vec<Bytes>, CodecError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        if buf.len() < 4 {
+            return Err(CodecError::BadFrame);
+        }
+        let len = read_u32(&buf, 0) as usize;
+        if buf.len() - 4 < len {
+            return Err(CodecError::BadFrame);
+        }
+        let _ = buf.split_to(4);
+        out.push(buf.split_to(len));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +548,16 @@ mod tests {
         let crc = crc32c::crc32c(&lying[CRC_START..]);
         lying[13..17].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(Batch::parse(lying.freeze()), Err(CodecError::BadRecord { index: 1 }));
+    }
+
+    #[test]
+    fn frames_round_trip_and_reject_truncation() {
+        let mut out = Vec::new();
+        encode_frames([&b"ab"[..], b"", b"xyz"], &mut out).expect("encode");
+        let parts = decode_frames(Bytes::from(out.clone())).expect("decode");
+        assert_eq!(parts, vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"xyz")]);
+        assert_eq!(decode_frames(Bytes::from(out[..out.len() - 1].to_vec())), Err(CodecError::BadFrame));
+        assert_eq!(decode_frames(Bytes::from_static(&[0, 0])), Err(CodecError::BadFrame));
     }
 
     #[test]

@@ -20,8 +20,8 @@ pub mod partitioner;
 pub use codec::{Batch, BatchBuilder, Header, Record, RecordView};
 pub use error::{ErrorCode, FjordError, Result};
 pub use node::{
-    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus, ProduceRequest,
-    ProduceResponse, TopicPartition,
+    Acks, EpochEndOffset, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus,
+    ProduceRequest, ProduceResponse, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult, TopicPartition,
 };
 
 /// Identifier of a storage node (a Kafka broker id).

@@ -7,6 +7,7 @@
 use crate::error::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
@@ -40,6 +41,31 @@ pub enum Acks {
     All,
 }
 
+impl Acks {
+    /// The query-string form: `0`, `1` or `all` (`-1` is accepted as `all`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "0",
+            Self::Leader => "1",
+            Self::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "0" => Some(Self::None),
+            "1" => Some(Self::Leader),
+            "all" | "-1" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+/// Response headers of the internal fetch route carrying the partition's offsets.
+pub const HEADER_HIGH_WATERMARK: &str = "x-fjord-high-watermark";
+pub const HEADER_LOG_START_OFFSET: &str = "x-fjord-log-start-offset";
+pub const HEADER_LOG_END_OFFSET: &str = "x-fjord-log-end-offset";
+
 #[derive(Debug, Clone)]
 pub struct ProduceRequest {
     pub tp: TopicPartition,
@@ -50,7 +76,7 @@ pub struct ProduceRequest {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProduceResponse {
     pub base_offset: u64,
     pub record_count: u32,
@@ -85,14 +111,33 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl OffsetSpec {
+    /// The query-string form: `earliest`, `latest` or the timestamp.
+    pub fn to_query(self) -> String {
+        match self {
+            Self::Earliest => "earliest".into(),
+            Self::Latest => "latest".into(),
+            Self::Timestamp(t) => t.to_string(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "earliest" => Some(Self::Earliest),
+            "latest" => Some(Self::Latest),
+            ts => ts.parse::<i64>().ok().map(Self::Timestamp),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListOffsetResponse {
     pub offset: u64,
     /// The record's timestamp, for a timestamp look-up that found one.
     pub timestamp: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PartitionStatus {
     pub log_start_offset: u64,
     pub high_watermark: u64,
@@ -107,4 +152,47 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse>;
     async fn list_offset(&self, tp: TopicPartition, spec: OffsetSpec) -> Result<ListOffsetResponse>;
     async fn partition_status(&self, tp: TopicPartition) -> Result<PartitionStatus>;
+}
+
+/// A follower's fetch from one leader, for every partition it follows there
+/// (one fetcher per follower/leader node pair, as in Kafka).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchRequest {
+    pub follower: crate::NodeId,
+    /// Long poll: wait up to this long for new data when none of the partitions has any.
+    pub max_wait_ms: u64,
+    /// Soft limit per partition.
+    pub max_bytes: usize,
+    pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchPartition {
+    pub topic: String,
+    pub partition: u32,
+    /// The follower's LEO: it has every record below this.
+    pub fetch_offset: u64,
+    /// The leader epoch the follower believes current; a mismatch is refused (fencing).
+    pub leader_epoch: u32,
+}
+
+/// One partition's part of a replica fetch answer. Its batches follow the header in the
+/// response body, `batches` frames of it, in partition order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchResult {
+    pub topic: String,
+    pub partition: u32,
+    pub error: Option<crate::FjordError>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub batches: u32,
+}
+
+/// KIP-279's OffsetsForLeaderEpoch answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochEndOffset {
+    /// The largest epoch of the leader's log `<=` the one asked about; `None` when the
+    /// leader has no such epoch (the follower then truncates to `end_offset`).
+    pub epoch: Option<u32>,
+    pub end_offset: u64,
 }

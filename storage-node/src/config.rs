@@ -23,6 +23,13 @@ pub struct NodeConfig {
     pub write_buffer_bytes: usize,
     /// How often retention runs over every partition.
     pub retention_check_interval_ms: u64,
+    /// A follower that has not caught up for this long leaves the ISR
+    /// (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Long-poll time of a follower's fetch (Kafka's `replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max_ms: u64,
+    /// Soft limit of one partition's data in one replica fetch.
+    pub replica_fetch_max_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -37,6 +44,9 @@ impl Default for NodeConfig {
             block_cache_bytes: rocks.block_cache_bytes,
             write_buffer_bytes: rocks.write_buffer_bytes,
             retention_check_interval_ms: 30_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1 << 20,
         }
     }
 }
@@ -57,6 +67,11 @@ impl NodeConfig {
         }
         if self.retention_check_interval_ms == 0 {
             return Err("storage.retention_check_interval_ms must be at least 1".into());
+        }
+        if self.replica_lag_time_max_ms == 0 || self.replica_fetch_wait_max_ms == 0 {
+            return Err(
+                "storage.replica_lag_time_max_ms and storage.replica_fetch_wait_max_ms must be at least 1".into()
+            );
         }
         if self.write_buffer_bytes < (4 << 20) {
             return Err("storage.write_buffer_bytes must be at least 4 MiB".into());

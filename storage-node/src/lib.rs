@@ -10,12 +10,18 @@
 //!   history, reads, timestamp look-up, retention.
 //! - [`node`] — [`StorageNode`]: opens the replicas the metadata assigns to this node,
 //!   serves produce/fetch/offsets as their leader, runs retention and WAL sync.
+//! - [`replication`] — leader side (follower progress, HW, ISR changes) and follower
+//!   side (one fetcher per leader node, truncation by epoch).
+//! - [`internal`] — the node's internal HTTP API: produce/fetch/offsets for gateways,
+//!   replica fetch and epoch look-up for followers.
 //! - [`config`] — [`NodeConfig`].
 
 pub mod config;
 pub mod engine;
+pub mod internal;
 pub mod log;
 pub mod node;
+pub mod replication;
 pub mod rocks;
 
 pub use config::NodeConfig;

@@ -32,12 +32,14 @@ pub enum LogError {
     OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
     #[error("stored metadata `{0}` is malformed")]
     BadMeta(&'static str),
+    #[error("replicated batch starts at {got}, the log ends at {expected}")]
+    NotContiguous { expected: u64, got: u64 },
 }
 
 impl From<LogError> for FjordError {
     fn from(e: LogError) -> Self {
         let code = match &e {
-            LogError::Engine(_) | LogError::BadMeta(_) => ErrorCode::StorageError,
+            LogError::Engine(_) | LogError::BadMeta(_) | LogError::NotContiguous { .. } => ErrorCode::StorageError,
             LogError::Corrupt(_) => ErrorCode::CorruptBatch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         };
@@ -173,18 +175,42 @@ impl PartitionLog {
     /// from the LEO. Returns the batch with its base offset and epoch stamped.
     pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
         let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let _writer = self.writer.lock();
-        let (base, size_before, history) = {
-            let s = self.state.lock();
-            let new_epoch = s.epochs.last().is_none_or(|(e, _)| leader_epoch > *e);
-            (s.log_end, s.size_bytes, new_epoch.then(|| s.epochs.clone()))
-        };
+        let writer = self.writer.lock();
+        let base = self.state.lock().log_end;
         codec::stamp(&mut buf, base, leader_epoch)?;
         let batch = Batch::parse(buf.freeze())?;
+        self.store(&writer, batch)
+    }
+
+    /// Appends a batch its leader already stamped (a follower replicating). A batch that
+    /// ends at or before the LEO is already here and skipped (`Ok(false)`); one that does
+    /// not start at the LEO is refused, so a follower's log stays dense.
+    pub fn append_replicated(&self, batch: Batch) -> LogResult<bool> {
+        let writer = self.writer.lock();
+        let log_end = self.state.lock().log_end;
+        if batch.next_offset() <= log_end {
+            return Ok(false);
+        }
+        if batch.base_offset() != log_end {
+            return Err(LogError::NotContiguous { expected: log_end, got: batch.base_offset() });
+        }
+        self.store(&writer, batch)?;
+        Ok(true)
+    }
+
+    /// Writes a stamped batch at the LEO. The caller holds the writer lock.
+    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batch: Batch) -> LogResult<Batch> {
+        let epoch = batch.leader_epoch();
+        let base = batch.base_offset();
+        let (size_before, history) = {
+            let s = self.state.lock();
+            let new_epoch = s.epochs.last().is_none_or(|(e, _)| epoch > *e);
+            (s.size_bytes, new_epoch.then(|| s.epochs.clone()))
+        };
         let size = size_before + batch.len() as u64;
         let size_bytes = size.to_be_bytes();
         let epochs = history.map(|mut h| {
-            h.push((leader_epoch, base));
+            h.push((epoch, base));
             encode_epochs(&h)
         });
         let mut ops = vec![
@@ -197,11 +223,80 @@ impl PartitionLog {
         self.engine.write(&self.name, &ops)?;
         let mut s = self.state.lock();
         if epochs.is_some() {
-            s.epochs.push((leader_epoch, base));
+            s.epochs.push((epoch, base));
         }
         s.log_end = batch.next_offset();
         s.size_bytes = size;
         Ok(batch)
+    }
+
+    /// Removes every record at or after `offset` — whole batches, so a batch holding
+    /// `offset` goes entirely — for a follower whose log diverged from its new leader's
+    /// (KIP-101). The epoch history and, if needed, the high watermark follow. Returns
+    /// the new LEO.
+    pub fn truncate_to(&self, offset: u64) -> LogResult<u64> {
+        let _writer = self.writer.lock();
+        let (log_end, size) = {
+            let s = self.state.lock();
+            (s.log_end, s.size_bytes)
+        };
+        if offset >= log_end {
+            return Ok(log_end);
+        }
+        let mut first_removed = None;
+        let mut removed_bytes = 0u64;
+        let mut err = None;
+        self.engine.scan(&self.name, offset, &mut |base, bytes| {
+            match Batch::parse(Bytes::copy_from_slice(bytes)) {
+                Ok(b) if b.next_offset() <= offset => {}
+                Ok(_) => {
+                    first_removed.get_or_insert(base);
+                    removed_bytes += bytes.len() as u64;
+                }
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        let Some(new_end) = first_removed else { return Ok(log_end) };
+        let size = size.saturating_sub(removed_bytes);
+        let size_bytes = size.to_be_bytes();
+        let history: Vec<(u32, u64)> =
+            self.state.lock().epochs.iter().copied().filter(|(_, start)| *start < new_end).collect();
+        let epochs = encode_epochs(&history);
+        self.engine.write(
+            &self.name,
+            &[
+                WriteOp::DeleteBatches { from: new_end, to: u64::MAX },
+                WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
+                WriteOp::PutMeta { key: META_EPOCHS, value: &epochs },
+            ],
+        )?;
+        let mut s = self.state.lock();
+        s.log_end = new_end;
+        s.size_bytes = size;
+        s.epochs = history;
+        if s.high_watermark > new_end {
+            s.high_watermark = new_end;
+            drop(s);
+            self.hw_tx.send_replace(new_end);
+        }
+        Ok(new_end)
+    }
+
+    /// KIP-101/279: for a follower whose latest epoch is `epoch`, the largest epoch of
+    /// this log that is `<= epoch` and the offset where it ends (where the next epoch
+    /// starts, or the LEO for the latest epoch). `None` when every epoch here is later.
+    pub fn epoch_end_offset(&self, epoch: u32) -> Option<(u32, u64)> {
+        let s = self.state.lock();
+        let idx = s.epochs.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = s.epochs.get(idx + 1).map_or(s.log_end, |(_, start)| *start);
+        Some((s.epochs[idx].0, end))
     }
 
     /// Raises the high watermark to `hw` (clamped to the LEO); never lowers it.

@@ -1,9 +1,10 @@
-//! A storage node: the replicas the metadata assigns to it, served as their leader.
+//! A storage node: the replicas the metadata assigns to it, as leader or follower.
 //!
 //! The node follows the coordinator's metadata snapshot: on every change it opens the
 //! replicas newly assigned to it, updates leadership, epochs, ISR and config of the
-//! others, and drops the stores of replicas no longer assigned (deleted topics). All
-//! RocksDB work runs on blocking threads.
+//! others, starts a fetcher per leader node it follows ([`crate::replication`]), and
+//! drops the stores of replicas no longer assigned (deleted topics). All RocksDB work
+//! runs on blocking threads.
 
 use crate::config::NodeConfig;
 use crate::engine::Engine;
@@ -17,6 +18,7 @@ use fjord_protocol::{
 };
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -26,17 +28,38 @@ use tracing::{debug, info, warn};
 
 /// What the metadata says about one replica.
 #[derive(Debug, Clone)]
-struct ReplicaMeta {
-    leader: Option<NodeId>,
-    leader_epoch: u32,
-    isr: Vec<NodeId>,
-    config: TopicConfig,
+pub(crate) struct ReplicaMeta {
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) leader_epoch: u32,
+    pub(crate) isr: Vec<NodeId>,
+    pub(crate) replicas: Vec<NodeId>,
+    /// Version of the partition state this was read from (for conditional ISR writes).
+    pub(crate) version: i32,
+    pub(crate) config: TopicConfig,
 }
 
-struct Replica {
-    tp: TopicPartition,
-    log: Arc<PartitionLog>,
-    meta: RwLock<ReplicaMeta>,
+/// What a leader knows of one follower.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowerProgress {
+    /// The follower has every record below this.
+    pub(crate) fetch_offset: u64,
+    /// Last time the follower had everything the leader had.
+    pub(crate) last_caught_up: Instant,
+}
+
+pub(crate) struct Replica {
+    pub(crate) tp: TopicPartition,
+    pub(crate) log: Arc<PartitionLog>,
+    pub(crate) meta: RwLock<ReplicaMeta>,
+    /// Leader side: progress of each follower, reset on every leadership change.
+    pub(crate) followers: Mutex<HashMap<NodeId, FollowerProgress>>,
+    /// When this node last became the leader (ISR shrink grace for silent followers).
+    pub(crate) leader_since: Mutex<Instant>,
+    /// Follower side: the leader epoch this replica has truncated its log for
+    /// (KIP-101); `None` until it has, and fetching waits for it.
+    pub(crate) truncated_for_epoch: Mutex<Option<u32>>,
+    /// An ISR change of this leader is being written.
+    pub(crate) isr_write_pending: AtomicBool,
 }
 
 /// The engine store name of a replica: the topic id keeps a re-created topic of the
@@ -54,13 +77,40 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub struct StorageNode {
-    id: NodeId,
+    pub(crate) id: NodeId,
     engine: Arc<dyn Engine>,
-    replicas: RwLock<HashMap<TopicPartition, Arc<Replica>>>,
-    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    pub(crate) replicas: RwLock<HashMap<TopicPartition, Arc<Replica>>>,
+    pub(crate) coordinator: Arc<dyn Coordinator>,
+    pub(crate) metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    pub(crate) replication: ReplicationSettings,
+    /// Bumped on every leader append: wakes long-polling replica fetches.
+    pub(crate) appended: watch::Sender<u64>,
+    /// One fetcher task per leader node this node follows partitions of.
+    pub(crate) fetchers: Mutex<HashMap<NodeId, JoinHandle<()>>>,
+    pub(crate) http: reqwest::Client,
+    /// This node itself, for tasks it spawns.
+    pub(crate) weak_self: std::sync::Weak<StorageNode>,
     /// Serializes reconciliations (the metadata loop and explicit calls).
     reconciling: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationSettings {
+    pub lag_time_max: Duration,
+    pub fetch_wait_max: Duration,
+    pub fetch_max_bytes: usize,
+}
+
+impl ReplicationSettings {
+    pub fn from_config(c: &NodeConfig) -> Self {
+        Self {
+            lag_time_max: Duration::from_millis(c.replica_lag_time_max_ms),
+            fetch_wait_max: Duration::from_millis(c.replica_fetch_wait_max_ms),
+            fetch_max_bytes: c.replica_fetch_max_bytes,
+        }
+    }
 }
 
 impl StorageNode {
@@ -75,7 +125,13 @@ impl StorageNode {
         })
         .await
         .map_err(|e| internal("opening storage", e))??;
-        let node = Self::with_engine(config.node_id, Arc::new(engine), coordinator.metadata()).await?;
+        let node = Self::with_engine(
+            config.node_id,
+            Arc::new(engine),
+            coordinator.clone(),
+            ReplicationSettings::from_config(config),
+        )
+        .await?;
         coordinator
             .register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone(), shutting_down: false })
             .await?;
@@ -85,17 +141,29 @@ impl StorageNode {
         Ok(node)
     }
 
-    /// A node over any engine, following `metadata`; no background tasks.
+    /// A node over any engine, following `coordinator`'s metadata; no background tasks
+    /// besides replica fetchers.
     pub async fn with_engine(
         id: NodeId,
         engine: Arc<dyn Engine>,
-        metadata: watch::Receiver<Arc<ClusterMetadata>>,
+        coordinator: Arc<dyn Coordinator>,
+        replication: ReplicationSettings,
     ) -> Result<Arc<Self>> {
-        let node = Arc::new(Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| internal("HTTP client", e))?;
+        let node = Arc::new_cyclic(|weak_self| Self {
+            weak_self: weak_self.clone(),
             id,
             engine,
             replicas: RwLock::new(HashMap::new()),
-            metadata,
+            metadata: coordinator.metadata(),
+            coordinator,
+            replication,
+            appended: watch::channel(0).0,
+            fetchers: Mutex::new(HashMap::new()),
+            http,
             reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -132,6 +200,17 @@ impl StorageNode {
             }
         }));
 
+        let weak = Arc::downgrade(self);
+        let every = (self.replication.lag_time_max / 4).max(Duration::from_millis(100));
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(node) = weak.upgrade() else { return };
+                node.shrink_isrs();
+            }
+        }));
+
         if config.wal_sync == WalSync::Interval {
             let engine = self.engine.clone();
             let every = Duration::from_millis(config.wal_sync_interval_ms);
@@ -155,6 +234,9 @@ impl StorageNode {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
+        for (_, t) in self.fetchers.lock().drain() {
+            t.abort();
+        }
         let engine = self.engine.clone();
         match tokio::task::spawn_blocking(move || engine.sync()).await {
             Ok(Ok(())) => {}
@@ -168,7 +250,11 @@ impl StorageNode {
         let _one_at_a_time = self.reconciling.lock().await;
         let meta = self.metadata.borrow().clone();
         let node = self.clone();
-        tokio::task::spawn_blocking(move || node.reconcile(&meta)).await.map_err(|e| internal("metadata task", e))?
+        tokio::task::spawn_blocking(move || node.reconcile(&meta))
+            .await
+            .map_err(|e| internal("metadata task", e))??;
+        self.ensure_fetchers();
+        Ok(())
     }
 
     fn reconcile(&self, meta: &ClusterMetadata) -> Result<()> {
@@ -179,6 +265,8 @@ impl StorageNode {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     isr: p.isr.clone(),
+                    replicas: p.replicas.clone(),
+                    version: p.version,
                     config: t.config.clone(),
                 };
                 wanted.insert(store_name(&t.topic_id, p.partition), (TopicPartition::new(&t.name, p.partition), rm));
@@ -190,13 +278,25 @@ impl StorageNode {
         for (name, (tp, rm)) in &wanted {
             let replica = match current.get(tp).filter(|r| r.log.name() == name) {
                 Some(r) => {
-                    *r.meta.write() = rm.clone();
+                    self.apply_replica_meta(r, rm.clone());
                     r.clone()
                 }
                 None => {
                     let log = PartitionLog::open(self.engine.clone(), name).map_err(FjordError::from)?;
                     debug!(partition = %tp, store = %name, "opened replica");
-                    Arc::new(Replica { tp: tp.clone(), log: Arc::new(log), meta: RwLock::new(rm.clone()) })
+                    let r = Arc::new(Replica {
+                        tp: tp.clone(),
+                        log: Arc::new(log),
+                        meta: RwLock::new(rm.clone()),
+                        followers: Mutex::new(HashMap::new()),
+                        leader_since: Mutex::new(Instant::now()),
+                        truncated_for_epoch: Mutex::new(None),
+                        isr_write_pending: AtomicBool::new(false),
+                    });
+                    if rm.leader == Some(self.id) {
+                        info!(partition = %tp, epoch = rm.leader_epoch, "leading");
+                    }
+                    r
                 }
             };
             self.maybe_advance_high_watermark(&replica);
@@ -212,17 +312,50 @@ impl StorageNode {
         Ok(())
     }
 
-    /// HW = min LEO over the ISR. Until followers exist (the cluster issue), a leader
-    /// whose ISR is itself alone commits everything it has appended.
-    fn maybe_advance_high_watermark(&self, replica: &Replica) {
-        let meta = replica.meta.read();
-        if meta.leader == Some(self.id) && meta.isr.iter().all(|id| *id == self.id) {
-            let leo = replica.log.offsets().log_end;
-            replica.log.advance_high_watermark(leo);
+    /// Applies newer metadata to an open replica. A snapshot older than what this node
+    /// already applied (its own ISR write, seen before the snapshot) is ignored.
+    fn apply_replica_meta(&self, r: &Replica, rm: ReplicaMeta) {
+        let mut meta = r.meta.write();
+        if rm.version < meta.version && rm.leader_epoch == meta.leader_epoch {
+            meta.config = rm.config;
+            return;
         }
+        let leadership_changed = rm.leader != meta.leader || rm.leader_epoch != meta.leader_epoch;
+        if leadership_changed {
+            r.followers.lock().clear();
+            *r.leader_since.lock() = Instant::now();
+            if rm.leader == Some(self.id) {
+                info!(partition = %r.tp, epoch = rm.leader_epoch, "became leader");
+            } else {
+                // A follower (again) must first truncate for the new epoch (KIP-101).
+                *r.truncated_for_epoch.lock() = None;
+                debug!(partition = %r.tp, leader = ?rm.leader, epoch = rm.leader_epoch, "following");
+            }
+        }
+        *meta = rm;
     }
 
-    fn leader_replica(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
+    /// A leader's HW is the least LEO over the ISR (its own included); followers that
+    /// have not fetched since it became leader hold it back, as in Kafka.
+    pub(crate) fn maybe_advance_high_watermark(&self, replica: &Replica) {
+        let meta = replica.meta.read();
+        if meta.leader != Some(self.id) {
+            return;
+        }
+        let mut hw = replica.log.offsets().log_end;
+        let followers = replica.followers.lock();
+        for f in meta.isr.iter().filter(|id| **id != self.id) {
+            match followers.get(f) {
+                Some(p) => hw = hw.min(p.fetch_offset),
+                None => return,
+            }
+        }
+        drop(followers);
+        drop(meta);
+        replica.log.advance_high_watermark(hw);
+    }
+
+    pub(crate) fn leader_replica(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
         let found = self.replicas.read().get(tp).cloned();
         let Some(replica) = found else {
             let meta = self.metadata.borrow();
@@ -242,6 +375,18 @@ impl StorageNode {
             };
             return Err(not_leader(tp, p.leader, self.id));
         };
+        // The open replica may belong to an earlier topic of the same name (deleted and
+        // re-created) until this node applies the new metadata: never serve it then.
+        let current_store = {
+            let m = self.metadata.borrow();
+            m.topic(&tp.topic).map(|t| store_name(&t.topic_id, tp.partition))
+        };
+        if current_store.as_deref() != Some(replica.log.name()) {
+            return Err(FjordError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("{tp} is being re-created on this node; retry shortly"),
+            ));
+        }
         let meta = replica.meta.read();
         if meta.leader != Some(self.id) {
             return Err(not_leader(tp, meta.leader, self.id));
@@ -315,6 +460,7 @@ impl NodeApi for StorageNode {
             .await
             .map_err(|e| internal("append task", e))?
             .map_err(FjordError::from)?;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         self.maybe_advance_high_watermark(&replica);
         if req.acks == Acks::All {
             let target = appended.next_offset();
@@ -330,6 +476,19 @@ impl NodeApi for StorageNode {
                         ),
                     ));
                 }
+            }
+            // Committed, but by fewer replicas than promised (Kafka's
+            // NOT_ENOUGH_REPLICAS_AFTER_APPEND): the ISR shrank while we waited.
+            let isr_now = replica.meta.read().isr.len() as u32;
+            if isr_now < min_isr {
+                return Err(FjordError::new(
+                    ErrorCode::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "{}: written at {} but the ISR shrank to {isr_now} (min.insync.replicas {min_isr})",
+                        req.tp,
+                        appended.base_offset()
+                    ),
+                ));
             }
         }
         Ok(ProduceResponse { base_offset: appended.base_offset(), record_count: appended.record_count() })
@@ -407,8 +566,8 @@ impl NodeApi for StorageNode {
     }
 }
 
-/// Replicas currently open (for tests).
 impl StorageNode {
+    /// Replicas currently open (for tests).
     pub fn open_replicas(&self) -> HashSet<TopicPartition> {
         self.replicas.read().keys().cloned().collect()
     }

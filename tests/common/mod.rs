@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

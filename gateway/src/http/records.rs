@@ -91,7 +91,10 @@ fn parse_acks(s: Option<&str>) -> ApiResult<Acks> {
 fn timeout(state: &AppState, ms: Option<u64>, default: u64) -> ApiResult<Duration> {
     let Some(ms) = ms else { return Ok(Duration::from_millis(default.min(state.config.max_timeout_ms))) };
     if ms > state.config.max_timeout_ms {
-        return Err(ApiError::bad_request(format!("timeout_ms must be at most {}, got {ms}", state.config.max_timeout_ms)));
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be at most {}, got {ms}",
+            state.config.max_timeout_ms
+        )));
     }
     Ok(Duration::from_millis(ms))
 }
@@ -314,7 +317,14 @@ async fn produce(
     let targets = match existing_topic_for_produce(&state, &topic)? {
         Some(meta) => {
             let count = meta.partitions.len() as u32;
-            route_records(&topic, &records, path_partition, count, meta.config.max_message_bytes as usize, sticky_for(count))?
+            route_records(
+                &topic,
+                &records,
+                path_partition,
+                count,
+                meta.config.max_message_bytes as usize,
+                sticky_for(count),
+            )?
         }
         None => {
             // Check against the topic as it would be created, then against what was
@@ -324,14 +334,22 @@ async fn produce(
             route_records(&topic, &records, path_partition, count, max_bytes, sticky_for(count))?;
             let meta = auto_create_topic(&state, &topic).await?;
             let count = meta.partitions.len() as u32;
-            route_records(&topic, &records, path_partition, count, meta.config.max_message_bytes as usize, sticky_for(count))?
+            route_records(
+                &topic,
+                &records,
+                path_partition,
+                count,
+                meta.config.max_message_bytes as usize,
+                sticky_for(count),
+            )?
         }
     };
 
     let now = now_ms();
     let mut groups: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
     for (i, (r, p)) in records.iter().zip(&targets).enumerate() {
-        let (builder, idx) = groups.entry(*p).or_insert_with(|| (BatchBuilder::with_capacity(body_hint(&records)), Vec::new()));
+        let (builder, idx) =
+            groups.entry(*p).or_insert_with(|| (BatchBuilder::with_capacity(body_hint(&records)), Vec::new()));
         builder
             .push_parts(
                 r.timestamp.unwrap_or(now),
@@ -400,7 +418,11 @@ async fn produce(
                         partition: p,
                         offset: None,
                         timestamp: None,
-                        error: Some(ErrorDetail { code: detail.code.clone(), message: detail.message.clone(), retriable: detail.retriable }),
+                        error: Some(ErrorDetail {
+                            code: detail.code.clone(),
+                            message: detail.message.clone(),
+                            retriable: detail.retriable,
+                        }),
                     });
                 }
                 first_error.get_or_insert(e.0);
@@ -546,7 +568,9 @@ pub async fn consume(
             n += 1;
         }
     }
-    out.extend_from_slice(format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes());
+    out.extend_from_slice(
+        format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes(),
+    );
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 

@@ -18,9 +18,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_topics, create_topic))
-        .routes(routes!(get_topic, alter_topic, delete_topic))
+    OpenApiRouter::new().routes(routes!(list_topics, create_topic)).routes(routes!(
+        get_topic,
+        alter_topic,
+        delete_topic
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,7 +100,10 @@ fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     if media == "application/json" {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Content-Type `{media}` is not supported; use application/json")))
+        Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Type `{media}` is not supported; use application/json"),
+        ))
     }
 }
 

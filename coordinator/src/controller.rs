@@ -1,0 +1,576 @@
+//! The controller (DESIGN.md §5, §6): one storage node, elected through the
+//! coordinator, that decides partition leadership for the whole cluster.
+//!
+//! The decisions are a pure function, [`plan`], from a metadata snapshot to the partition
+//! states that should change; [`run`] campaigns for the role and, while it holds it,
+//! applies each plan with conditional writes. Keeping the rules pure lets them be tested
+//! exhaustively without a backend, and makes the run loop level-triggered: it never needs
+//! to know *what* happened (node loss, node return, controlled shutdown, new topic), only
+//! what the metadata looks like now. A lost race or a missed event is repaired by the next
+//! snapshot or the next retry tick.
+//!
+//! The rules are Kafka's (ZooKeeper-mode `PartitionStateMachine` /
+//! `PartitionLeaderElectionAlgorithms`), with the differences noted on [`plan`].
+
+use crate::model::{ClusterMetadata, PartitionState};
+use crate::Coordinator;
+use fjord_protocol::{ErrorCode, NodeId};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// How often the controller re-plans without a metadata change, so that a write that
+/// failed for a transient reason (lost connection, timeout) is retried.
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The partition states that should change, as `(topic, new state)`. Each new state
+/// carries the **current** `version`, so writing it with
+/// [`Coordinator::update_partition_state`] fails if anyone changed the partition since the
+/// snapshot was taken. Partitions that need no change are left out; applying every state
+/// of a plan and planning again gives an empty plan.
+///
+/// A node is *live* when it is registered and not `shutting_down`. Per partition:
+///
+/// 1. **New partition** (no leader, leader epoch 0): the first live replica in assignment
+///    order leads and the ISR is the live replicas (Kafka's `NewPartition →
+///    OnlinePartition`); with no live replica it stays new.
+/// 2. **Leader live**: dead and shutting-down nodes leave the ISR, with no epoch bump
+///    (Kafka's `OfflineReplica` transition). If the preferred replica (the first assigned)
+///    is live, in the ISR and not the leader, it becomes leader with the epoch bumped
+///    (Kafka's preferred replica election; Kafka runs it from
+///    `auto.leader.rebalance.enable` every 5 minutes and only past an imbalance
+///    threshold, we run it as soon as the replica is back in sync).
+/// 3. **No leader, or the leader dead or shutting down**: the first replica in assignment
+///    order that is live and in the ISR leads, the epoch is bumped and the ISR becomes the
+///    live part of the old ISR (Kafka's `OfflinePartitionLeaderElection`; for a
+///    shutting-down leader, `ControlledShutdownLeaderElection`). If no ISR member is live:
+///    - with `unclean.leader.election.enable`, the first live replica leads with ISR
+///      `[it]` — acknowledged records it lacks are lost, which is what the option means;
+///    - otherwise the partition is offline: no leader (the epoch is bumped once, when a
+///      leader is taken away) and the ISR is kept as it is, so that any of its members
+///      can be elected when it returns. Every one of them held all committed records
+///      when it was last in the ISR, so electing it loses nothing.
+///
+/// Unlike Kafka's controlled shutdown, which leaves a shutting-down node leading a
+/// partition when no other ISR member can take over (and retries until it gives up),
+/// a shutting-down leader with no successor makes the partition offline right away:
+/// `shutting_down` means "lead nothing", so the node can finish its shutdown promptly
+/// and nobody writes to a log that is about to close.
+pub fn plan(meta: &ClusterMetadata) -> Vec<(String, PartitionState)> {
+    let live: BTreeSet<NodeId> = meta.nodes.values().filter(|n| !n.shutting_down).map(|n| n.id).collect();
+    let mut out = Vec::new();
+    for (name, topic) in &meta.topics {
+        let unclean = topic.config.unclean_leader_election_enable;
+        for p in &topic.partitions {
+            if let Some(next) = plan_partition(p, &live, unclean) {
+                out.push((name.clone(), next));
+            }
+        }
+    }
+    out
+}
+
+/// The new state of one partition, or `None` when it needs no change.
+///
+/// Epochs saturate rather than wrap: followers and fencing rely on epochs never going
+/// backwards, and four billion elections of one partition will not happen.
+fn plan_partition(p: &PartitionState, live: &BTreeSet<NodeId>, unclean: bool) -> Option<PartitionState> {
+    let is_live = |id: &NodeId| live.contains(id);
+    let live_isr: Vec<NodeId> = p.isr.iter().copied().filter(is_live).collect();
+    let mut next = p.clone();
+    match p.leader {
+        None if p.leader_epoch == 0 => {
+            let isr: Vec<NodeId> = p.replicas.iter().copied().filter(is_live).collect();
+            next.leader = Some(*isr.first()?);
+            next.leader_epoch = 1;
+            next.isr = isr;
+        }
+        Some(leader) if is_live(&leader) => {
+            next.isr = live_isr;
+            let preferred = p.replicas.first().copied();
+            if let Some(preferred) = preferred.filter(|r| *r != leader && is_live(r) && next.isr.contains(r)) {
+                next.leader = Some(preferred);
+                next.leader_epoch = p.leader_epoch.saturating_add(1);
+            }
+        }
+        _ => {
+            let clean = p.replicas.iter().copied().find(|r| is_live(r) && p.isr.contains(r));
+            let unclean_choice = || p.replicas.iter().copied().find(is_live).filter(|_| unclean);
+            if let Some(leader) = clean {
+                next.leader = Some(leader);
+                next.leader_epoch = p.leader_epoch.saturating_add(1);
+                next.isr = live_isr;
+            } else if let Some(leader) = unclean_choice() {
+                next.leader = Some(leader);
+                next.leader_epoch = p.leader_epoch.saturating_add(1);
+                next.isr = vec![leader];
+            } else if p.leader.is_some() {
+                next.leader = None;
+                next.leader_epoch = p.leader_epoch.saturating_add(1);
+            }
+        }
+    }
+    (next != *p).then_some(next)
+}
+
+/// Runs the controller role for `node` until `shutdown` completes: campaigns whenever the
+/// cluster has no controller and, while `node` is the controller, applies [`plan`] to
+/// every new metadata snapshot (and every [`RETRY_INTERVAL`]).
+///
+/// Writes are conditional on the partition's version; a [`ErrorCode::StaleVersion`]
+/// answer means someone else (a leader changing its ISR, say) wrote first, and the next
+/// snapshot brings a fresh plan. Other errors are logged and retried on the next tick.
+///
+/// Do not run this against a backend that elects leaders itself (the default
+/// [`EmbeddedCoordinator`](crate::EmbeddedCoordinator)): the two would undo each other's
+/// work. Use [`EmbeddedCoordinator::in_memory_with_external_controller`](crate::EmbeddedCoordinator::in_memory_with_external_controller).
+pub async fn run(coordinator: Arc<dyn Coordinator>, node: NodeId, shutdown: impl Future<Output = ()>) {
+    tokio::select! {
+        () = shutdown => info!(node, "controller loop stopped"),
+        () = control(&*coordinator, node) => warn!(node, "controller loop ended: the metadata feed closed"),
+    }
+}
+
+/// The loop behind [`run`]; returns only if the metadata watch closes. Cancelling it (on
+/// shutdown) at any await point is safe: an interrupted write either happened or did not,
+/// and the next controller plans from whatever is stored.
+async fn control(coordinator: &dyn Coordinator, node: NodeId) {
+    let mut rx = coordinator.metadata();
+    let mut tick = tokio::time::interval(RETRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active = false;
+    loop {
+        let meta = rx.borrow_and_update().clone();
+        match meta.controller {
+            None => match coordinator.campaign_controller(node).await {
+                // The win shows up as a new snapshot; act on that one.
+                Ok(Some(epoch)) => debug!(node, controller_epoch = epoch, "won the controller election"),
+                Ok(None) => debug!(node, "another node won the controller election"),
+                Err(e) => warn!(node, error = %e, "controller campaign failed; retrying"),
+            },
+            Some(c) if c == node => {
+                if !active {
+                    info!(node, controller_epoch = meta.controller_epoch, "this node is now the controller");
+                    active = true;
+                }
+                apply(coordinator, &meta).await;
+            }
+            Some(other) => {
+                if active {
+                    info!(node, controller = other, "this node is no longer the controller");
+                    active = false;
+                }
+            }
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+    }
+}
+
+/// Writes every change `plan` asks for, logging leader changes.
+async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata) {
+    for (topic, next) in plan(meta) {
+        let partition = next.partition;
+        let Some(before) = meta.partition(&topic, partition) else { continue };
+        match coordinator.update_partition_state(&topic, next.clone()).await {
+            Ok(_) => log_change(&topic, before, &next),
+            Err(e) if e.code == ErrorCode::StaleVersion => {
+                debug!(%topic, partition, "partition state changed under the controller; re-planning");
+            }
+            // Deleted (or not yet fully created) while we planned: the next snapshot
+            // no longer asks for it.
+            Err(e) if matches!(e.code, ErrorCode::UnknownTopic | ErrorCode::UnknownPartition) => {
+                debug!(%topic, partition, error = %e, "partition vanished under the controller");
+            }
+            Err(e) => warn!(%topic, partition, error = %e, "controller could not write partition state; will retry"),
+        }
+    }
+}
+
+fn log_change(topic: &str, before: &PartitionState, after: &PartitionState) {
+    let partition = after.partition;
+    let (old_leader, new_leader, epoch) = (before.leader, after.leader, after.leader_epoch);
+    match new_leader {
+        _ if old_leader == new_leader => {
+            debug!(%topic, partition, leader = ?new_leader, old_isr = ?before.isr, isr = ?after.isr, "ISR shrunk");
+        }
+        None => warn!(
+            %topic, partition, ?old_leader, leader_epoch = epoch, isr = ?after.isr,
+            "partition offline: no in-sync replica is live"
+        ),
+        Some(l) if !before.isr.contains(&l) && before.leader_epoch > 0 => warn!(
+            %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, old_isr = ?before.isr,
+            "unclean leader election: records acknowledged by the old ISR may be lost"
+        ),
+        Some(_) => info!(
+            %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, isr = ?after.isr,
+            "elected partition leader"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NodeInfo, TopicConfig, TopicMetadata};
+
+    fn meta(nodes: &[NodeId], partitions: Vec<PartitionState>) -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for id in nodes {
+            m.nodes.insert(*id, NodeInfo { id: *id, endpoint: format!("n{id}"), rack: None, shutting_down: false });
+        }
+        m.topics.insert(
+            "t".into(),
+            TopicMetadata { name: "t".into(), topic_id: "id".into(), config: TopicConfig::default(), partitions },
+        );
+        m
+    }
+
+    fn part(replicas: &[NodeId], leader: Option<NodeId>, epoch: u32, isr: &[NodeId]) -> PartitionState {
+        PartitionState {
+            partition: 0,
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+            version: 7,
+        }
+    }
+
+    /// The one change planned for the single partition of `m`, if any.
+    fn planned(m: &ClusterMetadata) -> Option<PartitionState> {
+        let mut p = plan(m);
+        assert!(p.len() <= 1, "{p:?}");
+        let (topic, state) = p.pop()?;
+        assert_eq!(topic, "t");
+        assert_eq!(state.version, 7, "a plan keeps the version it was read at");
+        Some(state)
+    }
+
+    fn apply_plan(m: &mut ClusterMetadata) {
+        for (topic, state) in plan(m) {
+            let p = &mut m.topics.get_mut(&topic).expect("topic").partitions[state.partition as usize];
+            *p = PartitionState { version: p.version + 1, ..state };
+        }
+    }
+
+    #[test]
+    fn node_loss_elects_the_first_live_isr_replica_in_assignment_order() {
+        // Leader 1 dies; 3 is listed before 2 in the assignment, both in the ISR.
+        let m = meta(&[2, 3], vec![part(&[1, 3, 2], Some(1), 4, &[2, 1, 3])]);
+        let next = planned(&m).expect("election");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 5, vec![2, 3]));
+    }
+
+    #[test]
+    fn first_live_replica_not_in_isr_is_passed_over() {
+        let m = meta(&[2, 3], vec![part(&[1, 2, 3], Some(1), 4, &[1, 3])]);
+        let next = planned(&m).expect("election");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 5, vec![3]));
+    }
+
+    #[test]
+    fn no_live_isr_member_takes_the_partition_offline_keeping_the_isr() {
+        let m = meta(&[3], vec![part(&[1, 2, 3], Some(1), 4, &[1, 2])]);
+        let next = planned(&m).expect("offline");
+        assert_eq!((next.leader, next.leader_epoch, next.isr.clone()), (None, 5, vec![1, 2]));
+        // Staying offline changes nothing, and bumps no epoch.
+        let offline = meta(&[3], vec![next]);
+        assert_eq!(planned(&offline), None);
+    }
+
+    #[test]
+    fn unclean_election_takes_the_first_live_replica_alone() {
+        let mut m = meta(&[2, 3], vec![part(&[1, 3, 2], Some(1), 4, &[1])]);
+        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        let next = planned(&m).expect("unclean");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 5, vec![3]));
+        // From an offline partition too.
+        m.topics.get_mut("t").expect("t").partitions[0] = part(&[1, 3, 2], None, 5, &[1]);
+        let next = planned(&m).expect("unclean from offline");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 6, vec![3]));
+    }
+
+    #[test]
+    fn nothing_live_at_all_stays_offline_even_when_unclean() {
+        let mut m = meta(&[], vec![part(&[1, 2], None, 3, &[1])]);
+        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        assert_eq!(planned(&m), None);
+    }
+
+    #[test]
+    fn returning_isr_member_of_an_offline_partition_is_elected() {
+        let m = meta(&[2, 3], vec![part(&[1, 2, 3], None, 5, &[2])]);
+        let next = planned(&m).expect("election");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(2), 6, vec![2]));
+    }
+
+    #[test]
+    fn returning_node_outside_the_isr_changes_nothing() {
+        // 1 is the preferred replica and back, but not yet in sync: leadership stays.
+        let m = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3])]);
+        assert_eq!(planned(&m), None);
+        // And an offline partition stays offline when only out-of-sync replicas return.
+        let m = meta(&[1, 3], vec![part(&[1, 2, 3], None, 5, &[2])]);
+        assert_eq!(planned(&m), None);
+    }
+
+    #[test]
+    fn preferred_leader_moves_back_once_in_sync() {
+        let m = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3, 1])]);
+        let next = planned(&m).expect("preferred election");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(1), 6, vec![2, 3, 1]));
+    }
+
+    #[test]
+    fn dead_follower_leaves_the_isr_without_an_epoch_bump() {
+        let m = meta(&[1, 3], vec![part(&[1, 2, 3], Some(1), 5, &[1, 2, 3])]);
+        let next = planned(&m).expect("shrink");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(1), 5, vec![1, 3]));
+    }
+
+    #[test]
+    fn shutting_down_leader_hands_over_and_leaves_every_isr() {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2, 3] {
+            m.nodes.insert(id, NodeInfo { id, endpoint: String::new(), rack: None, shutting_down: id == 1 });
+        }
+        let partitions = vec![
+            PartitionState { partition: 0, ..part(&[1, 2, 3], Some(1), 5, &[1, 2, 3]) },
+            PartitionState { partition: 1, ..part(&[2, 1, 3], Some(2), 5, &[2, 1, 3]) },
+            PartitionState { partition: 2, ..part(&[3, 2, 1], Some(3), 5, &[3, 1]) },
+        ];
+        m.topics.insert(
+            "t".into(),
+            TopicMetadata { name: "t".into(), topic_id: "id".into(), config: TopicConfig::default(), partitions },
+        );
+        apply_plan(&mut m);
+        let ps = &m.topics["t"].partitions;
+        assert_eq!((ps[0].leader, ps[0].leader_epoch, ps[0].isr.clone()), (Some(2), 6, vec![2, 3]));
+        assert_eq!((ps[1].leader, ps[1].leader_epoch, ps[1].isr.clone()), (Some(2), 5, vec![2, 3]));
+        assert_eq!((ps[2].leader, ps[2].leader_epoch, ps[2].isr.clone()), (Some(3), 5, vec![3]));
+        assert!(plan(&m).is_empty());
+    }
+
+    #[test]
+    fn shutting_down_sole_isr_leader_makes_the_partition_offline() {
+        let mut m = meta(&[1, 2], vec![part(&[1, 2], Some(1), 5, &[1])]);
+        m.nodes.get_mut(&1).expect("1").shutting_down = true;
+        let next = planned(&m).expect("offline");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (None, 6, vec![1]));
+    }
+
+    #[test]
+    fn new_partition_gets_its_first_replica_as_leader_at_epoch_1() {
+        let m = meta(&[1, 2, 3], vec![part(&[2, 3, 1], None, 0, &[2, 3, 1])]);
+        let next = planned(&m).expect("new");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(2), 1, vec![2, 3, 1]));
+        // The embedded backend creates partitions with an empty ISR: same outcome.
+        let m = meta(&[1, 2, 3], vec![part(&[2, 3, 1], None, 0, &[])]);
+        let next = planned(&m).expect("new, empty isr");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(2), 1, vec![2, 3, 1]));
+        // With its first replica down, the next live one leads and the ISR is the live ones.
+        let m = meta(&[1, 3], vec![part(&[2, 3, 1], None, 0, &[2, 3, 1])]);
+        let next = planned(&m).expect("new, first down");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 1, vec![3, 1]));
+        // With none live it stays new.
+        assert_eq!(planned(&meta(&[9], vec![part(&[2, 3, 1], None, 0, &[])])), None);
+    }
+
+    /// A small deterministic generator (xorshift64*) so the property below explores many
+    /// random cases reproducibly without a property-testing dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+        fn subset(&mut self, of: &[NodeId], percent: u64) -> Vec<NodeId> {
+            of.iter().copied().filter(|_| self.chance(percent)).collect()
+        }
+    }
+
+    fn random_metadata(rng: &mut Rng) -> ClusterMetadata {
+        let all: Vec<NodeId> = (1..=6).collect();
+        let mut m = ClusterMetadata::default();
+        for id in rng.subset(&all, 60) {
+            let shutting_down = rng.chance(20);
+            m.nodes.insert(id, NodeInfo { id, endpoint: String::new(), rack: None, shutting_down });
+        }
+        for t in 0..rng.below(3) + 1 {
+            let config = TopicConfig { unclean_leader_election_enable: rng.chance(30), ..TopicConfig::default() };
+            let partitions = (0..rng.below(4) as u32 + 1)
+                .map(|partition| {
+                    let mut replicas = all.clone();
+                    // A random permutation, cut to the replication factor.
+                    for i in (1..replicas.len()).rev() {
+                        replicas.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    replicas.truncate(rng.below(4) as usize + 1);
+                    let fresh = rng.chance(20);
+                    let isr = if fresh && rng.chance(50) { vec![] } else { rng.subset(&replicas, 60) };
+                    let leader = if fresh || rng.chance(15) {
+                        None
+                    } else if rng.chance(80) && !isr.is_empty() {
+                        Some(isr[rng.below(isr.len() as u64) as usize])
+                    } else {
+                        Some(replicas[rng.below(replicas.len() as u64) as usize])
+                    };
+                    let leader_epoch = if fresh { 0 } else { rng.below(10) as u32 + 1 };
+                    let version = rng.below(100) as i32;
+                    PartitionState { partition, replicas, leader, leader_epoch, isr, version }
+                })
+                .collect();
+            let name = format!("t{t}");
+            m.topics.insert(name.clone(), TopicMetadata { name, topic_id: String::new(), config, partitions });
+        }
+        m
+    }
+
+    /// Property: planning is idempotent — once a plan is applied the next plan is empty —
+    /// and every planned state is one Kafka's rules allow: an ISR-only change only removes
+    /// members that are not live, a new leader is live and in the new ISR, epochs only grow and grow exactly when the leader changes, the version is
+    /// the one read, and a leader outside the old ISR appears only by unclean election.
+    #[test]
+    fn applying_a_plan_leaves_nothing_to_plan() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..20_000 {
+            let before = random_metadata(&mut rng);
+            let live: BTreeSet<NodeId> = before.nodes.values().filter(|n| !n.shutting_down).map(|n| n.id).collect();
+            for (topic, next) in plan(&before) {
+                let t = &before.topics[&topic];
+                let old = &t.partitions[next.partition as usize];
+                assert_eq!(next.version, old.version, "case {case}");
+                assert_eq!(next.replicas, old.replicas, "case {case}");
+                assert_ne!(&next, old, "case {case}: a no-op in the plan");
+                assert_eq!(
+                    next.leader_epoch > old.leader_epoch,
+                    next.leader != old.leader,
+                    "case {case}: {old:?} → {next:?}"
+                );
+                if next.leader == old.leader {
+                    assert!(next.isr.iter().all(|r| old.isr.contains(r) && live.contains(r)), "case {case}");
+                } else if let Some(l) = next.leader {
+                    assert!(live.contains(&l) && next.isr.contains(&l), "case {case}: {old:?} → {next:?}");
+                    let fresh = old.leader.is_none() && old.leader_epoch == 0;
+                    if !old.isr.contains(&l) && !fresh {
+                        assert!(t.config.unclean_leader_election_enable, "case {case}: {old:?} → {next:?}");
+                        assert_eq!(next.isr, vec![l], "case {case}");
+                    }
+                } else {
+                    assert_eq!(next.isr, old.isr, "case {case}: offline keeps the ISR");
+                }
+            }
+            let mut after = before.clone();
+            apply_plan(&mut after);
+            assert_eq!(plan(&after), vec![], "case {case}: before {before:#?}\nafter {after:#?}");
+        }
+    }
+
+    mod run_loop {
+        use super::super::*;
+        use crate::model::{NewTopic, NodeInfo, TopicConfig};
+        use crate::EmbeddedCoordinator;
+
+        fn node(id: NodeId) -> NodeInfo {
+            NodeInfo { id, endpoint: format!("n{id}"), rack: None, shutting_down: false }
+        }
+
+        /// Waits until `cond` holds for a snapshot, failing after a deadline with the last
+        /// snapshot it saw.
+        async fn wait_for(
+            c: &dyn Coordinator,
+            what: &str,
+            cond: impl Fn(&ClusterMetadata) -> bool,
+        ) -> Arc<ClusterMetadata> {
+            let mut rx = c.metadata();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let m = rx.borrow_and_update().clone();
+                if cond(&m) {
+                    return m;
+                }
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => panic!("metadata feed closed while waiting for {what}"),
+                    Err(_) => panic!("timed out waiting for {what}; last metadata: {m:#?}"),
+                }
+            }
+        }
+
+        /// The controller campaigns, elects the preferred replica of every new partition,
+        /// moves leadership off a node that starts a controlled shutdown (and takes it out
+        /// of every ISR), and stops when told to; a second node's controller loop stays
+        /// passive throughout.
+        #[tokio::test]
+        async fn elects_leaders_handles_controlled_shutdown_and_stops() {
+            let c = Arc::new(EmbeddedCoordinator::in_memory_with_external_controller());
+            for id in [1, 2, 3] {
+                c.register_node(node(id)).await.expect("register");
+            }
+            let spec =
+                NewTopic { name: "t".into(), partitions: 6, replication_factor: 3, config: TopicConfig::default() };
+            c.create_topic(spec).await.expect("create");
+            assert!(c.metadata().borrow().topics["t"].partitions.iter().all(|p| p.leader.is_none()));
+
+            let (stop1, stopped1) = tokio::sync::oneshot::channel::<()>();
+            let (stop2, stopped2) = tokio::sync::oneshot::channel::<()>();
+            let dyn_c: Arc<dyn Coordinator> = c.clone();
+            let first = tokio::spawn(run(dyn_c.clone(), 1, async move { stopped1.await.unwrap_or(()) }));
+            let m = wait_for(&*dyn_c, "node 1 to become controller", |m| m.controller == Some(1)).await;
+            assert_eq!(m.controller_epoch, 1);
+            let second = tokio::spawn(run(dyn_c.clone(), 2, async move { stopped2.await.unwrap_or(()) }));
+
+            let m = wait_for(&*dyn_c, "leaders for the new topic", |m| {
+                m.topics["t"].partitions.iter().all(|p| p.leader.is_some())
+            })
+            .await;
+            for p in &m.topics["t"].partitions {
+                assert_eq!((p.leader, p.leader_epoch), (p.replicas.first().copied(), 1), "{p:?}");
+                assert_eq!(p.isr, p.replicas, "{p:?}");
+            }
+            let led_by_2: Vec<u32> =
+                m.topics["t"].partitions.iter().filter(|p| p.leader == Some(2)).map(|p| p.partition).collect();
+            assert!(!led_by_2.is_empty(), "placement spreads leaders: {m:#?}");
+
+            c.update_node(NodeInfo { shutting_down: true, ..node(2) }).await.expect("shutting down");
+            let m = wait_for(&*dyn_c, "node 2 to lead nothing and leave every ISR", |m| {
+                m.topics["t"].partitions.iter().all(|p| p.leader != Some(2) && !p.isr.contains(&2))
+            })
+            .await;
+            for p in &m.topics["t"].partitions {
+                let leader = p.leader.expect("another ISR member took over");
+                assert!(p.isr.contains(&leader), "{p:?}");
+                let expected_epoch = if led_by_2.contains(&p.partition) { 2 } else { 1 };
+                assert_eq!(p.leader_epoch, expected_epoch, "{p:?}");
+                // The new leader is the next replica in assignment order.
+                let expected = p.replicas.iter().copied().find(|r| *r != 2);
+                assert_eq!(p.leader, expected, "{p:?}");
+            }
+            assert!(plan(&m).is_empty(), "the controller left nothing undone");
+            assert_eq!(m.controller, Some(1), "the passive loop did not take over");
+
+            stop1.send(()).expect("controller 1 running");
+            stop2.send(()).expect("controller 2 running");
+            for (name, task) in [("controller 1", first), ("controller 2", second)] {
+                tokio::time::timeout(Duration::from_secs(10), task)
+                    .await
+                    .unwrap_or_else(|_| panic!("{name} did not stop on shutdown"))
+                    .expect("controller task panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Test support (feature `testing`): a throwaway ZooKeeper server and a TCP proxy that
+//! can cut clients off from it.
+//!
+//! [`ZkServer`] runs Debian's ZooKeeper (`apt-get install zookeeper`) in the foreground
+//! with its own data directory and a free port on 127.0.0.1. It is killed with its
+//! whole process group on drop, and also when the test process dies some other way: a
+//! tiny shell supervisor kills it once its stdin (a pipe from the test process) closes.
+//! Its output is printed only when the test panics.
+//!
+//! This is test code: failures to set up panic with a message saying what to install
+//! or what went wrong.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, TcpStream as TokioStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Debian's launcher; `zkServer.sh start-foreground` execs the JVM.
+const ZK_SERVER_SH: &str = "/usr/share/zookeeper/bin/zkServer.sh";
+/// How long a server may take to answer `ruok` (a cold JVM takes about a second).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A ZooKeeper server for one test.
+pub struct ZkServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+impl ZkServer {
+    /// Starts a standalone server (tickTime 500 ms, so session timeouts from 1 s to
+    /// 10 s are allowed) and waits until it answers `ruok`. The transaction log is not
+    /// fsynced (`forceSync=no`): tests kill the process, not the machine, and the page
+    /// cache survives that.
+    pub fn start() -> ZkServer {
+        assert!(
+            Path::new(ZK_SERVER_SH).exists(),
+            "{ZK_SERVER_SH} is missing: install Debian's ZooKeeper (`apt-get install zookeeper`)"
+        );
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir for ZooKeeper: {e}"));
+        let port = free_port();
+        let data = dir.path().join("data");
+        let cfg = format!(
+            "dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+             tickTime=500\ninitLimit=10\nsyncLimit=5\nmaxClientCnxns=0\n4lw.commands.whitelist=ruok,srvr\n\
+             preAllocSize=1024\nforceSync=no\n",
+            data.display()
+        );
+        std::fs::write(dir.path().join("zoo.cfg"), cfg).unwrap_or_else(|e| panic!("writing zoo.cfg: {e}"));
+        let mut server = ZkServer { dir, port, child: None };
+        server.start_again();
+        server
+    }
+
+    /// `127.0.0.1:port`, for [`crate::ZkCoordinator::connect`].
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("zookeeper.out")
+    }
+
+    /// Everything the server printed so far (all its runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL to its process group: a crash, not a clean shutdown)
+    /// and waits until its port is closed. Data stays for [`Self::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + START_DEADLINE;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "ZooKeeper on port {} did not stop", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port and data directory and waits until it
+    /// answers `ruok`. A no-op if it is running.
+    pub fn start_again(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
+        let cfg = self.dir.path().join("zoo.cfg");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("ZooKeeper log file: {e}"));
+        let log2 = log.try_clone().unwrap_or_else(|e| panic!("ZooKeeper log file: {e}"));
+        // The supervisor shell starts the server in the background (same process
+        // group) and kills it when the pipe on its stdin closes: the test process died.
+        let script = r#""$0" start-foreground "$1" </dev/null & pid=$!; cat >/dev/null; kill -9 "$pid" 2>/dev/null"#;
+        let child = Command::new("sh")
+            .args(["-c", script, ZK_SERVER_SH])
+            .arg(&cfg)
+            .env("JMXDISABLE", "true")
+            .env("ZOO_LOG_DIR", self.dir.path())
+            .env("SERVER_JVMFLAGS", "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {ZK_SERVER_SH}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if self.four_letter("ruok").as_deref() == Some("imok") {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("ZooKeeper exited with {status} before serving; its output:\n{}", self.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "ZooKeeper did not answer within {START_DEADLINE:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a four-letter command (`ruok`, `srvr`) and returns the answer.
+    pub fn four_letter(&self, cmd: &str) -> Option<String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(cmd.as_bytes()).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+}
+
+impl Drop for ZkServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("----- ZooKeeper output (port {}) -----\n{}\n-----", self.port, self.log());
+        }
+    }
+}
+
+/// A TCP proxy in front of a ZooKeeper server that can simulate a network partition:
+/// [`ZkProxy::cut`] drops every connection and stops listening (so clients' connects
+/// are refused), [`ZkProxy::heal`] listens again on the same port.
+pub struct ZkProxy {
+    port: u16,
+    cut: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ZkProxy {
+    /// Starts forwarding a free local port to `target` (`host:port`).
+    pub async fn start(target: &str) -> ZkProxy {
+        let target: SocketAddr = target.parse().unwrap_or_else(|e| panic!("proxy target {target:?}: {e}"));
+        let port = free_port();
+        let (cut, cut_rx) = watch::channel(false);
+        let first = bind(port).await;
+        let task = tokio::spawn(proxy_loop(first, port, target, cut_rx));
+        ZkProxy { port, cut, task }
+    }
+
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Partitions the clients from the server.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for ZkProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn bind(port: u16) -> tokio::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bound = TcpSocket::new_v4().and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+            s.listen(64)
+        });
+        match bound {
+            Ok(l) => return l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "proxy cannot listen on port {port} again: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn proxy_loop(first: tokio::net::TcpListener, port: u16, target: SocketAddr, mut cut: watch::Receiver<bool>) {
+    let mut listener = Some(first);
+    loop {
+        if *cut.borrow_and_update() {
+            listener = None;
+            if cut.wait_for(|c| !*c).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let l = match listener.take() {
+            Some(l) => l,
+            None => bind(port).await,
+        };
+        tokio::select! {
+            accepted = l.accept() => {
+                if let Ok((client, _)) = accepted {
+                    tokio::spawn(forward(client, target, cut.clone()));
+                }
+                listener = Some(l);
+            }
+            changed = cut.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                listener = Some(l);
+            }
+        }
+    }
+}
+
+async fn forward(mut client: TokioStream, target: SocketAddr, mut cut: watch::Receiver<bool>) {
+    let Ok(mut server) = TokioStream::connect(target).await else { return };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = cut.wait_for(|c| *c) => {}
+    }
+}

@@ -1,0 +1,675 @@
+//! The ZooKeeper backend of [`Coordinator`] (DESIGN.md §6), laid out like Kafka's
+//! ZooKeeper mode under a chroot (default `/fjord`).
+//!
+//! Reads come from a snapshot kept by a background task: every watch event or session
+//! change triggers a full re-read that re-arms every watch, and a new snapshot is
+//! published if anything differs. Writes go straight to ZooKeeper, conditional on znode
+//! versions where two writers could race, and then wait (bounded) for a snapshot read
+//! that started after the write, so a caller sees its own change.
+//!
+//! Sessions: ephemeral registrations (nodes, gateways) are remembered and re-created on
+//! a new session when the old one expires; `/controller` is not (campaigning again is
+//! the caller's business).
+//!
+//! # Layout
+//! - [`paths`] — every znode path.
+//! - `data` — znode JSON encodings.
+//! - `session` — one client session with deadlines and error mapping.
+//! - `snapshot` — the full read that builds a [`ClusterMetadata`].
+
+pub mod paths;
+
+mod data;
+mod session;
+mod snapshot;
+
+use crate::model::{
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig, TopicMetadata,
+    MAX_PARTITIONS,
+};
+use crate::placement::assign_replicas;
+use crate::{validate_topic_name, Coordinator};
+use async_trait::async_trait;
+use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use parking_lot::{Mutex, RwLock};
+use paths::{check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
+use session::{zk_error, Event, Session, SessionState};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zookeeper_async::ZkError;
+
+/// The chroot used when none is configured.
+pub const DEFAULT_CHROOT: &str = "/fjord";
+
+/// How long a write waits for the snapshot to show it before returning anyway.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+/// Watch events arriving this close together are served by one re-read.
+const DEBOUNCE: Duration = Duration::from_millis(5);
+/// zookeeper-async 5 derives a read deadline of `2 × whole seconds of (⅔ × timeout)`:
+/// below 1.5 s that is zero and the client reconnects in a loop.
+const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Conditional writes retried internally (lost races on the topic znode, the epoch).
+const CAS_ATTEMPTS: usize = 10;
+/// Requests kept in flight at once when creating many partition znodes.
+const PARALLEL_WRITES: usize = 32;
+
+/// A [`Coordinator`] backed by a ZooKeeper ensemble.
+pub struct ZkCoordinator {
+    inner: Arc<Inner>,
+    refresher: JoinHandle<()>,
+}
+
+struct Inner {
+    hosts: String,
+    paths: ZkPaths,
+    session_timeout: Duration,
+    op_timeout: Duration,
+    session: RwLock<Arc<Session>>,
+    next_generation: AtomicU64,
+    events: UnboundedSender<Event>,
+    /// Ephemeral znodes this coordinator registered: path → data, re-created on a new session.
+    ephemerals: Mutex<BTreeMap<String, Vec<u8>>>,
+    tx: watch::Sender<Arc<ClusterMetadata>>,
+    /// Read-your-writes tickets: a writer takes `requested + 1`; the refresh task
+    /// publishes in `refreshed` the ticket current when a successful read started.
+    requested: AtomicU64,
+    refreshed: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+fn unknown_topic(name: &str) -> FjordError {
+    FjordError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
+}
+
+fn check_partition_count(n: u32) -> Result<()> {
+    if n == 0 || n > MAX_PARTITIONS {
+        return Err(FjordError::new(
+            ErrorCode::InvalidPartitions,
+            format!("partition count must be between 1 and {MAX_PARTITIONS}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka draws the placement's start index and shift at random per topic.
+fn random_rotation() -> (usize, usize) {
+    let r = uuid::Uuid::new_v4().as_u128();
+    (r as usize, (r >> 64) as usize)
+}
+
+impl ZkCoordinator {
+    /// Connects to `connect` (`host:port[,host:port...]`, no chroot suffix), creates the
+    /// chroot and Fjord's base znodes if missing, reads the metadata and starts keeping
+    /// it current. `session_timeout` below 2 s is raised to 2 s (a zookeeper-async limit);
+    /// the server may negotiate it into its own `[2, 20] × tickTime` range.
+    pub async fn connect(connect: &str, chroot: &str, session_timeout: Duration) -> Result<Self> {
+        if connect.contains('/') {
+            return Err(FjordError::new(
+                ErrorCode::InvalidRequest,
+                format!("ZooKeeper connect string {connect:?}: give the chroot separately, not as a `/` suffix"),
+            ));
+        }
+        let paths = ZkPaths::new(chroot)?;
+        let session_timeout = session_timeout.max(MIN_SESSION_TIMEOUT);
+        let op_timeout = session_timeout.max(Duration::from_secs(3));
+        let (events, events_rx) = unbounded_channel();
+        let session = Session::connect(connect, session_timeout, op_timeout, 0, events.clone()).await?;
+        let session = Arc::new(session);
+        let first = async {
+            ensure_layout(&session, &paths).await?;
+            snapshot::read(&session, &paths).await.map_err(|e| zk_error("reading the metadata", e))
+        };
+        let meta = match first.await {
+            Ok(meta) => meta,
+            Err(e) => {
+                close_in_background(session);
+                return Err(e);
+            }
+        };
+        let inner = Arc::new(Inner {
+            hosts: connect.to_owned(),
+            paths,
+            session_timeout,
+            op_timeout,
+            session: RwLock::new(session),
+            next_generation: AtomicU64::new(1),
+            events,
+            ephemerals: Mutex::new(BTreeMap::new()),
+            tx: watch::channel(Arc::new(meta)).0,
+            requested: AtomicU64::new(0),
+            refreshed: watch::channel(0).0,
+            closed: AtomicBool::new(false),
+        });
+        let refresher = tokio::spawn(refresh_loop(Arc::clone(&inner), events_rx));
+        Ok(Self { inner, refresher })
+    }
+
+    /// Ends the session now: this coordinator's ephemeral znodes (node and gateway
+    /// registrations, `/controller` if it holds it) disappear at once instead of after
+    /// the session timeout. Later calls fail.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.refresher.abort();
+        let session = self.inner.session();
+        session.close().await;
+    }
+}
+
+impl Drop for ZkCoordinator {
+    fn drop(&mut self) {
+        self.refresher.abort();
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            close_in_background(self.inner.session());
+        }
+    }
+}
+
+/// Closes a session from a spawned task (if a runtime is there to run it): dropping a
+/// zookeeper-async client does not end its session nor its background tasks.
+fn close_in_background(session: Arc<Session>) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move { session.close().await });
+    }
+}
+
+async fn ensure_layout(s: &Session, paths: &ZkPaths) -> Result<()> {
+    let dirs = paths
+        .chroot_and_ancestors()
+        .into_iter()
+        .chain(BASE_DIRS.iter().chain(ADMIN_DIRS.iter()).map(|d| paths.under(d)));
+    for dir in dirs {
+        s.ensure(&dir, Vec::new()).await.map_err(|e| zk_error(&format!("creating {dir}"), e))?;
+    }
+    let id = ClusterIdZnode { id: uuid::Uuid::new_v4().simple().to_string() };
+    let path = paths.cluster_id();
+    s.ensure(&path, encode(&path, &id)?).await.map_err(|e| zk_error("creating the cluster id", e))
+}
+
+/// Keeps the snapshot current until the coordinator is dropped or closed.
+async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>) {
+    let mut retry_after: Option<Duration> = None;
+    let mut need_new_session = false;
+    loop {
+        let first = match retry_after {
+            Some(pause) => tokio::select! {
+                e = events.recv() => e,
+                () = tokio::time::sleep(pause) => Some(Event::Changed),
+            },
+            None => events.recv().await,
+        };
+        let Some(first) = first else { return };
+        tokio::time::sleep(DEBOUNCE).await;
+        let generation = inner.session().generation;
+        let mut handle = |e: Event| {
+            if let Event::State { generation: g, state } = e {
+                if g == generation && state == SessionState::Expired {
+                    need_new_session = true;
+                }
+                tracing::debug!(generation = g, ?state, "ZooKeeper session state");
+            }
+        };
+        handle(first);
+        while let Ok(e) = events.try_recv() {
+            handle(e);
+        }
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if need_new_session {
+            match inner.renew_session().await {
+                Ok(()) => need_new_session = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not replace the expired ZooKeeper session; retrying");
+                    retry_after = Some(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        let ticket = inner.requested.load(Ordering::SeqCst);
+        let session = inner.session();
+        match snapshot::read(&session, &inner.paths).await {
+            Ok(meta) => {
+                inner.tx.send_if_modified(|cur| {
+                    let changed = **cur != meta;
+                    if changed {
+                        *cur = Arc::new(meta);
+                    }
+                    changed
+                });
+                inner.refreshed.send_if_modified(|done| {
+                    let newer = ticket > *done;
+                    if newer {
+                        *done = ticket;
+                    }
+                    newer
+                });
+                retry_after = None;
+            }
+            Err(e) => {
+                if e == ZkError::SessionExpired {
+                    need_new_session = true;
+                }
+                tracing::warn!(error = ?e, "reading ZooKeeper metadata failed; retrying");
+                retry_after =
+                    Some(retry_after.map_or(Duration::from_millis(100), |d| (d * 2).min(Duration::from_secs(2))));
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn session(&self) -> Arc<Session> {
+        Arc::clone(&self.session.read())
+    }
+
+    /// Replaces an expired session: a new client, the base layout, then every
+    /// ephemeral registration again. The caller re-reads (re-arming every watch).
+    async fn renew_session(&self) -> Result<()> {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let session =
+            Session::connect(&self.hosts, self.session_timeout, self.op_timeout, generation, self.events.clone())
+                .await?;
+        let session = Arc::new(session);
+        if let Err(e) = ensure_layout(&session, &self.paths).await {
+            close_in_background(session);
+            return Err(e);
+        }
+        let old = std::mem::replace(&mut *self.session.write(), Arc::clone(&session));
+        close_in_background(old);
+        tracing::info!(generation, "replaced the expired ZooKeeper session");
+        let ephemerals = self.ephemerals.lock().clone();
+        for (path, data) in ephemerals {
+            self.claim_ephemeral(&session, &path, data).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates ephemeral `path`, or takes over one this session already owns. One owned
+    /// by another session (a previous run of this process whose session has not timed
+    /// out yet) is waited for up to a session timeout.
+    async fn claim_ephemeral(&self, s: &Session, path: &str, data: Vec<u8>) -> Result<()> {
+        let deadline = Instant::now() + self.session_timeout + Duration::from_secs(2);
+        loop {
+            match s.create(path, data.clone(), true).await {
+                Ok(_) => return Ok(()),
+                Err(ZkError::NodeExists) => {}
+                Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+            }
+            let owner = s.exists(path, false).await.map_err(|e| zk_error(&format!("reading {path}"), e))?;
+            match owner {
+                Some(stat) if Some(stat.ephemeral_owner) == s.id() => {
+                    s.set(path, data, None).await.map_err(|e| zk_error(&format!("updating {path}"), e))?;
+                    return Ok(());
+                }
+                Some(_) if Instant::now() >= deadline => {
+                    return Err(FjordError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("{path} is registered by another live ZooKeeper session"),
+                    ))
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                None => {}
+            }
+        }
+    }
+
+    /// Waits (bounded) until a snapshot read that started after this call is published.
+    async fn await_refresh(&self) {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.refreshed.subscribe();
+        let _ = self.events.send(Event::Changed);
+        let waited = tokio::time::timeout(READ_YOUR_WRITES_WAIT, done.wait_for(|d| *d >= ticket)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            tracing::warn!("the metadata snapshot did not catch up with a write within {READ_YOUR_WRITES_WAIT:?}");
+        }
+    }
+
+    fn snapshot(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(&self.tx.borrow())
+    }
+
+    /// Ids of the registered nodes not shutting down, sorted.
+    async fn live_nodes(&self, s: &Session) -> Result<Vec<NodeId>> {
+        let dir = self.paths.broker_ids();
+        let names = s.children(&dir, false).await.map_err(|e| zk_error("listing nodes", e))?.unwrap_or_default();
+        let mut live = Vec::new();
+        for name in names {
+            let Ok(id) = name.parse::<NodeId>() else { continue };
+            let path = self.paths.broker(id);
+            let Some((bytes, _)) = s.get(&path, false).await.map_err(|e| zk_error("reading a node", e))? else {
+                continue;
+            };
+            match data::decode::<NodeInfo>(&path, &bytes) {
+                Ok(node) if !node.shutting_down => live.push(id),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable node registration"),
+            }
+        }
+        live.sort_unstable();
+        Ok(live)
+    }
+
+    /// Creates the znodes of partitions `first..` with a leaderless state whose ISR is
+    /// the replica list. A state left behind by an interrupted change is overwritten.
+    async fn create_partition_states(
+        &self,
+        s: &Session,
+        topic: &str,
+        first: u32,
+        assignment: &[Vec<NodeId>],
+    ) -> Result<()> {
+        let controller_epoch = self.snapshot().controller_epoch;
+        let dir = self.paths.partitions(topic);
+        s.ensure(&dir, Vec::new()).await.map_err(|e| zk_error(&format!("creating {dir}"), e))?;
+        let writes: Vec<_> = assignment
+            .iter()
+            .zip(first..)
+            .map(|(replicas, p)| async move {
+                let state = StateZnode { leader: None, leader_epoch: 0, isr: replicas.clone(), controller_epoch };
+                let path = self.paths.partition_state(topic, p);
+                let bytes = encode(&path, &state)?;
+                let zk = |e| zk_error(&format!("creating {path}"), e);
+                s.ensure(&self.paths.partition(topic, p), Vec::new()).await.map_err(zk)?;
+                match s.create(&path, bytes.clone(), false).await {
+                    Ok(_) => Ok(()),
+                    Err(ZkError::NodeExists) => s.set(&path, bytes, None).await.map(|_| ()).map_err(zk),
+                    Err(e) => Err(zk(e)),
+                }
+            })
+            .collect();
+        stream::iter(writes).buffer_unordered(PARALLEL_WRITES).try_collect::<()>().await
+    }
+
+    async fn put_config(&self, s: &Session, topic: &str, config: &TopicConfig) -> Result<()> {
+        let path = self.paths.topic_config(topic);
+        let bytes = encode(&path, config)?;
+        let zk = |e| zk_error(&format!("writing {path}"), e);
+        match s.create(&path, bytes.clone(), false).await {
+            Ok(_) => Ok(()),
+            Err(ZkError::NodeExists) => s.set(&path, bytes, None).await.map(|_| ()).map_err(zk),
+            Err(e) => Err(zk(e)),
+        }
+    }
+
+    async fn create_topic_znodes(&self, s: &Session, spec: &NewTopic, znode: &TopicZnode) -> Result<()> {
+        self.put_config(s, &spec.name, &spec.config).await?;
+        let assignment: Vec<_> = znode.partitions.values().cloned().collect();
+        self.create_partition_states(s, &spec.name, 0, &assignment).await
+    }
+
+    /// The topic as the snapshot shows it, if it is the incarnation `topic_id`.
+    fn topic_in_snapshot(&self, name: &str, topic_id: &str) -> Option<TopicMetadata> {
+        self.snapshot().topics.get(name).filter(|t| t.topic_id == topic_id).cloned()
+    }
+}
+
+#[async_trait]
+impl Coordinator for ZkCoordinator {
+    fn metadata(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.inner.tx.subscribe()
+    }
+
+    async fn register_node(&self, node: NodeInfo) -> Result<()> {
+        let inner = &self.inner;
+        let path = inner.paths.broker(node.id);
+        let bytes = encode(&path, &node)?;
+        inner.claim_ephemeral(&inner.session(), &path, bytes.clone()).await?;
+        inner.ephemerals.lock().insert(path, bytes);
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn create_topic(&self, spec: NewTopic) -> Result<TopicMetadata> {
+        validate_topic_name(&spec.name)?;
+        check_partition_count(spec.partitions)?;
+        let inner = &self.inner;
+        let s = inner.session();
+        let nodes = inner.live_nodes(&s).await?;
+        let (start, shift) = random_rotation();
+        let assignment = assign_replicas(&nodes, 0, spec.partitions, spec.replication_factor, start, shift)?;
+        let znode = TopicZnode {
+            topic_id: uuid::Uuid::new_v4().simple().to_string(),
+            partitions: (0..).zip(assignment.iter().cloned()).collect(),
+        };
+        let path = inner.paths.topic(&spec.name);
+        // The topic znode is the claim on the name: a concurrent creator gets NodeExists.
+        match s.create(&path, encode(&path, &znode)?, false).await {
+            Ok(_) => {}
+            Err(ZkError::NodeExists) => {
+                return Err(FjordError::new(
+                    ErrorCode::TopicAlreadyExists,
+                    format!("topic `{}` already exists", spec.name),
+                ))
+            }
+            Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+        }
+        if let Err(e) = inner.create_topic_znodes(&s, &spec, &znode).await {
+            // Readers skip the half-made topic; remove it so the name can be used again.
+            if let Err(cleanup) = s.delete_tree(&path).await {
+                tracing::warn!(topic = %spec.name, error = ?cleanup, "could not remove a half-created topic");
+            }
+            return Err(e);
+        }
+        inner.await_refresh().await;
+        Ok(inner.topic_in_snapshot(&spec.name, &znode.topic_id).unwrap_or_else(|| TopicMetadata {
+            name: spec.name.clone(),
+            topic_id: znode.topic_id.clone(),
+            config: spec.config.clone(),
+            partitions: assignment
+                .iter()
+                .zip(0..)
+                .map(|(replicas, partition)| PartitionState {
+                    partition,
+                    replicas: replicas.clone(),
+                    leader: None,
+                    leader_epoch: 0,
+                    isr: replicas.clone(),
+                    version: 0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        validate_topic_name(name).map_err(|_| unknown_topic(name))?;
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.topic(name);
+        if s.exists(&path, false).await.map_err(|e| zk_error(&format!("reading {path}"), e))?.is_none() {
+            return Err(unknown_topic(name));
+        }
+        // Deepest first: partition states go before the topic znode, so readers skip
+        // the topic from the first deletion on.
+        s.delete_tree(&path).await.map_err(|e| zk_error(&format!("deleting {path}"), e))?;
+        let config = inner.paths.topic_config(name);
+        s.delete(&config).await.map_err(|e| zk_error(&format!("deleting {config}"), e))?;
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn alter_topic(&self, name: &str, change: TopicChange) -> Result<TopicMetadata> {
+        validate_topic_name(name).map_err(|_| unknown_topic(name))?;
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.topic(name);
+        let zk_read = |e| zk_error(&format!("reading {path}"), e);
+        let mut attempts = 0;
+        let topic_id = loop {
+            attempts += 1;
+            let (bytes, stat) = s.get(&path, false).await.map_err(zk_read)?.ok_or_else(|| unknown_topic(name))?;
+            let mut znode: TopicZnode = data::decode(&path, &bytes)?;
+            let current = znode.partitions.len() as u32;
+            let Some(n) = change.partitions else { break znode.topic_id };
+            check_partition_count(n)?;
+            if n < current {
+                return Err(FjordError::new(
+                    ErrorCode::InvalidPartitions,
+                    format!("topic `{name}` has {current} partitions; the count can only grow, not shrink to {n}"),
+                ));
+            }
+            if n == current {
+                break znode.topic_id;
+            }
+            let rf = znode.partitions.values().next().map_or(1, |r| r.len() as u32);
+            let nodes = inner.live_nodes(&s).await?;
+            let (start, shift) = random_rotation();
+            let added = assign_replicas(&nodes, current, n - current, rf, start, shift)?;
+            // States first: readers only look at partitions the topic znode lists, so
+            // the topic never shows a partition without its state.
+            inner.create_partition_states(&s, name, current, &added).await?;
+            znode.partitions.extend((current..).zip(added));
+            match s.set(&path, encode(&path, &znode)?, Some(stat.version)).await {
+                Ok(_) => break znode.topic_id,
+                Err(ZkError::BadVersion) if attempts < CAS_ATTEMPTS => continue,
+                Err(ZkError::BadVersion) => {
+                    return Err(FjordError::new(
+                        ErrorCode::StaleVersion,
+                        format!("topic `{name}` kept changing while its partitions were being added; retry"),
+                    ))
+                }
+                Err(e) => return Err(zk_error(&format!("writing {path}"), e)),
+            }
+        };
+        if let Some(config) = &change.config {
+            inner.put_config(&s, name, config).await?;
+        }
+        inner.await_refresh().await;
+        inner.topic_in_snapshot(name, &topic_id).ok_or_else(|| {
+            FjordError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("topic `{name}` changed; its metadata is not visible yet"),
+            )
+        })
+    }
+
+    async fn update_node(&self, node: NodeInfo) -> Result<()> {
+        let inner = &self.inner;
+        let path = inner.paths.broker(node.id);
+        let bytes = encode(&path, &node)?;
+        match inner.session().set(&path, bytes.clone(), None).await {
+            Ok(_) => {}
+            Err(ZkError::NoNode) => {
+                return Err(FjordError::new(ErrorCode::InvalidRequest, format!("node {} is not registered", node.id)))
+            }
+            Err(e) => return Err(zk_error(&format!("writing {path}"), e)),
+        }
+        if let Some(remembered) = inner.ephemerals.lock().get_mut(&path) {
+            *remembered = bytes;
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn register_gateway(&self, gateway: GatewayInfo) -> Result<()> {
+        check_segment("gateway id", &gateway.id)?;
+        let inner = &self.inner;
+        let path = inner.paths.gateway(&gateway.id);
+        let bytes = encode(&path, &gateway)?;
+        inner.claim_ephemeral(&inner.session(), &path, bytes.clone()).await?;
+        inner.ephemerals.lock().insert(path, bytes);
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32> {
+        validate_topic_name(topic).map_err(|_| unknown_topic(topic))?;
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.partition_state(topic, state.partition);
+        let stored = StateZnode {
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+            isr: state.isr,
+            controller_epoch: inner.snapshot().controller_epoch,
+        };
+        let version = match s.set(&path, encode(&path, &stored)?, Some(state.version)).await {
+            Ok(stat) => stat.version,
+            Err(ZkError::BadVersion) => {
+                return Err(FjordError::new(
+                    ErrorCode::StaleVersion,
+                    format!("{topic}-{}: state version {} is no longer current", state.partition, state.version),
+                ))
+            }
+            Err(ZkError::NoNode) => {
+                let topic_path = inner.paths.topic(topic);
+                let exists = s.exists(&topic_path, false).await.map_err(|e| zk_error("reading a topic", e))?;
+                return Err(match exists {
+                    None => unknown_topic(topic),
+                    Some(_) => FjordError::new(
+                        ErrorCode::UnknownPartition,
+                        format!("{topic} has no partition {}", state.partition),
+                    ),
+                });
+            }
+            Err(e) => return Err(zk_error(&format!("writing {path}"), e)),
+        };
+        inner.await_refresh().await;
+        Ok(version)
+    }
+
+    async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.controller();
+        let epoch_path = inner.paths.controller_epoch();
+        let zk = |what: &str, e| zk_error(&format!("{what} {path}"), e);
+        let epoch = loop {
+            match s.create(&path, encode(&path, &ControllerZnode { id: node })?, true).await {
+                Ok(_) => match bump_epoch(&s, &epoch_path).await {
+                    Ok(epoch) => break Some(epoch),
+                    Err(e) => {
+                        // Do not hold /controller without a fresh epoch.
+                        let _ = s.delete(&path).await;
+                        return Err(e);
+                    }
+                },
+                Err(ZkError::NodeExists) => {}
+                Err(e) => return Err(zk("creating", e)),
+            }
+            let Some((bytes, _)) = s.get(&path, false).await.map_err(|e| zk("reading", e))? else {
+                continue; // the controller just went away: campaign again
+            };
+            let holder: ControllerZnode = data::decode(&path, &bytes)?;
+            if holder.id != node {
+                break None;
+            }
+            let current = s.get(&epoch_path, false).await.map_err(|e| zk("reading", e))?;
+            break Some(match current {
+                Some((bytes, _)) => data::decode_epoch(&epoch_path, &bytes)?,
+                None => 0,
+            });
+        };
+        inner.await_refresh().await;
+        Ok(epoch)
+    }
+}
+
+/// Increments `/controller_epoch` with a conditional write (creating it at 1).
+async fn bump_epoch(s: &Session, path: &str) -> Result<u32> {
+    let zk = |e| zk_error(&format!("writing {path}"), e);
+    for _ in 0..CAS_ATTEMPTS {
+        match s.get(path, false).await.map_err(zk)? {
+            None => match s.create(path, encode_epoch(1), false).await {
+                Ok(_) => return Ok(1),
+                Err(ZkError::NodeExists) => continue,
+                Err(e) => return Err(zk(e)),
+            },
+            Some((bytes, stat)) => {
+                let next = data::decode_epoch(path, &bytes)?.saturating_add(1);
+                match s.set(path, encode_epoch(next), Some(stat.version)).await {
+                    Ok(_) => return Ok(next),
+                    Err(ZkError::BadVersion) => continue,
+                    Err(e) => return Err(zk(e)),
+                }
+            }
+        }
+    }
+    Err(FjordError::new(ErrorCode::StaleVersion, format!("{path} kept changing; campaign again")))
+}

@@ -1,0 +1,156 @@
+//! Every ZooKeeper path Fjord uses, built in one place (DESIGN.md §6). Paths include
+//! the chroot: the client itself is not chrooted, so what is logged is what is stored.
+
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
+
+/// The persistent directories created at connect time, parents first.
+pub const BASE_DIRS: [&str; 6] =
+    ["/brokers", "/brokers/ids", "/brokers/topics", "/config", "/config/topics", "/gateways"];
+
+/// The persistent directories created at connect time after [`BASE_DIRS`].
+pub const ADMIN_DIRS: [&str; 3] = ["/admin", "/admin/delete_topics", "/cluster"];
+
+/// Checks that `s` can be one path segment: non-empty, no `/`, not `.` or `..`, and no
+/// control characters.
+pub fn check_segment(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.chars().any(char::is_control) {
+        return Err(FjordError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what} {s:?} cannot be a ZooKeeper path segment (empty, `.`, `..`, `/` or control characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the paths under one chroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkPaths {
+    /// The chroot without a trailing slash; empty for `/`.
+    root: String,
+}
+
+impl ZkPaths {
+    /// `chroot` is absolute (`/fjord`, `/a/b`); `/` means the ZooKeeper root.
+    pub fn new(chroot: &str) -> Result<Self> {
+        let bad = |why: &str| FjordError::new(ErrorCode::InvalidRequest, format!("ZooKeeper chroot {chroot:?}: {why}"));
+        if !chroot.starts_with('/') {
+            return Err(bad("must start with `/`"));
+        }
+        let trimmed = chroot.trim_end_matches('/');
+        for segment in trimmed.split('/').skip(1) {
+            check_segment("chroot segment", segment).map_err(|_| bad("has an empty, `.` or `..` segment"))?;
+        }
+        Ok(Self { root: trimmed.to_owned() })
+    }
+
+    /// The chroot itself and its ancestors, outermost first (nothing for `/`).
+    pub fn chroot_and_ancestors(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = String::new();
+        for segment in self.root.split('/').skip(1) {
+            at.push('/');
+            at.push_str(segment);
+            out.push(at.clone());
+        }
+        out
+    }
+
+    /// `rel` (starting with `/`) under the chroot.
+    pub fn under(&self, rel: &str) -> String {
+        format!("{}{rel}", self.root)
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.under("/cluster/id")
+    }
+
+    pub fn broker_ids(&self) -> String {
+        self.under("/brokers/ids")
+    }
+
+    pub fn broker(&self, id: NodeId) -> String {
+        format!("{}/brokers/ids/{id}", self.root)
+    }
+
+    pub fn topics(&self) -> String {
+        self.under("/brokers/topics")
+    }
+
+    /// Caller has validated `topic` with `validate_topic_name` (which excludes `/`).
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}/brokers/topics/{topic}", self.root)
+    }
+
+    pub fn partitions(&self, topic: &str) -> String {
+        format!("{}/partitions", self.topic(topic))
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> String {
+        format!("{}/partitions/{partition}", self.topic(topic))
+    }
+
+    pub fn partition_state(&self, topic: &str, partition: u32) -> String {
+        format!("{}/partitions/{partition}/state", self.topic(topic))
+    }
+
+    pub fn topic_configs(&self) -> String {
+        self.under("/config/topics")
+    }
+
+    pub fn topic_config(&self, topic: &str) -> String {
+        format!("{}/config/topics/{topic}", self.root)
+    }
+
+    pub fn controller(&self) -> String {
+        self.under("/controller")
+    }
+
+    pub fn controller_epoch(&self) -> String {
+        self.under("/controller_epoch")
+    }
+
+    pub fn gateways(&self) -> String {
+        self.under("/gateways")
+    }
+
+    /// Caller has checked `id` with [`check_segment`].
+    pub fn gateway(&self, id: &str) -> String {
+        format!("{}/gateways/{id}", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_kafka_style_layout_under_the_chroot() {
+        let p = ZkPaths::new("/fjord").expect("chroot");
+        assert_eq!(p.broker(3), "/fjord/brokers/ids/3");
+        assert_eq!(p.topic("orders"), "/fjord/brokers/topics/orders");
+        assert_eq!(p.partition_state("orders", 7), "/fjord/brokers/topics/orders/partitions/7/state");
+        assert_eq!(p.topic_config("orders"), "/fjord/config/topics/orders");
+        assert_eq!(p.controller(), "/fjord/controller");
+        assert_eq!(p.controller_epoch(), "/fjord/controller_epoch");
+        assert_eq!(p.gateway("g1"), "/fjord/gateways/g1");
+        assert_eq!(p.cluster_id(), "/fjord/cluster/id");
+    }
+
+    #[test]
+    fn chroots_are_normalised_and_checked() {
+        assert_eq!(ZkPaths::new("/").expect("root").broker(1), "/brokers/ids/1");
+        assert_eq!(ZkPaths::new("/a/b/").expect("trailing").chroot_and_ancestors(), vec!["/a", "/a/b"]);
+        assert!(ZkPaths::new("/").expect("root").chroot_and_ancestors().is_empty());
+        for bad in ["", "fjord", "/a//b", "/a/../b", "/a/./b"] {
+            assert_eq!(ZkPaths::new(bad).expect_err(bad).code, ErrorCode::InvalidRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn gateway_ids_must_be_one_segment() {
+        assert!(check_segment("gateway id", "gw-1").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\nb"] {
+            assert!(check_segment("gateway id", bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Reads the whole metadata tree into a [`ClusterMetadata`], leaving a watch on every
+//! znode it depends on. Watches are one-shot and set by the same read that returns the
+//! data, so a change after the read fires a watch and a change before it is in the data
+//! (DESIGN.md §11: re-arm before re-reading).
+//!
+//! The result is always internally consistent: a topic whose config or partition states
+//! are not all there yet (being created or deleted) is left out, with an `exists` watch
+//! on what is missing so its arrival triggers the next read.
+
+use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
+use super::paths::ZkPaths;
+use super::session::Session;
+use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, TopicConfig, TopicMetadata};
+use fjord_protocol::NodeId;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+use zookeeper_async::ZkResult;
+
+/// Requests kept in flight at once while reading many znodes.
+const PARALLEL_READS: usize = 32;
+
+pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
+    let cluster_id = match s.get(&paths.cluster_id(), false).await? {
+        Some((bytes, _)) => decode::<ClusterIdZnode>(&paths.cluster_id(), &bytes).map(|c| c.id).unwrap_or_default(),
+        None => String::new(),
+    };
+    let controller = read_watched(s, &paths.controller())
+        .await?
+        .and_then(|bytes| ok_or_log(decode::<ControllerZnode>(&paths.controller(), &bytes)))
+        .map(|c| c.id);
+    let controller_epoch = read_watched(s, &paths.controller_epoch())
+        .await?
+        .and_then(|bytes| ok_or_log(decode_epoch(&paths.controller_epoch(), &bytes)))
+        .unwrap_or(0);
+
+    let mut nodes = BTreeMap::new();
+    for (name, bytes) in read_children(s, &paths.broker_ids()).await? {
+        if name.parse::<NodeId>().is_err() {
+            continue;
+        }
+        if let Some(node) = ok_or_log(decode::<NodeInfo>(&format!("{}/{name}", paths.broker_ids()), &bytes)) {
+            nodes.insert(node.id, node);
+        }
+    }
+    let mut gateways = BTreeMap::new();
+    for (name, bytes) in read_children(s, &paths.gateways()).await? {
+        if let Some(g) = ok_or_log(decode::<GatewayInfo>(&format!("{}/{name}", paths.gateways()), &bytes)) {
+            gateways.insert(g.id.clone(), g);
+        }
+    }
+
+    let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
+    // Futures collected first: a lazy `map` in the stream type trips the compiler's
+    // higher-ranked lifetime check once this future is spawned.
+    let reads: Vec<_> = names.iter().map(|name| read_topic(s, paths, name)).collect();
+    let topics: Vec<Option<TopicMetadata>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
+    let topics = topics.into_iter().flatten().map(|t| (t.name.clone(), t)).collect();
+
+    Ok(ClusterMetadata { cluster_id, controller, controller_epoch, nodes, gateways, topics })
+}
+
+fn ok_or_log<T>(r: fjord_protocol::Result<T>) -> Option<T> {
+    r.map_err(|e| tracing::warn!(error = %e, "skipping a znode Fjord cannot read")).ok()
+}
+
+/// The data of `path` with a watch on it; if it does not exist, a watch on its creation.
+async fn read_watched(s: &Session, path: &str) -> ZkResult<Option<Vec<u8>>> {
+    if let Some((bytes, _)) = s.get(path, true).await? {
+        return Ok(Some(bytes));
+    }
+    // Created between the two calls: the exists watch would never fire, so read again.
+    match s.exists(path, true).await? {
+        Some(_) => Ok(s.get(path, true).await?.map(|(bytes, _)| bytes)),
+        None => Ok(None),
+    }
+}
+
+/// `(name, data)` of every child, watching the child list and each child's data.
+async fn read_children(s: &Session, dir: &str) -> ZkResult<Vec<(String, Vec<u8>)>> {
+    let names = s.children(dir, true).await?.unwrap_or_default();
+    let reads: Vec<_> = names
+        .into_iter()
+        .map(|name| async move {
+            // A child gone since the listing has fired the child watch; skip it.
+            Ok::<_, zookeeper_async::ZkError>(
+                s.get(&format!("{dir}/{name}"), true).await?.map(|(bytes, _)| (name, bytes)),
+            )
+        })
+        .collect();
+    let children: Vec<_> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
+    Ok(children.into_iter().flatten().collect())
+}
+
+async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<Option<TopicMetadata>> {
+    let topic_path = paths.topic(name);
+    let Some((bytes, _)) = s.get(&topic_path, true).await? else { return Ok(None) };
+    let Some(znode) = ok_or_log(decode::<TopicZnode>(&topic_path, &bytes)) else { return Ok(None) };
+    let Some(assignment) = znode.dense_assignment() else {
+        tracing::warn!(topic = name, "skipping a topic whose partitions are not numbered 0..n");
+        return Ok(None);
+    };
+    let Some(config) = read_watched(s, &paths.topic_config(name)).await? else { return Ok(None) };
+    let Some(config) = ok_or_log(decode::<TopicConfig>(&paths.topic_config(name), &config)) else { return Ok(None) };
+
+    let reads: Vec<_> = assignment
+        .into_iter()
+        .zip(0u32..)
+        .map(|(replicas, p)| async move {
+            let path = paths.partition_state(name, p);
+            let found = match s.get(&path, true).await? {
+                Some(found) => Some(found),
+                None => match s.exists(&path, true).await? {
+                    Some(_) => s.get(&path, true).await?,
+                    None => None,
+                },
+            };
+            Ok::<_, zookeeper_async::ZkError>(found.and_then(|(bytes, stat)| {
+                let state = ok_or_log(decode::<StateZnode>(&path, &bytes))?;
+                Some(PartitionState {
+                    partition: p,
+                    replicas,
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    isr: state.isr,
+                    version: stat.version,
+                })
+            }))
+        })
+        .collect();
+    let states: Vec<Option<PartitionState>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
+    let Some(partitions) = states.into_iter().collect::<Option<Vec<_>>>() else { return Ok(None) };
+    Ok(Some(TopicMetadata { name: name.to_owned(), topic_id: znode.topic_id, config, partitions }))
+}

@@ -1,0 +1,377 @@
+//! One conformance suite for every [`Coordinator`] backend (DESIGN.md §6: "Both backends
+//! pass one shared conformance test suite").
+//!
+//! Each shared case is an `async fn(Fixture)`; the `conformance!` macro runs it as
+//! `embedded::<case>` against [`EmbeddedCoordinator`] and as `zk::<case>` against
+//! [`ZkCoordinator`] on a real ZooKeeper. A fixture has a main coordinator and can hand
+//! out a *peer*: another client of the same cluster (for ZooKeeper a second session,
+//! so what the peer sees arrived through watches; for the embedded backend, which lives
+//! in one process, the same instance).
+//!
+//! The embedded backend elects leaders itself (standalone has no controller) and the
+//! ZooKeeper backend leaves that to the controller, so shared cases never assert who
+//! leads. ZooKeeper-only properties (sessions, server restarts) are in `zk_only`.
+
+use fjord_coordinator::testing::{ZkProxy, ZkServer};
+use fjord_coordinator::{
+    ClusterMetadata, Coordinator, EmbeddedCoordinator, ErrorCode, GatewayInfo, NewTopic, NodeInfo, PartitionState,
+    TopicChange, TopicConfig, ZkCoordinator,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Upper bound for anything the tests wait on.
+const DEADLINE: Duration = Duration::from_secs(20);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// A nested chroot, so its ancestors must be created too.
+const CHROOT: &str = "/it/fjord";
+
+struct Fixture {
+    main: Arc<dyn Coordinator>,
+    zk: Option<ZkServer>,
+}
+
+impl Fixture {
+    async fn embedded() -> Self {
+        Self { main: Arc::new(EmbeddedCoordinator::in_memory()), zk: None }
+    }
+
+    async fn zk() -> Self {
+        let server = ZkServer::start();
+        let main = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        Self { main: Arc::new(main), zk: Some(server) }
+    }
+
+    /// Another client of the same cluster.
+    async fn peer(&self) -> Arc<dyn Coordinator> {
+        match &self.zk {
+            Some(server) => Arc::new(connect(&server.connect_string(), SESSION_TIMEOUT).await),
+            None => Arc::clone(&self.main),
+        }
+    }
+
+    fn snapshot(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(&self.main.metadata().borrow())
+    }
+}
+
+async fn connect(connect_string: &str, session_timeout: Duration) -> ZkCoordinator {
+    ZkCoordinator::connect(connect_string, CHROOT, session_timeout).await.expect("connect to ZooKeeper")
+}
+
+fn node(id: u32) -> NodeInfo {
+    NodeInfo { id, endpoint: format!("127.0.0.1:{}", 9000 + id), rack: None, shutting_down: false }
+}
+
+fn topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
+    NewTopic { name: name.into(), partitions, replication_factor, config: TopicConfig::default() }
+}
+
+/// Waits until the snapshot satisfies `pred`, failing the test after [`DEADLINE`].
+async fn eventually(
+    rx: &mut watch::Receiver<Arc<ClusterMetadata>>,
+    what: &str,
+    pred: impl FnMut(&Arc<ClusterMetadata>) -> bool,
+) -> Arc<ClusterMetadata> {
+    let found = match tokio::time::timeout(DEADLINE, rx.wait_for(pred)).await {
+        Ok(Ok(m)) => Some(Arc::clone(&m)),
+        Ok(Err(_)) => panic!("metadata channel closed while waiting for: {what}"),
+        Err(_) => None,
+    };
+    found.unwrap_or_else(|| panic!("not within {DEADLINE:?}: {what}; last snapshot: {:#?}", rx.borrow()))
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::embedded().await).await;
+                }
+            )*
+        }
+        mod zk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Fixture::zk().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    topics_are_created_altered_and_deleted_with_stable_error_codes,
+    metadata_receivers_wake_on_changes_made_by_other_clients,
+    nodes_and_gateways_appear_in_the_snapshot,
+    partition_state_writes_are_conditional_on_the_version,
+    the_first_controller_candidate_wins_and_others_are_refused,
+);
+
+/// Create, describe, alter and delete behave alike on every backend, refusals carry the
+/// documented error code and change nothing, and a writer sees its own change in the
+/// snapshot as soon as the call returns.
+async fn topics_are_created_altered_and_deleted_with_stable_error_codes(f: Fixture) {
+    let c = &f.main;
+    c.register_node(node(1)).await.expect("register");
+    let t = c.create_topic(topic("orders", 2, 1)).await.expect("create");
+    assert_eq!(t.name, "orders");
+    assert_eq!(t.partitions.len(), 2);
+    assert!(t.partitions.iter().all(|p| p.replicas == vec![1]), "{t:?}");
+    assert_eq!(f.snapshot().topics["orders"].topic_id, t.topic_id, "read-your-writes after create");
+
+    fn err<T: std::fmt::Debug>(r: fjord_coordinator::Result<T>) -> fjord_coordinator::FjordError {
+        r.expect_err("must be refused")
+    }
+    assert_eq!(err(c.create_topic(topic("orders", 2, 1)).await).code, ErrorCode::TopicAlreadyExists);
+    assert_eq!(err(c.create_topic(topic("bad name", 1, 1)).await).code, ErrorCode::InvalidTopicName);
+    assert_eq!(err(c.create_topic(topic("zero", 0, 1)).await).code, ErrorCode::InvalidPartitions);
+    assert_eq!(err(c.create_topic(topic("huge", 10_001, 1)).await).code, ErrorCode::InvalidPartitions);
+    let rf = err(c.create_topic(topic("rf3", 1, 3)).await);
+    assert_eq!(rf.code, ErrorCode::InvalidReplicationFactor);
+    assert!(rf.message.contains('3') && rf.message.contains('1'), "names both numbers: {}", rf.message);
+    assert!(!f.snapshot().topics.contains_key("rf3"), "a refused create changes nothing");
+
+    let grown = c.alter_topic("orders", TopicChange { partitions: Some(4), config: None }).await.expect("grow");
+    assert_eq!((grown.partitions.len(), &grown.topic_id), (4, &t.topic_id));
+    assert_eq!(grown.partitions[3].replicas, vec![1]);
+    let shrink = c.alter_topic("orders", TopicChange { partitions: Some(1), config: None }).await;
+    assert_eq!(err(shrink).code, ErrorCode::InvalidPartitions);
+    assert_eq!(f.snapshot().topics["orders"].partitions.len(), 4, "a refused alter changes nothing");
+
+    let config = TopicConfig { retention_ms: 1234, ..TopicConfig::default() };
+    let altered =
+        c.alter_topic("orders", TopicChange { partitions: None, config: Some(config.clone()) }).await.expect("config");
+    assert_eq!(altered.config, config);
+    assert_eq!(f.snapshot().topics["orders"].config, config);
+    let missing = c.alter_topic("nope", TopicChange { partitions: Some(2), config: None }).await;
+    assert_eq!(err(missing).code, ErrorCode::UnknownTopic);
+
+    c.delete_topic("orders").await.expect("delete");
+    assert!(!f.snapshot().topics.contains_key("orders"), "read-your-writes after delete");
+    assert_eq!(err(c.delete_topic("orders").await).code, ErrorCode::UnknownTopic);
+    let again = c.create_topic(topic("orders", 1, 1)).await.expect("re-create");
+    assert_ne!(again.topic_id, t.topic_id, "a new incarnation gets a new topic id");
+}
+
+/// A metadata receiver wakes when another client of the cluster changes it.
+async fn metadata_receivers_wake_on_changes_made_by_other_clients(f: Fixture) {
+    let mut rx = f.main.metadata();
+    rx.borrow_and_update();
+    let peer = f.peer().await;
+    peer.register_node(node(1)).await.expect("register");
+    peer.create_topic(topic("woken", 3, 1)).await.expect("create");
+    let m = eventually(&mut rx, "topic `woken` visible to the main client", |m| m.topics.contains_key("woken")).await;
+    assert_eq!(m.topics["woken"].partitions.len(), 3);
+    assert!(m.nodes.contains_key(&1));
+
+    rx.borrow_and_update();
+    peer.delete_topic("woken").await.expect("delete");
+    eventually(&mut rx, "topic `woken` gone for the main client", |m| !m.topics.contains_key("woken")).await;
+}
+
+/// Registered nodes and gateways, and node updates, appear in the snapshot; updating
+/// a node that is not registered is refused.
+async fn nodes_and_gateways_appear_in_the_snapshot(f: Fixture) {
+    let c = &f.main;
+    c.register_node(node(1)).await.expect("register 1");
+    c.register_node(node(2)).await.expect("register 2");
+    let gw = GatewayInfo { id: "gw-1".into(), endpoint: "127.0.0.1:8080".into() };
+    c.register_gateway(gw.clone()).await.expect("gateway");
+    let m = f.snapshot();
+    assert_eq!(m.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(m.nodes[&2], node(2));
+    assert_eq!(m.gateways["gw-1"], gw);
+    assert!(!m.cluster_id.is_empty());
+
+    let leaving = NodeInfo { shutting_down: true, ..node(2) };
+    c.update_node(leaving.clone()).await.expect("update");
+    assert_eq!(f.snapshot().nodes[&2], leaving);
+    let unknown = c.update_node(node(99)).await.expect_err("not registered");
+    assert_eq!(unknown.code, ErrorCode::InvalidRequest);
+
+    let peer = f.peer().await;
+    let mut rx = peer.metadata();
+    let seen =
+        eventually(&mut rx, "peer sees nodes and gateway", |m| m.nodes.len() == 2 && m.gateways.len() == 1).await;
+    assert_eq!(seen.nodes[&2], leaving);
+    assert_eq!(seen.cluster_id, m.cluster_id, "one cluster id for every client");
+}
+
+/// `update_partition_state` succeeds with the current version and bumps it, fails with
+/// `StaleVersion` for an old one, and keeps the replica list.
+async fn partition_state_writes_are_conditional_on_the_version(f: Fixture) {
+    let c = &f.main;
+    c.register_node(node(1)).await.expect("register");
+    c.create_topic(topic("t", 1, 1)).await.expect("create");
+    let before = f.snapshot().topics["t"].partitions[0].clone();
+    let next =
+        PartitionState { leader: Some(1), leader_epoch: before.leader_epoch + 1, isr: vec![1], ..before.clone() };
+    let v = c.update_partition_state("t", next.clone()).await.expect("current version wins");
+    assert!(v > before.version, "version bumped: {} -> {v}", before.version);
+    let after = f.snapshot().topics["t"].partitions[0].clone();
+    assert_eq!(after, PartitionState { version: v, ..next.clone() });
+    assert_eq!(after.replicas, before.replicas, "replicas unchanged");
+
+    let stale = c.update_partition_state("t", next.clone()).await.expect_err("old version loses");
+    assert_eq!(stale.code, ErrorCode::StaleVersion);
+    assert!(stale.retriable());
+    assert_eq!(f.snapshot().topics["t"].partitions[0].version, v, "a lost race changes nothing");
+
+    let missing = c.update_partition_state("nope", next.clone()).await.expect_err("unknown topic");
+    assert_eq!(missing.code, ErrorCode::UnknownTopic);
+    let bad = PartitionState { partition: 7, version: v, ..next };
+    assert_eq!(c.update_partition_state("t", bad).await.expect_err("no partition").code, ErrorCode::UnknownPartition);
+}
+
+/// The first candidate becomes controller with an epoch, asking again confirms it with
+/// the same epoch, and a candidate on another client is refused while it holds.
+async fn the_first_controller_candidate_wins_and_others_are_refused(f: Fixture) {
+    let epoch = f.main.campaign_controller(1).await.expect("campaign").expect("first candidate wins");
+    assert!(epoch >= 1);
+    assert_eq!(f.main.campaign_controller(1).await.expect("again"), Some(epoch), "re-asking keeps the epoch");
+    let m = f.snapshot();
+    assert_eq!((m.controller, m.controller_epoch), (Some(1), epoch));
+    let peer = f.peer().await;
+    assert_eq!(peer.campaign_controller(2).await.expect("second"), None, "only one controller");
+}
+
+/// Properties that only a ZooKeeper backend has: sessions, ephemeral znodes, server
+/// restarts.
+mod zk_only {
+    use super::*;
+
+    async fn zk_fixture() -> (ZkServer, ZkCoordinator, ZkCoordinator) {
+        let server = ZkServer::start();
+        let a = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        let b = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        (server, a, b)
+    }
+
+    /// A node's and a gateway's registration lasts as long as the registering session:
+    /// closing the coordinator removes them at once, dropping it removes them too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registrations_vanish_with_their_session() {
+        let (server, a, b) = zk_fixture().await;
+        a.register_node(node(5)).await.expect("register");
+        a.register_gateway(GatewayInfo { id: "gw-a".into(), endpoint: "x:1".into() }).await.expect("gateway");
+        let mut rx = b.metadata();
+        eventually(&mut rx, "b sees node 5 and gw-a", |m| m.nodes.contains_key(&5) && m.gateways.contains_key("gw-a"))
+            .await;
+        a.close().await;
+        eventually(&mut rx, "node 5 and gw-a gone after close", |m| m.nodes.is_empty() && m.gateways.is_empty()).await;
+
+        let c = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        c.register_node(node(6)).await.expect("register");
+        eventually(&mut rx, "b sees node 6", |m| m.nodes.contains_key(&6)).await;
+        drop(c);
+        eventually(&mut rx, "node 6 gone after drop", |m| !m.nodes.contains_key(&6)).await;
+    }
+
+    /// When the controller's session ends, another candidate wins with a higher epoch
+    /// (the fencing token), and every client sees the new controller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn controller_moves_on_with_a_higher_epoch_when_its_session_ends() {
+        let (_server, a, b) = zk_fixture().await;
+        let first = a.campaign_controller(1).await.expect("campaign").expect("a wins");
+        assert_eq!(b.campaign_controller(2).await.expect("campaign"), None);
+        a.close().await;
+        let mut rx = b.metadata();
+        eventually(&mut rx, "controller gone", |m| m.controller.is_none()).await;
+        let second = b.campaign_controller(2).await.expect("campaign").expect("b wins now");
+        assert!(second > first, "epoch {second} must exceed {first}");
+        let m = b.metadata().borrow().clone();
+        assert_eq!((m.controller, m.controller_epoch), (Some(2), second));
+    }
+
+    /// Nodes marked `shutting_down` (controlled shutdown) get no replicas of new
+    /// topics, and the replication factor is checked against the remaining nodes.
+    /// (ZooKeeper-only for now: the embedded backend places on every registered node.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutting_down_nodes_get_no_new_replicas() {
+        let (_server, a, _b) = zk_fixture().await;
+        for id in 1..=3 {
+            a.register_node(node(id)).await.expect("register");
+        }
+        a.update_node(NodeInfo { shutting_down: true, ..node(3) }).await.expect("update");
+        let t = a.create_topic(topic("placed", 6, 2)).await.expect("create");
+        for p in &t.partitions {
+            assert_eq!(p.replicas.len(), 2);
+            assert_ne!(p.replicas[0], p.replicas[1], "distinct replicas: {p:?}");
+            assert!(!p.replicas.contains(&3), "no replica on the leaving node: {p:?}");
+            assert_eq!(p.isr, p.replicas, "a new partition starts with every replica in sync");
+            assert_eq!(p.leader, None, "leaders are the controller's business");
+        }
+        let err = a.create_topic(topic("rf3", 1, 3)).await.expect_err("only two live nodes");
+        assert_eq!(err.code, ErrorCode::InvalidReplicationFactor);
+        assert!(err.message.contains("2 live"), "{}", err.message);
+    }
+
+    /// Topics, config and registrations survive a ZooKeeper crash and restart; while
+    /// the server is down writes fail with a retriable error instead of hanging; after
+    /// it returns, changes made by others reach an existing client again (its watches
+    /// were re-armed on the new connection).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_survives_a_zookeeper_restart_and_watches_are_re_armed() {
+        let (mut server, a, b) = zk_fixture().await;
+        a.register_node(node(1)).await.expect("register");
+        let config = TopicConfig { retention_ms: 4321, ..TopicConfig::default() };
+        let created =
+            a.create_topic(NewTopic { config: config.clone(), ..topic("durable", 2, 1) }).await.expect("create");
+
+        server.stop();
+        let down = a.create_topic(topic("while-down", 1, 1)).await.expect_err("ZooKeeper is down");
+        assert!(down.retriable(), "connection trouble is retriable: {down}");
+        server.start_again();
+
+        let fresh = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        let m = fresh.metadata().borrow().clone();
+        assert_eq!(m.topics["durable"].topic_id, created.topic_id);
+        assert_eq!(m.topics["durable"].config, config);
+        assert!(!m.topics.contains_key("while-down"));
+
+        let mut rx = a.metadata();
+        eventually(&mut rx, "a's node registration back or kept", |m| m.nodes.contains_key(&1)).await;
+        b.create_topic(topic("after-restart", 1, 1)).await.expect("create after restart");
+        eventually(&mut rx, "a sees a topic created after the restart", |m| m.topics.contains_key("after-restart"))
+            .await;
+    }
+
+    /// After a network partition longer than the session timeout, the session expires
+    /// (its ephemeral znodes vanish for everyone else); when the network heals, the
+    /// coordinator opens a new session, registers its node and gateway again, re-arms
+    /// its watches and accepts writes. (DESIGN.md §11: zookeeper-async does not revive
+    /// an expired session by itself.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_session_is_replaced_with_registrations_and_watches_restored() {
+        let server = ZkServer::start();
+        let proxy = ZkProxy::start(&server.connect_string()).await;
+        let short = Duration::from_secs(2);
+        let a = connect(&proxy.connect_string(), short).await;
+        let b = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        a.register_node(node(7)).await.expect("register");
+        a.register_gateway(GatewayInfo { id: "gw-7".into(), endpoint: "x:7".into() }).await.expect("gateway");
+        let mut seen_by_b = b.metadata();
+        eventually(&mut seen_by_b, "b sees node 7", |m| m.nodes.contains_key(&7)).await;
+
+        proxy.cut();
+        eventually(&mut seen_by_b, "a's session expired: node 7 and gw-7 gone", |m| {
+            !m.nodes.contains_key(&7) && !m.gateways.contains_key("gw-7")
+        })
+        .await;
+        proxy.heal();
+        eventually(&mut seen_by_b, "node 7 and gw-7 registered again", |m| {
+            m.nodes.contains_key(&7) && m.gateways.contains_key("gw-7")
+        })
+        .await;
+
+        b.create_topic(topic("after-expiry", 1, 1)).await.expect("create");
+        let mut seen_by_a = a.metadata();
+        eventually(&mut seen_by_a, "a sees b's topic", |m| m.topics.contains_key("after-expiry")).await;
+        a.create_topic(topic("from-a", 1, 1)).await.expect("a writes on its new session");
+        eventually(&mut seen_by_b, "b sees a's topic", |m| m.topics.contains_key("from-a")).await;
+    }
+}

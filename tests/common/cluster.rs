@@ -1,0 +1,265 @@
+//! A real cluster for tests: a ZooKeeper server, storage nodes and gateways as separate
+//! `fjord` processes on free loopback ports with temp data dirs. Processes can be
+//! killed (`kill -9`), restarted, paused (`SIGSTOP`) and resumed; every process's log is
+//! printed when the test fails.
+
+use fjord_coordinator::testing::ZkServer;
+use serde_json::{json, Value};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// One `fjord` process that can be stopped and started again with the same arguments.
+pub struct Proc {
+    pub name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Proc {
+    fn spawn(&mut self) {
+        use std::io::Write;
+        let mut out = File::options().create(true).append(true).open(&self.log).expect("log file");
+        let _ = writeln!(out, "===== start {} =====", self.name);
+        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info,fjord_storage_node=debug")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn fjord");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("process is running")
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for it to exit by itself.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        signal(c.id() as i32, "-TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Sends a signal with kill(1) (the workspace forbids `unsafe`, so no libc call).
+fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A paused process must be resumed to die of SIGKILL promptly.
+            signal(c.id() as i32, "-CONT");
+        }
+        self.kill9();
+    }
+}
+
+pub struct Cluster {
+    pub zk: ZkServer,
+    pub nodes: Vec<Proc>,
+    pub gateways: Vec<Proc>,
+    pub client: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+/// Settings that make failure detection fast enough for tests.
+pub const LAG_TIME_MAX_MS: u64 = 2_000;
+pub const SESSION_TIMEOUT_MS: u64 = 3_000;
+
+impl Cluster {
+    /// ZooKeeper, `nodes` storage nodes (ids 1..=nodes) and `gateways` gateways, all up.
+    pub async fn start(nodes: usize, gateways: usize) -> Self {
+        let zk = ZkServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = vec![
+            ("FJORD_STORAGE__REPLICA_LAG_TIME_MAX_MS".to_owned(), LAG_TIME_MAX_MS.to_string()),
+            ("FJORD_STORAGE__REPLICA_FETCH_WAIT_MAX_MS".to_owned(), "200".to_owned()),
+            ("FJORD_STORAGE__RETENTION_CHECK_INTERVAL_MS".to_owned(), "1000".to_owned()),
+            ("FJORD_ZOOKEEPER__SESSION_TIMEOUT_MS".to_owned(), SESSION_TIMEOUT_MS.to_string()),
+            ("FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS".to_owned(), "5000".to_owned()),
+        ];
+        let mut c = Cluster { zk, nodes: Vec::new(), gateways: Vec::new(), client: reqwest::Client::new(), dir };
+        for i in 1..=nodes {
+            let port = free_port();
+            let data = c.dir.path().join(format!("node{i}"));
+            let args = vec![
+                "storage-node".into(),
+                "--node-id".into(),
+                i.to_string(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--zookeeper".into(),
+                c.zk.connect_string(),
+            ];
+            let log = c.dir.path().join(format!("node{i}.log"));
+            let mut p = Proc { name: format!("node{i}"), args, env: env.clone(), log, child: None, port };
+            p.spawn();
+            c.nodes.push(p);
+        }
+        for i in 0..gateways {
+            let port = free_port();
+            let args = vec![
+                "gateway".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--zookeeper".into(),
+                c.zk.connect_string(),
+            ];
+            let log = c.dir.path().join(format!("gateway{i}.log"));
+            let mut env = env.clone();
+            env.push(("FJORD_GATEWAY__AUTO_CREATE_TOPICS".into(), "false".into()));
+            let mut p = Proc { name: format!("gateway{i}"), args, env, log, child: None, port };
+            p.spawn();
+            c.gateways.push(p);
+        }
+        let n = nodes;
+        c.wait_until("every node registered and the gateways answer", Duration::from_secs(60), |c| async move {
+            let mut ok = true;
+            for g in 0..c.gateways.len() {
+                match c.get(g, "/v1/cluster").await {
+                    Some(v) => ok &= v["nodes"].as_array().map(Vec::len) == Some(n),
+                    None => ok = false,
+                }
+            }
+            ok
+        })
+        .await;
+        c
+    }
+
+    pub fn gateway(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.gateways[i].port)
+    }
+
+    /// GET through gateway `g`; `None` on any failure.
+    pub async fn get(&self, g: usize, path: &str) -> Option<Value> {
+        let r =
+            self.client.get(format!("{}{path}", self.gateway(g))).timeout(Duration::from_secs(10)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// Polls `cond` until it holds, failing the test after `within`.
+    pub async fn wait_until<'a, F, Fut>(&'a self, what: &str, within: Duration, cond: F)
+    where
+        F: Fn(&'a Cluster) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if cond(self).await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: u32, rf: u32, config: Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/topics", self.gateway(0)))
+            .json(&json!({"name": name, "partitions": partitions, "replication_factor": rf, "config": config}))
+            .send()
+            .await
+            .expect("create topic");
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// The topic's description through gateway 0.
+    pub async fn describe(&self, topic: &str) -> Option<Value> {
+        self.get(0, &format!("/v1/topics/{topic}")).await
+    }
+
+    /// Waits until every partition of `topic` has a leader and `isr` in-sync replicas.
+    pub async fn wait_for_isr(&self, topic: &str, isr: usize, within: Duration) {
+        self.wait_until(
+            &format!("every partition of {topic} has a leader and {isr} in-sync replicas"),
+            within,
+            |c| async move {
+                match c.describe(topic).await {
+                    Some(t) => t["partitions"].as_array().is_some_and(|ps| {
+                        ps.iter().all(|p| !p["leader"].is_null() && p["isr"].as_array().map(Vec::len) == Some(isr))
+                    }),
+                    None => false,
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The leader node id (1-based) of a partition, per gateway 0.
+    pub async fn leader(&self, topic: &str, partition: usize) -> Option<u64> {
+        self.describe(topic).await?["partitions"][partition]["leader"].as_u64()
+    }
+
+    /// Restarts a stopped storage node (`id` 1-based) with its data.
+    pub fn restart_node(&mut self, id: usize) {
+        self.nodes[id - 1].spawn();
+    }
+
+    pub fn node(&mut self, id: usize) -> &mut Proc {
+        &mut self.nodes[id - 1]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for p in self.nodes.iter().chain(&self.gateways) {
+                eprintln!("----- {} log -----\n{}", p.name, p.log_text());
+            }
+        }
+    }
+}
