@@ -60,6 +60,12 @@ pub(crate) struct Replica {
     pub(crate) truncated_for_epoch: Mutex<Option<u32>>,
     /// An ISR change of this leader is being written.
     pub(crate) isr_write_pending: AtomicBool,
+    /// The ISR being written, until the write is answered. The HW counts its members
+    /// too ("maximal ISR", KIP-497): once the coordinator may hold an expanded ISR, a
+    /// joining follower may be elected leader, so records it lacks must not be committed.
+    /// Kept with the state version the write was based on until a snapshot newer than
+    /// that shows the truth (an ambiguous failure may still have been applied).
+    pub(crate) pending_isr: Mutex<Option<(i32, Vec<NodeId>)>>,
 }
 
 /// The engine store name of a replica: the topic id keeps a re-created topic of the
@@ -292,6 +298,7 @@ impl StorageNode {
                         leader_since: Mutex::new(Instant::now()),
                         truncated_for_epoch: Mutex::new(None),
                         isr_write_pending: AtomicBool::new(false),
+                        pending_isr: Mutex::new(None),
                     });
                     if rm.leader == Some(self.id) {
                         info!(partition = %tp, epoch = rm.leader_epoch, "leading");
@@ -320,9 +327,16 @@ impl StorageNode {
             meta.config = rm.config;
             return;
         }
+        {
+            let mut pending = r.pending_isr.lock();
+            if pending.as_ref().is_some_and(|(base, _)| rm.version > *base) {
+                *pending = None;
+            }
+        }
         let leadership_changed = rm.leader != meta.leader || rm.leader_epoch != meta.leader_epoch;
         if leadership_changed {
             r.followers.lock().clear();
+            *r.pending_isr.lock() = None;
             *r.leader_since.lock() = Instant::now();
             if rm.leader == Some(self.id) {
                 info!(partition = %r.tp, epoch = rm.leader_epoch, "became leader");
@@ -335,16 +349,19 @@ impl StorageNode {
         *meta = rm;
     }
 
-    /// A leader's HW is the least LEO over the ISR (its own included); followers that
-    /// have not fetched since it became leader hold it back, as in Kafka.
+    /// A leader's HW is the least LEO over the ISR (its own included) and over any member
+    /// an ISR write in flight is adding; followers that have not fetched since it became
+    /// leader hold it back, as in Kafka.
     pub(crate) fn maybe_advance_high_watermark(&self, replica: &Replica) {
         let meta = replica.meta.read();
         if meta.leader != Some(self.id) {
             return;
         }
         let mut hw = replica.log.offsets().log_end;
+        let pending = replica.pending_isr.lock().as_ref().map(|(_, isr)| isr.clone()).unwrap_or_default();
         let followers = replica.followers.lock();
-        for f in meta.isr.iter().filter(|id| **id != self.id) {
+        let maximal = meta.isr.iter().chain(pending.iter().filter(|id| !meta.isr.contains(id)));
+        for f in maximal.filter(|id| **id != self.id) {
             match followers.get(f) {
                 Some(p) => hw = hw.min(p.fetch_offset),
                 None => return,

@@ -183,8 +183,9 @@ impl StorageNode {
         {
             let mut isr = meta.isr.clone();
             isr.push(follower);
-            info!(partition = %r.tp, follower, "follower caught up; adding it to the ISR");
-            self.write_isr(r, isr);
+            if self.write_isr(r, isr) {
+                info!(partition = %r.tp, follower, "follower caught up; adding it to the ISR");
+            }
         }
     }
 
@@ -213,19 +214,24 @@ impl StorageNode {
                 .collect();
             if !lagging.is_empty() {
                 let isr: Vec<NodeId> = meta.isr.iter().copied().filter(|id| !lagging.contains(id)).collect();
-                warn!(partition = %r.tp, ?lagging, "followers fell behind; shrinking the ISR");
-                self.write_isr(&r, isr);
+                if self.write_isr(&r, isr) {
+                    warn!(partition = %r.tp, ?lagging, "followers fell behind; shrinking the ISR");
+                }
             }
         }
     }
 
     /// Writes a new ISR for a partition this node leads, conditional on the state
     /// version it knows; applies it locally once written. One write at a time per
-    /// partition; a lost race is retried by whoever notices the condition again.
-    fn write_isr(&self, r: &Arc<Replica>, isr: Vec<NodeId>) {
+    /// partition (returns whether this call started one); a lost race is retried by
+    /// whoever notices the condition again. Until the write is answered the HW also
+    /// counts the members being added (see `Replica::pending_isr`).
+    fn write_isr(&self, r: &Arc<Replica>, isr: Vec<NodeId>) -> bool {
         if r.isr_write_pending.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
+        let base_version = r.meta.read().version;
+        *r.pending_isr.lock() = Some((base_version, isr.clone()));
         let meta = r.meta.read().clone();
         let state = PartitionState {
             partition: r.tp.partition,
@@ -238,8 +244,9 @@ impl StorageNode {
         let coordinator = self.coordinator.clone();
         let r = r.clone();
         let Some(node) = self.self_ref() else {
+            *r.pending_isr.lock() = None;
             r.isr_write_pending.store(false, Ordering::Release);
-            return;
+            return false;
         };
         tokio::spawn(async move {
             match coordinator.update_partition_state(&r.tp.topic, state).await {
@@ -251,12 +258,20 @@ impl StorageNode {
                             m.version = version;
                         }
                     }
+                    *r.pending_isr.lock() = None;
                     node.maybe_advance_high_watermark(&r);
                 }
-                Err(e) => debug!(partition = %r.tp, error = %e, "ISR change not written"),
+                // Lost the race: nothing was written.
+                Err(e) if e.code == fjord_protocol::ErrorCode::StaleVersion => {
+                    *r.pending_isr.lock() = None;
+                    debug!(partition = %r.tp, error = %e, "ISR change lost a race");
+                }
+                // Maybe written: keep counting the pending members until a newer snapshot.
+                Err(e) => debug!(partition = %r.tp, error = %e, "ISR change not confirmed"),
             }
             r.isr_write_pending.store(false, Ordering::Release);
         });
+        true
     }
 
     /// KIP-279's OffsetsForLeaderEpoch, answered by a leader.
