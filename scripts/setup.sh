@@ -17,6 +17,8 @@ for pkg in "$@"; do
   case "$pkg" in
     curl) command -v curl >/dev/null 2>&1 || need_apt+=(curl) ;;
     python3-venv) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv) ;;
+    # Cluster tests start a real ZooKeeper (Debian's package; it pulls in a JRE).
+    zookeeper) [ -x /usr/share/zookeeper/bin/zkServer.sh ] || need_apt+=(zookeeper) ;;
     *) need_apt+=("$pkg") ;;
   esac
 done

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, storage conformance and property tests, HTTP handler
-# tests, integration tests against the real `fjord` binary, the OpenAPI sync check, and
-# validation of openapi.yaml against the OpenAPI 3 schema.
+# tests, coordinator conformance against the embedded backend and a real ZooKeeper,
+# integration and fault tests against real `fjord` processes (standalone, and a cluster
+# of ZooKeeper + 3 storage nodes + 2 gateways), the OpenAPI sync check, and validation
+# of openapi.yaml against the OpenAPI 3 schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh curl python3-venv
+source scripts/setup.sh curl python3-venv zookeeper
 
 cargo test --locked --workspace --all-targets
 

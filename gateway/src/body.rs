@@ -43,7 +43,7 @@ pub struct ProduceRecord<'a> {
     pub key_base64: Option<Cow<'a, str>>,
     /// Any JSON value, stored as the JSON text sent.
     #[serde(borrow, default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<&'a RawValue>,
     /// The value as standard base64, for binary values.
     #[serde(borrow, default)]
@@ -73,6 +73,12 @@ pub struct HeaderIn<'a> {
     #[schema(value_type = Option<String>)]
     pub value_base64: Option<Cow<'a, str>>,
 }
+
+/// An `application/octet-stream` produce body: one record's value, any bytes
+/// (documentation type for the OpenAPI spec).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct OctetBody(#[allow(dead_code)] Vec<u8>);
 
 /// A validated record, its bytes shared with the request body where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +215,7 @@ pub struct ConsumedRecord {
     pub key: Option<String>,
     pub key_base64: Option<String>,
     /// The value: JSON with `format=json`, a string with `format=text`; `null` for a tombstone.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<serde_json::Value>,
     pub value_base64: Option<String>,
     pub headers: Vec<HeaderOut>,

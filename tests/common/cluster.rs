@@ -101,12 +101,18 @@ impl Drop for Proc {
     }
 }
 
+/// One cluster at a time per test binary: failure detection is timing-based (lag time,
+/// session timeout) and two clusters on a 2-core machine would starve each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Cluster {
     pub zk: ZkServer,
     pub nodes: Vec<Proc>,
     pub gateways: Vec<Proc>,
     pub client: reqwest::Client,
     dir: tempfile::TempDir,
+    /// Last field: released only after every process above has been killed.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// Settings that make failure detection fast enough for tests.
@@ -116,6 +122,7 @@ pub const SESSION_TIMEOUT_MS: u64 = 3_000;
 impl Cluster {
     /// ZooKeeper, `nodes` storage nodes (ids 1..=nodes) and `gateways` gateways, all up.
     pub async fn start(nodes: usize, gateways: usize) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         let zk = ZkServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let env = vec![
@@ -125,7 +132,8 @@ impl Cluster {
             ("FJORD_ZOOKEEPER__SESSION_TIMEOUT_MS".to_owned(), SESSION_TIMEOUT_MS.to_string()),
             ("FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS".to_owned(), "5000".to_owned()),
         ];
-        let mut c = Cluster { zk, nodes: Vec::new(), gateways: Vec::new(), client: reqwest::Client::new(), dir };
+        let mut c =
+            Cluster { zk, nodes: Vec::new(), gateways: Vec::new(), client: reqwest::Client::new(), dir, _turn: turn };
         for i in 1..=nodes {
             let port = free_port();
             let data = c.dir.path().join(format!("node{i}"));

@@ -79,10 +79,8 @@ fn now_ms() -> i64 {
 
 fn parse_acks(s: Option<&str>) -> ApiResult<Acks> {
     match s {
-        None | Some("1") => Ok(Acks::Leader),
-        Some("0") => Ok(Acks::None),
-        Some("all") | Some("-1") => Ok(Acks::All),
-        Some(other) => Err(ApiError::bad_request(format!("acks must be 0, 1 or all, got `{other}`"))),
+        None => Ok(Acks::Leader),
+        Some(s) => Acks::parse(s).ok_or_else(|| ApiError::bad_request(format!("acks must be 0, 1 or all, got `{s}`"))),
     }
 }
 
@@ -131,7 +129,7 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
         content(
             (body::ProduceBody<'static> = "application/json"),
             (String = "application/x-ndjson", example = json!("{\"key\":\"a\",\"value\":1}\n{\"value_base64\":\"AAE=\"}\n")),
-            (Vec<u8> = "application/octet-stream"),
+            (body::OctetBody = "application/octet-stream"),
         )
     ),
     responses(
@@ -172,7 +170,7 @@ pub async fn produce_to_topic(
         content(
             (body::ProduceBody<'static> = "application/json"),
             (String = "application/x-ndjson"),
-            (Vec<u8> = "application/octet-stream"),
+            (body::OctetBody = "application/octet-stream"),
         )
     ),
     responses(
@@ -458,6 +456,7 @@ pub struct ConsumeParams {
     /// Long poll: wait up to this long (ms) for a record when none is there (default 0).
     timeout_ms: Option<u64>,
     /// How keys and values are shown (default `json`).
+    #[param(inline)]
     format: Option<Format>,
 }
 
