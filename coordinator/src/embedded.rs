@@ -6,7 +6,8 @@
 //! published on the watch channel.
 
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata, MAX_PARTITIONS,
+    check_partition_count, unknown_topic, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState,
+    TopicChange, TopicMetadata,
 };
 use crate::placement::assign_replicas;
 use crate::{validate_topic_name, Coordinator};
@@ -157,20 +158,6 @@ fn elect_leaders(meta: &mut ClusterMetadata) {
             p.isr = isr;
         }
     }
-}
-
-fn unknown_topic(name: &str) -> FjordError {
-    FjordError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
-}
-
-fn check_partition_count(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PARTITIONS {
-        return Err(FjordError::new(
-            ErrorCode::InvalidPartitions,
-            format!("partition count must be between 1 and {MAX_PARTITIONS}, got {n}"),
-        ));
-    }
-    Ok(())
 }
 
 fn new_partitions(meta: &ClusterMetadata, first: u32, count: u32, rf: u32, seed: usize) -> Result<Vec<PartitionState>> {

@@ -233,6 +233,21 @@ impl TopicConfig {
     }
 }
 
+pub(crate) fn unknown_topic(name: &str) -> FjordError {
+    FjordError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
+}
+
+/// A partition count a topic may have: 1 to [`MAX_PARTITIONS`].
+pub(crate) fn check_partition_count(n: u32) -> Result<()> {
+    if n == 0 || n > MAX_PARTITIONS {
+        return Err(FjordError::new(
+            ErrorCode::InvalidPartitions,
+            format!("partition count must be between 1 and {MAX_PARTITIONS}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Kafka's topic-name rule: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let bad = |why: &str| FjordError::new(ErrorCode::InvalidTopicName, format!("invalid topic name {name:?}: {why}"));

@@ -11,6 +11,20 @@
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A replication factor `n` nodes can hold: at least 1, at most `n`.
+fn check_replication_factor(replication_factor: u32, n: usize) -> Result<()> {
+    if replication_factor == 0 {
+        return Err(FjordError::new(ErrorCode::InvalidReplicationFactor, "replication factor must be at least 1"));
+    }
+    if replication_factor as usize > n {
+        return Err(FjordError::new(
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {replication_factor} is larger than the {n} live storage node(s)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Assigns `partitions` partitions, numbered from `first_partition`, with
 /// `replication_factor` replicas each over `nodes` (sorted ids).
 /// `start_index` and `shift` pick the rotation; Kafka draws them at random.
@@ -23,15 +37,7 @@ pub fn assign_replicas(
     shift: usize,
 ) -> Result<Vec<Vec<NodeId>>> {
     let n = nodes.len();
-    if replication_factor == 0 {
-        return Err(FjordError::new(ErrorCode::InvalidReplicationFactor, "replication factor must be at least 1"));
-    }
-    if replication_factor as usize > n {
-        return Err(FjordError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is larger than the {n} live storage node(s)"),
-        ));
-    }
+    check_replication_factor(replication_factor, n)?;
     let mut out = Vec::with_capacity(partitions as usize);
     let start = start_index % n;
     let mut next_shift = shift % n;
@@ -77,15 +83,7 @@ pub fn assign_replicas_rack_aware(
         }
     }
     let n = racks.len();
-    if replication_factor == 0 {
-        return Err(FjordError::new(ErrorCode::InvalidReplicationFactor, "replication factor must be at least 1"));
-    }
-    if replication_factor as usize > n {
-        return Err(FjordError::new(
-            ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is larger than the {n} live storage node(s)"),
-        ));
-    }
+    check_replication_factor(replication_factor, n)?;
     let without_rack: Vec<_> = racks.iter().filter(|(_, r)| r.is_none()).map(|(id, _)| *id).collect();
     if without_rack.len() == n {
         let ids: Vec<_> = racks.keys().copied().collect();

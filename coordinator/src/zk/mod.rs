@@ -24,10 +24,10 @@ mod session;
 mod snapshot;
 
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig, TopicMetadata,
-    MAX_PARTITIONS,
+    check_partition_count, unknown_topic, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState,
+    TopicChange, TopicConfig, TopicMetadata,
 };
-use crate::placement::assign_replicas;
+use crate::placement::assign_replicas_rack_aware;
 use crate::{validate_topic_name, Coordinator};
 use async_trait::async_trait;
 use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
@@ -82,20 +82,6 @@ struct Inner {
     requested: AtomicU64,
     refreshed: watch::Sender<u64>,
     closed: AtomicBool,
-}
-
-fn unknown_topic(name: &str) -> FjordError {
-    FjordError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
-}
-
-fn check_partition_count(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PARTITIONS {
-        return Err(FjordError::new(
-            ErrorCode::InvalidPartitions,
-            format!("partition count must be between 1 and {MAX_PARTITIONS}, got {n}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Kafka draws the placement's start index and shift at random per topic.
@@ -286,7 +272,11 @@ impl Inner {
         tracing::info!(generation, "replaced the expired ZooKeeper session");
         let ephemerals = self.ephemerals.lock().clone();
         for (path, data) in ephemerals {
-            self.claim_ephemeral(&session, &path, data).await?;
+            // The new session is in place: a registration that cannot be restored is
+            // reported, not a reason to throw this session away too.
+            if let Err(e) = self.claim_ephemeral(&session, &path, data).await {
+                tracing::error!(%path, error = %e, "could not register again on the new ZooKeeper session");
+            }
         }
         Ok(())
     }
@@ -335,8 +325,8 @@ impl Inner {
         Arc::clone(&self.tx.borrow())
     }
 
-    /// Ids of the registered nodes not shutting down, sorted.
-    async fn live_nodes(&self, s: &Session) -> Result<Vec<NodeId>> {
+    /// Ids and racks of the registered nodes not shutting down, sorted by id.
+    async fn live_nodes(&self, s: &Session) -> Result<Vec<(NodeId, Option<String>)>> {
         let dir = self.paths.broker_ids();
         let names = s.children(&dir, false).await.map_err(|e| zk_error("listing nodes", e))?.unwrap_or_default();
         let mut live = Vec::new();
@@ -347,7 +337,7 @@ impl Inner {
                 continue;
             };
             match data::decode::<NodeInfo>(&path, &bytes) {
-                Ok(node) if !node.shutting_down => live.push(id),
+                Ok(node) if !node.shutting_down => live.push((id, node.rack)),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable node registration"),
             }
@@ -433,7 +423,7 @@ impl Coordinator for ZkCoordinator {
         let s = inner.session();
         let nodes = inner.live_nodes(&s).await?;
         let (start, shift) = random_rotation();
-        let assignment = assign_replicas(&nodes, 0, spec.partitions, spec.replication_factor, start, shift)?;
+        let assignment = assign_replicas_rack_aware(&nodes, 0, spec.partitions, spec.replication_factor, start, shift)?;
         let znode = TopicZnode {
             topic_id: uuid::Uuid::new_v4().simple().to_string(),
             partitions: (0..).zip(assignment.iter().cloned()).collect(),
@@ -520,7 +510,7 @@ impl Coordinator for ZkCoordinator {
             let rf = znode.partitions.values().next().map_or(1, |r| r.len() as u32);
             let nodes = inner.live_nodes(&s).await?;
             let (start, shift) = random_rotation();
-            let added = assign_replicas(&nodes, current, n - current, rf, start, shift)?;
+            let added = assign_replicas_rack_aware(&nodes, current, n - current, rf, start, shift)?;
             // States first: readers only look at partitions the topic znode lists, so
             // the topic never shows a partition without its state.
             inner.create_partition_states(&s, name, current, &added).await?;
