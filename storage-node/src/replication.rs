@@ -292,10 +292,7 @@ impl StorageNode {
         let mut fetchers = self.fetchers.lock();
         fetchers.retain(|_, task| !task.is_finished());
         for leader in leaders {
-            if !fetchers.contains_key(&leader) {
-                let weak = Arc::downgrade(self);
-                fetchers.insert(leader, tokio::spawn(run_fetcher(weak, leader)));
-            }
+            fetchers.entry(leader).or_insert_with(|| tokio::spawn(run_fetcher(Arc::downgrade(self), leader)));
         }
     }
 

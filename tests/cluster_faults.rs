@@ -1,0 +1,545 @@
+//! Fault tests against a real cluster — ZooKeeper, 3 storage nodes and gateways as
+//! separate processes — each stating in its doc comment the property it proves. Every
+//! wait is a condition polled against a deadline; the only deliberate pauses are the
+//! faults themselves (a process kept stopped for a while).
+
+mod common;
+
+use common::cluster::{Cluster, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The harness's `FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS`: how long a SIGTERMed
+/// node waits for its leaderships to move before it stops anyway.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(5_000);
+
+/// How long after losing a node (kill -9) the cluster may take to notice it: the
+/// ZooKeeper session timeout, twice over for the server's expiry tick, plus a margin.
+fn node_loss_deadline() -> Duration {
+    Duration::from_millis(2 * SESSION_TIMEOUT_MS) + Duration::from_secs(5)
+}
+
+/// Produces one record `{"i": i}` to `topic`/`partition` through gateway `g`; returns
+/// the status and the JSON body (`Null` when the request itself failed).
+async fn produce(c: &Cluster, g: usize, topic: &str, partition: u32, acks: &str, i: u64) -> (StatusCode, Value) {
+    let r = c
+        .client
+        .post(format!("{}/v1/topics/{topic}/partitions/{partition}/records?acks={acks}&timeout_ms=10000", c.gateway(g)))
+        .json(&json!({"records": [{"key": format!("k{i}"), "value": {"i": i}}]}))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let status = r.status();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"transport": e.to_string()})),
+    }
+}
+
+/// Produces `{"i": i}` with `acks=all` and asserts it was acknowledged; returns its offset.
+async fn produce_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i: u64) -> u64 {
+    let (status, body) = produce(c, g, topic, partition, "all", i).await;
+    assert_eq!(status, 200, "acks=all produce of {i} to {topic}/{partition}: {body}");
+    body["offsets"][0]["offset"].as_u64().expect("offset")
+}
+
+/// Retries an `acks=all` produce of `{"i": i}` until it is acknowledged, failing after
+/// `within`; returns how long it took.
+async fn produce_until_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i: u64, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, body) = produce(c, g, topic, partition, "all", i).await;
+        if status == 200 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "acks=all writes to {topic}/{partition} did not succeed within {within:?}; last answer {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of a partition up to its high watermark, as `(offset, i)`, read through
+/// gateway `g`; `None` if any read fails.
+async fn read_all(c: &Cluster, g: usize, topic: &str, partition: u32) -> Option<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let body = c.get(g, &format!("/v1/topics/{topic}/partitions/{partition}/records?offset={offset}")).await?;
+        for r in body["records"].as_array()? {
+            out.push((r["offset"].as_u64()?, r["value"]["i"].as_u64()?));
+        }
+        let next = body["next_offset"].as_u64()?;
+        if next >= body["high_watermark"].as_u64()? || next == offset {
+            return Some(out);
+        }
+        offset = next;
+    }
+}
+
+/// Asserts that `topic`/`partition` holds exactly `expected` (the `i` of each record),
+/// in order, at dense offsets from 0, waiting (bounded) for the high watermark to reach
+/// them, through every gateway.
+async fn assert_log(c: &Cluster, topic: &str, partition: u32, expected: &[u64]) {
+    for g in 0..c.gateways.len() {
+        c.wait_until(
+            &format!("{topic}/{partition} holds {} records via gateway {g}", expected.len()),
+            Duration::from_secs(15),
+            |c| async move { read_all(c, g, topic, partition).await.is_some_and(|r| r.len() >= expected.len()) },
+        )
+        .await;
+        let got = read_all(c, g, topic, partition).await.expect("read back");
+        let values: Vec<u64> = got.iter().map(|(_, i)| *i).collect();
+        assert_eq!(values, expected, "{topic}/{partition} through gateway {g}");
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, (0..expected.len() as u64).collect::<Vec<_>>(), "{topic}/{partition}: dense offsets");
+    }
+}
+
+/// One partition's description (leader, leader_epoch, replicas, isr, ...).
+async fn partition(c: &Cluster, topic: &str, p: usize) -> Option<Value> {
+    Some(c.describe(topic).await?["partitions"][p].clone())
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+/// The controller and the registered node ids, per gateway `g`.
+async fn cluster_view(c: &Cluster, g: usize) -> Option<(Option<u64>, BTreeSet<u64>)> {
+    let v = c.get(g, "/v1/cluster").await?;
+    let nodes = v["nodes"].as_array()?.iter().filter_map(|n| n["id"].as_u64()).collect();
+    Some((v["controller"].as_u64(), nodes))
+}
+
+async fn controller(c: &Cluster) -> Option<u64> {
+    cluster_view(c, 0).await?.0
+}
+
+/// A partition's `(high_watermark, log_end_offset)` from its leader.
+async fn offsets(c: &Cluster, topic: &str, p: u32) -> Option<(u64, u64)> {
+    let v = c.get(0, &format!("/v1/topics/{topic}/partitions/{p}/offsets")).await?;
+    Some((v["high_watermark"].as_u64()?, v["log_end_offset"].as_u64()?))
+}
+
+/// **Follower pause.** A follower that stops fetching (SIGSTOP) leaves the ISR after about
+/// `replica.lag.time.max.ms`, and `acks=all` writes keep succeeding meanwhile (the ISR
+/// still meets `min.insync.replicas`=2). Once resumed (SIGCONT) it catches up and rejoins
+/// the ISR, and its log is the leader's: made the only live replica, it serves every
+/// acknowledged record, in order, at the same offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_follower_leaves_the_isr_and_rejoins_after_catching_up() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("paused", 1, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("paused", 3, Duration::from_secs(30)).await;
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        produce_ok(&c, (i % 2) as usize, "paused", 0, i).await;
+        expected.push(i);
+    }
+
+    // Pause a follower that is not the controller, so that only the leader's lag check
+    // (not a controller reacting to a lost session) can take it out of the ISR first.
+    let leader = c.leader("paused", 0).await.expect("leader");
+    let ctl = controller(&c).await;
+    let replicas = ids(&partition(&c, "paused", 0).await.expect("describe")["replicas"]);
+    let follower = replicas.iter().copied().find(|r| *r != leader && Some(*r) != ctl).expect("a plain follower");
+    c.node(follower as usize).pause();
+    let paused_at = Instant::now();
+
+    // Writes go on: the first ones wait until the ISR shrinks, none fails.
+    let mut i = 10;
+    let mut shrunk_after = None;
+    let shrink_deadline = Duration::from_millis(4 * LAG_TIME_MAX_MS);
+    while shrunk_after.is_none() {
+        produce_ok(&c, (i % 2) as usize, "paused", 0, i).await;
+        expected.push(i);
+        i += 1;
+        let isr = ids(&partition(&c, "paused", 0).await.expect("describe")["isr"]);
+        if !isr.contains(&follower) {
+            shrunk_after = Some(paused_at.elapsed());
+        }
+        assert!(
+            paused_at.elapsed() < shrink_deadline,
+            "paused follower {follower} still in the ISR {isr:?} after {shrink_deadline:?}"
+        );
+    }
+    let shrunk_after = shrunk_after.expect("shrunk");
+    eprintln!("paused follower {follower} left the ISR after {shrunk_after:?} (lag time {LAG_TIME_MAX_MS} ms)");
+    assert!(shrunk_after >= Duration::from_millis(LAG_TIME_MAX_MS / 2), "removed too early: {shrunk_after:?}");
+    for _ in 0..10 {
+        produce_ok(&c, (i % 2) as usize, "paused", 0, i).await;
+        expected.push(i);
+        i += 1;
+    }
+
+    c.node(follower as usize).resume();
+    c.wait_until(&format!("node {follower} rejoins the ISR"), Duration::from_secs(30), |c| async move {
+        partition(c, "paused", 0).await.is_some_and(|p| ids(&p["isr"]).contains(&follower) && ids(&p["isr"]).len() == 3)
+    })
+    .await;
+    for _ in 0..5 {
+        produce_ok(&c, (i % 2) as usize, "paused", 0, i).await;
+        expected.push(i);
+        i += 1;
+    }
+
+    // Its log matches: kill the two others, so it is the only live ISR member and leads.
+    for other in replicas.iter().copied().filter(|r| *r != follower) {
+        c.node(other as usize).kill9();
+    }
+    c.wait_until(&format!("node {follower} leads alone"), node_loss_deadline() * 2, |c| async move {
+        partition(c, "paused", 0).await.is_some_and(|p| p["leader"].as_u64() == Some(follower))
+    })
+    .await;
+    assert_log(&c, "paused", 0, &expected).await;
+}
+
+/// **Controller kill.** When the controller is killed (kill -9), another live node is
+/// elected controller within about two session timeouts, and that new controller handles
+/// the next node loss: the partition whose leader is killed next gets a new leader from
+/// its ISR (epoch bumped) and takes `acks=all` writes again within 10 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_controller_is_elected_and_handles_the_next_node_loss() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("ctl", 3, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("ctl", 3, Duration::from_secs(30)).await;
+    let mut expected: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    for i in 0..9 {
+        produce_ok(&c, 0, "ctl", (i % 3) as u32, i).await;
+        expected[(i % 3) as usize].push(i);
+    }
+
+    let old = controller(&c).await.expect("a controller");
+    c.node(old as usize).kill9();
+    let killed_at = Instant::now();
+    c.wait_until("a different live node is the controller", node_loss_deadline(), |c| async move {
+        cluster_view(c, 0)
+            .await
+            .is_some_and(|(ctl, nodes)| ctl.is_some_and(|n| n != old && nodes.contains(&n)) && !nodes.contains(&old))
+    })
+    .await;
+    let new = controller(&c).await.expect("new controller");
+    eprintln!("controller {old} killed; node {new} took over after {:?}", killed_at.elapsed());
+
+    // The new controller handles the loss of the old one: leaders move off it.
+    c.wait_until("no partition is led by the dead controller", node_loss_deadline(), |c| async move {
+        c.describe("ctl").await.is_some_and(|t| {
+            t["partitions"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != old)))
+        })
+    })
+    .await;
+
+    // Bring the old controller back so a second loss still leaves two in-sync replicas.
+    c.restart_node(old as usize);
+    c.wait_for_isr("ctl", 3, Duration::from_secs(30)).await;
+    assert_eq!(controller(&c).await, Some(new), "the returning node does not take the controller role back");
+
+    // Kill a leader that is not the new controller.
+    let mut victim = None;
+    c.wait_until("a partition led by a node other than the controller", Duration::from_secs(30), |c| async move {
+        c.describe("ctl").await.is_some_and(|t| {
+            t["partitions"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["leader"].as_u64().is_some_and(|l| l != new)))
+        })
+    })
+    .await;
+    let t = c.describe("ctl").await.expect("describe");
+    for p in t["partitions"].as_array().expect("partitions") {
+        if let Some(l) = p["leader"].as_u64().filter(|l| *l != new) {
+            victim = Some((
+                p["partition"].as_u64().expect("partition") as u32,
+                l,
+                p["leader_epoch"].as_u64().expect("epoch"),
+            ));
+            break;
+        }
+    }
+    let (p, dead_leader, epoch) = victim.expect("victim");
+    c.node(dead_leader as usize).kill9();
+    let took = produce_until_ok(&c, 1, "ctl", p, 100, Duration::from_secs(10)).await;
+    expected[p as usize].push(100);
+    eprintln!("leader {dead_leader} of ctl/{p} killed; writes succeeded again after {took:?}");
+
+    let after = partition(&c, "ctl", p as usize).await.expect("describe");
+    let new_leader = after["leader"].as_u64().expect("a new leader");
+    assert_ne!(new_leader, dead_leader);
+    assert!(after["leader_epoch"].as_u64().expect("epoch") > epoch, "epoch bumped: {after}");
+    assert_eq!(controller(&c).await, Some(new), "the same controller handled it");
+    for (p, exp) in expected.iter().enumerate() {
+        assert_log(&c, "ctl", p as u32, exp).await;
+    }
+}
+
+/// Creates `name` (1 partition, RF=3, `min.insync.replicas`=2) through gateway `g`,
+/// retrying retriable errors until `within`. A `topic_already_exists` after a failed
+/// attempt means that attempt did create it.
+async fn create_topic_until_ok(c: &Cluster, g: usize, name: &str, within: Duration) {
+    let start = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let r = c
+            .client
+            .post(format!("{}/v1/topics", c.gateway(g)))
+            .json(
+                &json!({"name": name, "partitions": 1, "replication_factor": 3, "config": {"min.insync.replicas": 2}}),
+            )
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let (status, body) = match r {
+            Ok(r) => (r.status(), r.json::<Value>().await.unwrap_or(Value::Null)),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"transport": e.to_string()})),
+        };
+        if status == 201 || (attempts > 1 && body["error"]["code"] == "topic_already_exists") {
+            return;
+        }
+        assert!(
+            body["error"]["retriable"] == true || body.get("transport").is_some(),
+            "creating {name} via gateway {g}: {status} {body}"
+        );
+        assert!(start.elapsed() < within, "could not create {name} via gateway {g} within {within:?}: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// **ZooKeeper restart.** When ZooKeeper crashes, stays down for longer than the session
+/// timeout, and starts again, storage nodes and gateways reconnect and watch again:
+/// through every gateway, topics can be created (gateway → ZooKeeper writes) and are
+/// picked up by the controller and the nodes (watches), `acks=all` produce and consume
+/// work on old and new topics, and all three nodes are listed. The nodes' own ZooKeeper
+/// work resumes too: a follower killed afterwards leaves the ISR (controller watching
+/// `/brokers/ids`) and, restarted, re-registers and rejoins it (leader's ISR write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_and_gateways_recover_from_a_zookeeper_restart() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("zk", 1, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("zk", 3, Duration::from_secs(30)).await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        produce_ok(&c, (i % 2) as usize, "zk", 0, i).await;
+        expected.push(i);
+    }
+
+    c.zk.stop();
+    // The fault itself: ZooKeeper stays down past the session timeout.
+    tokio::time::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS)).await;
+    c.zk.start_again();
+
+    let deadline = Duration::from_secs(30);
+    // Gateways talk to ZooKeeper again (cached metadata alone cannot create a topic).
+    for g in 0..2 {
+        create_topic_until_ok(&c, g, &format!("after{g}"), deadline).await;
+    }
+    for t in ["after0", "after1", "zk"] {
+        c.wait_for_isr(t, 3, deadline).await;
+    }
+    for g in 0..2 {
+        produce_until_ok(&c, g, "zk", 0, 5 + g as u64, deadline).await;
+        expected.push(5 + g as u64);
+        for t in ["after0", "after1"] {
+            produce_until_ok(&c, g, t, 0, g as u64, deadline).await;
+        }
+    }
+    assert_log(&c, "zk", 0, &expected).await;
+    for t in ["after0", "after1"] {
+        assert_log(&c, t, 0, &[0, 1]).await;
+    }
+    for g in 0..2 {
+        c.wait_until(&format!("gateway {g} lists all 3 nodes and a controller"), deadline, |c| async move {
+            cluster_view(c, g).await.is_some_and(|(ctl, nodes)| ctl.is_some() && nodes == BTreeSet::from([1, 2, 3]))
+        })
+        .await;
+    }
+
+    // The nodes' coordination works again: a node loss and return is handled.
+    let leader = c.leader("zk", 0).await.expect("leader");
+    let ctl = controller(&c).await.expect("controller");
+    let victim = (1..=3u64).find(|n| *n != leader && *n != ctl).expect("a plain follower");
+    c.node(victim as usize).kill9();
+    c.wait_for_isr("zk", 2, node_loss_deadline()).await;
+    c.restart_node(victim as usize);
+    c.wait_for_isr("zk", 3, deadline).await;
+    produce_until_ok(&c, 0, "zk", 0, 7, deadline).await;
+    expected.push(7);
+    assert_log(&c, "zk", 0, &expected).await;
+}
+
+/// **min.insync.replicas.** With two of three replicas down and the ISR shrunk to the
+/// leader alone, an `acks=all` produce fails at once with the retriable
+/// `not_enough_replicas` (503) and appends nothing (high watermark and log end offset
+/// unchanged), while `acks=1` still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_is_refused_below_min_insync_replicas_and_writes_nothing() {
+    let mut c = Cluster::start(3, 1).await;
+    c.create_topic("minisr", 1, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("minisr", 3, Duration::from_secs(30)).await;
+    for i in 0..5 {
+        produce_ok(&c, 0, "minisr", 0, i).await;
+    }
+
+    let leader = c.leader("minisr", 0).await.expect("leader");
+    for other in (1..=3u64).filter(|n| *n != leader) {
+        c.node(other as usize).kill9();
+    }
+    c.wait_until("the ISR has shrunk to the leader alone", node_loss_deadline() * 2, |c| async move {
+        partition(c, "minisr", 0)
+            .await
+            .is_some_and(|p| p["leader"].as_u64() == Some(leader) && ids(&p["isr"]) == vec![leader])
+    })
+    .await;
+    let before = offsets(&c, "minisr", 0).await.expect("offsets");
+    assert_eq!(before, (5, 5), "(high watermark, log end offset) before");
+
+    let (status, body) = produce(&c, 0, "minisr", 0, "all", 5).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "not_enough_replicas", "{body}");
+    assert_eq!(body["error"]["retriable"], true, "{body}");
+    assert_eq!(offsets(&c, "minisr", 0).await, Some(before), "nothing was appended");
+
+    let (status, body) = produce(&c, 0, "minisr", 0, "1", 6).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["offsets"][0]["offset"], 5, "{body}");
+    assert_eq!(offsets(&c, "minisr", 0).await, Some((6, 6)));
+    assert_log(&c, "minisr", 0, &[0, 1, 2, 3, 4, 6]).await;
+}
+
+/// Every partition of `spread` is led by its preferred replica with a full ISR.
+async fn preferred_everywhere(c: &Cluster) -> bool {
+    c.describe("spread").await.is_some_and(|t| {
+        t["partitions"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .all(|p| p["leader"].as_u64().is_some() && p["leader"] == p["replicas"][0] && ids(&p["isr"]).len() == 3)
+        })
+    })
+}
+
+/// **Rebalance.** Leaders of a 3-partition, RF=3 topic start out on their preferred
+/// replicas, one per node. When a node dies its leaderships move to other ISR members;
+/// once it is back and in sync again, preferred-leader election hands each partition
+/// back to its preferred replica (the first of `replicas`), so leaders are spread over
+/// all three nodes again, and every partition takes `acks=all` writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_leaders_are_restored_after_a_node_returns() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("spread", 3, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
+
+    c.wait_until("every partition is led by its preferred replica", Duration::from_secs(10), |c| {
+        preferred_everywhere(c)
+    })
+    .await;
+    let leaders = |t: &Value| -> BTreeSet<u64> {
+        t["partitions"].as_array().expect("partitions").iter().filter_map(|p| p["leader"].as_u64()).collect()
+    };
+    assert_eq!(
+        leaders(&c.describe("spread").await.expect("describe")),
+        BTreeSet::from([1, 2, 3]),
+        "spread at creation"
+    );
+
+    // Kill a node that is not the controller (its leadership moves sooner).
+    let ctl = controller(&c).await.expect("controller");
+    let victim = (1..=3u64).find(|n| *n != ctl).expect("victim");
+    c.node(victim as usize).kill9();
+    c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| async move {
+        c.describe("spread").await.is_some_and(|t| {
+            t["partitions"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != victim)))
+        })
+    })
+    .await;
+    for p in 0..3 {
+        produce_until_ok(&c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
+    }
+
+    c.restart_node(victim as usize);
+    c.wait_until(
+        "every partition is led by its preferred replica again",
+        Duration::from_secs(30),
+        preferred_everywhere,
+    )
+    .await;
+    assert_eq!(leaders(&c.describe("spread").await.expect("describe")), BTreeSet::from([1, 2, 3]), "spread again");
+    for p in 0..3 {
+        produce_until_ok(&c, 1, "spread", p, 10 + u64::from(p), Duration::from_secs(10)).await;
+        assert_log(&c, "spread", p, &[u64::from(p), 10 + u64::from(p)]).await;
+    }
+}
+
+/// **Controlled shutdown.** A node sent SIGTERM hands its leaderships to other in-sync
+/// replicas before it exits — it exits well within the controlled-shutdown timeout, and
+/// once it has, no partition is led by it — so `acks=all` writes to the partitions it led
+/// succeed right away, without waiting for its ZooKeeper session to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_moves_leaderships_before_the_node_exits() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("cs", 3, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("cs", 3, Duration::from_secs(30)).await;
+    for p in 0..3 {
+        produce_ok(&c, 0, "cs", p, u64::from(p)).await;
+    }
+
+    let ctl = controller(&c).await.expect("controller");
+    let t = c.describe("cs").await.expect("describe");
+    let victim = t["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter_map(|p| p["leader"].as_u64())
+        .find(|l| *l != ctl)
+        .expect("a leader that is not the controller");
+    let led: Vec<u32> = t["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| p["leader"].as_u64() == Some(victim))
+        .map(|p| p["partition"].as_u64().expect("partition") as u32)
+        .collect();
+
+    let started = Instant::now();
+    let exited = tokio::task::block_in_place(|| c.node(victim as usize).terminate(Duration::from_secs(15)));
+    let took = started.elapsed();
+    eprintln!("node {victim} (leading {led:?}) exited {took:?} after SIGTERM");
+    assert!(exited, "node {victim} did not exit on SIGTERM");
+    assert!(
+        took < CONTROLLED_SHUTDOWN_TIMEOUT,
+        "node {victim} took {took:?} to stop: its leaderships were not handed over (it waited out the timeout)"
+    );
+
+    // Its leaderships had moved in ZooKeeper before it exited; allow the gateway's watch
+    // a moment (far less than a session timeout) to deliver that.
+    c.wait_until(
+        &format!("no partition is led by node {victim}"),
+        Duration::from_millis(SESSION_TIMEOUT_MS / 3),
+        |c| async move {
+            c.describe("cs").await.is_some_and(|t| {
+                t["partitions"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != victim)))
+            })
+        },
+    )
+    .await;
+    for p in &led {
+        let written_in = produce_until_ok(&c, 1, "cs", *p, 10, Duration::from_millis(SESSION_TIMEOUT_MS)).await;
+        eprintln!("cs/{p} took an acks=all write {written_in:?} after node {victim} exited");
+    }
+    for p in 0..3u32 {
+        let mut exp = vec![u64::from(p)];
+        if led.contains(&p) {
+            exp.push(10);
+        }
+        assert_log(&c, "cs", p, &exp).await;
+    }
+}
