@@ -47,11 +47,12 @@ async fn readme_curl_session_works_as_printed() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let answers: Vec<Value> = stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    // The long poll runs in the background, so two answers may be written back to back
+    // without a newline between them: read the output as a stream of JSON values.
+    let answers: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("output is not a sequence of JSON values ({e}):\n{stdout}"));
     assert_eq!(answers.len(), 5, "{stdout}");
     assert_eq!(answers[0]["name"], "orders");
     assert_eq!(answers[0]["partitions"].as_array().map(Vec::len), Some(3));
