@@ -162,6 +162,17 @@ async fn leader_kill_under_load_loses_no_acknowledged_record() {
 
     let acked = acked.lock().expect("lock").clone();
     for p in 0..3u32 {
+        // A leader elected moments ago (preferred-leader election after the last
+        // restart) learns its followers' progress on their next fetch; until then its HW
+        // lags and the tail is not visible yet, as in Kafka.
+        let need = acked.get(&p).and_then(|m| m.keys().next_back()).map_or(0, |o| o + 1);
+        c.wait_until("the high watermark covers every acknowledged offset", Duration::from_secs(20), |c| async move {
+            c.describe("load")
+                .await
+                .and_then(|t| t["partitions"][p as usize]["high_watermark"].as_u64())
+                .is_some_and(|hw| hw >= need)
+        })
+        .await;
         let log = read_all(&c, "load", (p % 2) as usize, p).await;
         let offsets: Vec<u64> = log.iter().map(|(o, _)| *o).collect();
         assert_eq!(offsets, (0..log.len() as u64).collect::<Vec<_>>(), "partition {p}: dense offsets");
@@ -248,6 +259,12 @@ async fn divergent_log_is_truncated_by_epoch() {
             p["leader"].as_u64() == Some(old_leader as u64) && p["isr"].as_array().map(Vec::len) == Some(3)
         },
     )
+    .await;
+    // The returning leader's HW catches up on its followers' next fetch.
+    let need = reference.len() as u64;
+    c.wait_until("the high watermark covers the new leader's log", Duration::from_secs(20), |c| async move {
+        c.describe("div").await.and_then(|t| t["partitions"][0]["high_watermark"].as_u64()).is_some_and(|hw| hw >= need)
+    })
     .await;
     let log = read_all(&c, "div", 0, 0).await;
     assert_eq!(log, reference, "the returning leader's log converged to the new leader's");

@@ -54,6 +54,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A conditional metadata write lost a race; re-read and retry.
     StaleVersion,
+    /// Appended, but leadership moved before the write was replicated: it may or may
+    /// not be kept. A retry may duplicate it (gateways never retry this one).
+    LeaderChangedAfterAppend,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::StorageError => "storage_error",
             Self::ShuttingDown => "shutting_down",
             Self::StaleVersion => "stale_version",
+            Self::LeaderChangedAfterAppend => "leader_changed_after_append",
             Self::Internal => "internal",
         }
     }
@@ -113,6 +117,7 @@ impl ErrorCode {
             | Self::NotEnoughReplicasAfterAppend
             | Self::NotLeader
             | Self::LeaderNotAvailable
+            | Self::LeaderChangedAfterAppend
             | Self::ShuttingDown => 503,
             Self::RequestTimeout => 504,
             Self::StorageError | Self::Internal => 500,
@@ -130,6 +135,7 @@ impl ErrorCode {
                 | Self::RequestTimeout
                 | Self::ShuttingDown
                 | Self::StaleVersion
+                | Self::LeaderChangedAfterAppend
         )
     }
 }

@@ -482,16 +482,43 @@ impl NodeApi for StorageNode {
         if req.acks == Acks::All {
             let target = appended.next_offset();
             let deadline = Instant::now() + req.timeout;
-            while *hw_rx.borrow_and_update() < target {
-                if !matches!(tokio::time::timeout_at(deadline, hw_rx.changed()).await, Ok(Ok(()))) {
+            let mut meta_rx = self.metadata.clone();
+            meta_rx.borrow_and_update();
+            loop {
+                // Only a leader still in the epoch it appended in may count the HW as
+                // covering its batch: once demoted, this replica truncates by epoch and
+                // its HW may pass the same offsets holding the new leader's records.
+                let still_leader = {
+                    let m = replica.meta.read();
+                    m.leader == Some(self.id) && m.leader_epoch == epoch
+                };
+                if !still_leader {
                     return Err(FjordError::new(
-                        ErrorCode::RequestTimeout,
+                        ErrorCode::LeaderChangedAfterAppend,
                         format!(
-                            "{}: appended at {} but not replicated within the timeout",
+                            "{}: leadership moved before the batch at {} was replicated; it may or may not be kept",
                             req.tp,
                             appended.base_offset()
                         ),
                     ));
+                }
+                if *hw_rx.borrow_and_update() >= target {
+                    break;
+                }
+                tokio::select! {
+                    changed = tokio::time::timeout_at(deadline, hw_rx.changed()) => {
+                        if !matches!(changed, Ok(Ok(()))) {
+                            return Err(FjordError::new(
+                                ErrorCode::RequestTimeout,
+                                format!(
+                                    "{}: appended at {} but not replicated within the timeout",
+                                    req.tp,
+                                    appended.base_offset()
+                                ),
+                            ));
+                        }
+                    }
+                    _ = meta_rx.changed() => {}
                 }
             }
             // Committed, but by fewer replicas than promised (Kafka's

@@ -393,6 +393,15 @@ async fn truncate_for_epoch(n: &StorageNode, base: &str, r: &Arc<Replica>, _epoc
 }
 
 async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>]) -> Result<()> {
+    // What each replica followed when asked: an answer for an epoch that has since
+    // ended must not be appended (the replica may lead, or must truncate, by now).
+    let asked: Vec<(Option<NodeId>, u32)> = replicas
+        .iter()
+        .map(|r| {
+            let m = r.meta.read();
+            (m.leader, m.leader_epoch)
+        })
+        .collect();
     let req = ReplicaFetchRequest {
         follower: n.id,
         max_wait_ms: n.replication.fetch_wait_max.as_millis() as u64,
@@ -422,8 +431,15 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>])
         .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?;
     let answer = ReplicaFetchAnswer::decode(body)?;
     let mut frames = answer.batches.into_iter();
-    for (result, r) in answer.results.iter().zip(replicas) {
+    for ((result, r), (leader, epoch)) in answer.results.iter().zip(replicas).zip(asked) {
         let mine: Vec<Bytes> = frames.by_ref().take(result.batches as usize).collect();
+        let current = {
+            let m = r.meta.read();
+            m.leader == leader && m.leader_epoch == epoch && *r.truncated_for_epoch.lock() == Some(epoch)
+        };
+        if !current {
+            continue;
+        }
         if let Some(e) = &result.error {
             if e.code == ErrorCode::OffsetOutOfRange {
                 // Our log is ahead of the leader's: truncate by epoch again.
