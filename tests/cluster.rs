@@ -44,6 +44,34 @@ async fn replicated_produce_and_consume_through_any_gateway() {
     for p in t["partitions"].as_array().expect("partitions") {
         assert_eq!(p["isr"].as_array().map(Vec::len), Some(3), "{p}");
     }
+
+    // Growing the topic: the controller elects leaders for the new partitions, which
+    // then take replicated writes.
+    let r = c
+        .client
+        .patch(format!("{}/v1/topics/orders", c.gateway(1)))
+        .json(&json!({"partitions": 5}))
+        .send()
+        .await
+        .expect("alter");
+    assert_eq!(r.status(), 200);
+    c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
+    let (status, body) = produce_to(&c, "orders", 0, 4, "all", &json!({"new": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["offsets"][0]["offset"], 0);
+
+    // Deleting it through one gateway: both gateways forget it.
+    let r = c.client.delete(format!("{}/v1/topics/orders", c.gateway(1))).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    c.wait_until("both gateways answer 404 for the deleted topic", Duration::from_secs(10), |c| async move {
+        let mut gone = true;
+        for g in 0..2 {
+            let r = c.client.get(format!("{}/v1/topics/orders", c.gateway(g))).send().await;
+            gone &= r.is_ok_and(|r| r.status() == 404);
+        }
+        gone
+    })
+    .await;
 }
 
 /// One produce of a single record to a partition; `(status, body)`, status 0 on a transport error.
