@@ -63,6 +63,8 @@ pub enum CodecError {
     FieldTooLarge,
     #[error("truncated length-prefixed frame")]
     BadFrame,
+    #[error("the batch's offsets run past the largest offset")]
+    OffsetOverflow,
 }
 
 /// One header: a name and opaque bytes. Names may repeat, as in Kafka.
@@ -227,6 +229,9 @@ impl Batch {
         let count = batch.record_count();
         if count == 0 {
             return Err(CodecError::Empty);
+        }
+        if batch.base_offset().checked_add(u64::from(count)).is_none() {
+            return Err(CodecError::OffsetOverflow);
         }
         let mut pos = BATCH_HEADER_LEN;
         for index in 0..count {

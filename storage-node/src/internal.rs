@@ -31,6 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Most one fetch may read, whatever the caller asks.
+const MAX_FETCH_BYTES: usize = 64 << 20;
+
 /// Most a long poll may wait, whatever the caller asks.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -108,7 +111,7 @@ async fn fetch(State(node): State<Arc<StorageNode>>, Query(q): Query<FetchQuery>
     let req = FetchRequest {
         tp: TopicPartition::new(q.topic, q.partition),
         offset: q.offset,
-        max_bytes: q.max_bytes.max(1),
+        max_bytes: q.max_bytes.clamp(1, MAX_FETCH_BYTES),
         max_wait: Duration::from_millis(q.max_wait_ms).min(MAX_WAIT),
     };
     let r = match node.fetch(req).await {

@@ -26,7 +26,7 @@ pub mod rocks;
 
 pub use config::NodeConfig;
 pub use engine::{Engine, MemEngine};
-pub use log::PartitionLog;
+pub use log::{PartitionLog, Role};
 pub use node::StorageNode;
 pub use rocks::{RocksEngine, RocksOptions, WalSync};
 

@@ -34,6 +34,8 @@ pub enum LogError {
     BadMeta(&'static str),
     #[error("replicated batch starts at {got}, the log ends at {expected}")]
     NotContiguous { expected: u64, got: u64 },
+    #[error("this replica is {role:?}; it cannot take this write")]
+    Fenced { role: Role },
 }
 
 impl From<LogError> for FjordError {
@@ -42,6 +44,7 @@ impl From<LogError> for FjordError {
             LogError::Engine(_) | LogError::BadMeta(_) | LogError::NotContiguous { .. } => ErrorCode::StorageError,
             LogError::Corrupt(_) => ErrorCode::CorruptBatch,
             LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            LogError::Fenced { .. } => ErrorCode::NotLeader,
         };
         FjordError::new(code, e.to_string())
     }
@@ -68,6 +71,23 @@ struct State {
     epochs: Vec<(u32, u64)>,
 }
 
+/// Who may write this log. Checked and changed under the writer lock, so a role change
+/// waits for an append in flight and no append of an ended role lands after it (Kafka
+/// guards the same with its partition's leader-ISR lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// No fencing: any append is taken (a log used on its own, as in unit tests).
+    #[default]
+    Unfenced,
+    /// No writes at all (the partition has no leader).
+    Offline,
+    /// Leader in `epoch`; `start_offset` is the LEO it had when it became leader (where
+    /// its epoch starts: a follower joins the ISR only once it has reached it).
+    Leader { epoch: u32, start_offset: u64 },
+    /// Follower in `epoch`; replicated appends only once truncated for it (KIP-101).
+    Follower { epoch: u32, truncated: bool },
+}
+
 /// What retention removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Removed {
@@ -83,6 +103,8 @@ pub struct PartitionLog {
     /// Held only to copy or update offsets, never across engine I/O, so readers on async
     /// threads never wait behind a write (or its fsync).
     state: Mutex<State>,
+    /// Changed only with the writer lock held.
+    role: Mutex<Role>,
     hw_tx: watch::Sender<u64>,
 }
 
@@ -143,6 +165,7 @@ impl PartitionLog {
             name: name.to_owned(),
             writer: Mutex::new(()),
             state: Mutex::new(state),
+            role: Mutex::new(Role::Unfenced),
             hw_tx: watch::channel(log_start).0,
         })
     }
@@ -171,22 +194,69 @@ impl PartitionLog {
         self.hw_tx.subscribe()
     }
 
+    pub fn role(&self) -> Role {
+        *self.role.lock()
+    }
+
+    /// Becomes the leader in `epoch`, once any append in flight has finished.
+    pub fn become_leader(&self, epoch: u32) {
+        let _writer = self.writer.lock();
+        let start_offset = self.state.lock().log_end;
+        *self.role.lock() = Role::Leader { epoch, start_offset };
+    }
+
+    /// Becomes a follower in `epoch` (not yet truncated for it), once any append in
+    /// flight has finished.
+    pub fn become_follower(&self, epoch: u32) {
+        let _writer = self.writer.lock();
+        *self.role.lock() = Role::Follower { epoch, truncated: false };
+    }
+
+    /// A follower in `leader_epoch` whose log the leader found ahead of its own must
+    /// truncate by epoch again before fetching; a no-op if the role has moved on.
+    pub fn require_truncation(&self, leader_epoch: u32) {
+        let _writer = self.writer.lock();
+        let mut role = self.role.lock();
+        if matches!(*role, Role::Follower { epoch, .. } if epoch == leader_epoch) {
+            *role = Role::Follower { epoch: leader_epoch, truncated: false };
+        }
+    }
+
+    /// Takes no writes, once any append in flight has finished.
+    pub fn go_offline(&self) {
+        let _writer = self.writer.lock();
+        *self.role.lock() = Role::Offline;
+    }
+
     /// Appends one encoded, validated batch as leader in `leader_epoch`, assigning offsets
-    /// from the LEO. Returns the batch with its base offset and epoch stamped.
+    /// from the LEO. Returns the batch with its base offset and epoch stamped. Refused
+    /// unless this log is unfenced or the leader in exactly that epoch.
     pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
         let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let writer = self.writer.lock();
+        match self.role() {
+            Role::Unfenced => {}
+            Role::Leader { epoch, .. } if epoch == leader_epoch => {}
+            role => return Err(LogError::Fenced { role }),
+        }
         let base = self.state.lock().log_end;
         codec::stamp(&mut buf, base, leader_epoch)?;
         let batch = Batch::parse(buf.freeze())?;
         self.store(&writer, batch)
     }
 
-    /// Appends a batch its leader already stamped (a follower replicating). A batch that
-    /// ends at or before the LEO is already here and skipped (`Ok(false)`); one that does
-    /// not start at the LEO is refused, so a follower's log stays dense.
-    pub fn append_replicated(&self, batch: Batch) -> LogResult<bool> {
+    /// Appends a batch its leader already stamped (a follower replicating in
+    /// `leader_epoch`). A batch that ends at or before the LEO is already here and
+    /// skipped (`Ok(false)`); one that does not start at the LEO is refused, so a
+    /// follower's log stays dense. Refused unless this log is unfenced or a follower
+    /// truncated for exactly that epoch.
+    pub fn append_replicated(&self, batch: Batch, leader_epoch: u32) -> LogResult<bool> {
         let writer = self.writer.lock();
+        match self.role() {
+            Role::Unfenced => {}
+            Role::Follower { epoch, truncated: true } if epoch == leader_epoch => {}
+            role => return Err(LogError::Fenced { role }),
+        }
         let log_end = self.state.lock().log_end;
         if batch.next_offset() <= log_end {
             return Ok(false);
@@ -235,7 +305,28 @@ impl PartitionLog {
     /// (KIP-101). The epoch history and, if needed, the high watermark follow. Returns
     /// the new LEO.
     pub fn truncate_to(&self, offset: u64) -> LogResult<u64> {
-        let _writer = self.writer.lock();
+        let writer = self.writer.lock();
+        self.truncate_locked(&writer, offset)
+    }
+
+    /// A follower in `leader_epoch` truncating for it (KIP-101): cuts the log at
+    /// `offset` and from then on takes replicated appends of that epoch. Refused if the
+    /// role has moved on meanwhile.
+    pub fn truncate_for_epoch(&self, leader_epoch: u32, offset: u64) -> LogResult<u64> {
+        let writer = self.writer.lock();
+        match self.role() {
+            Role::Unfenced => {}
+            Role::Follower { epoch, .. } if epoch == leader_epoch => {}
+            role => return Err(LogError::Fenced { role }),
+        }
+        let end = self.truncate_locked(&writer, offset)?;
+        if matches!(self.role(), Role::Follower { .. }) {
+            *self.role.lock() = Role::Follower { epoch: leader_epoch, truncated: true };
+        }
+        Ok(end)
+    }
+
+    fn truncate_locked(&self, _writer: &parking_lot::MutexGuard<'_, ()>, offset: u64) -> LogResult<u64> {
         let (log_end, size) = {
             let s = self.state.lock();
             (s.log_end, s.size_bytes)
@@ -449,5 +540,99 @@ impl PartitionLog {
         s.log_start = new_start;
         s.size_bytes = size;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MemEngine;
+    use fjord_protocol::codec::BatchBuilder;
+    use fjord_protocol::Record;
+
+    fn batch(n: usize) -> Bytes {
+        let mut b = BatchBuilder::default();
+        for i in 0..n {
+            b.push(&Record { timestamp: i as i64, value: Some(Bytes::from(vec![i as u8])), ..Default::default() })
+                .expect("push");
+        }
+        b.finish().expect("finish")
+    }
+
+    /// A stamped batch as a leader in `epoch` would send it, starting at `base`.
+    fn stamped(n: usize, base: u64, epoch: u32) -> Batch {
+        let mut buf = BytesMut::from(&batch(n)[..]);
+        codec::stamp(&mut buf, base, epoch).expect("stamp");
+        Batch::parse(buf.freeze()).expect("parse")
+    }
+
+    fn log() -> PartitionLog {
+        PartitionLog::open(Arc::new(MemEngine::new()), "p").expect("open")
+    }
+
+    fn fenced<T: std::fmt::Debug>(r: LogResult<T>) -> bool {
+        matches!(r, Err(LogError::Fenced { .. }))
+    }
+
+    #[test]
+    fn a_leader_takes_appends_of_its_epoch_only() {
+        let log = log();
+        log.append(batch(2), 1).expect("unfenced append");
+        log.become_leader(2);
+        assert_eq!(log.role(), Role::Leader { epoch: 2, start_offset: 2 }, "the epoch starts at the LEO");
+        assert!(fenced(log.append(batch(1), 1)), "an append of the ended epoch is refused");
+        assert_eq!(log.append(batch(1), 2).expect("append").base_offset(), 2);
+        assert!(fenced(log.append_replicated(stamped(1, 3, 2), 2)), "a leader takes no replicated batches");
+        log.go_offline();
+        assert!(fenced(log.append(batch(1), 2)));
+        assert_eq!(log.offsets().log_end, 3, "refused writes change nothing");
+    }
+
+    #[test]
+    fn a_follower_appends_only_after_truncating_for_its_epoch() {
+        let log = log();
+        log.become_follower(3);
+        assert!(fenced(log.append_replicated(stamped(2, 0, 3), 3)), "not truncated for epoch 3 yet");
+        assert!(fenced(log.append(batch(1), 3)), "a follower takes no client appends");
+        assert_eq!(log.truncate_for_epoch(3, 0).expect("truncate"), 0);
+        assert!(log.append_replicated(stamped(2, 0, 3), 3).expect("append"));
+        assert!(!log.append_replicated(stamped(2, 0, 3), 3).expect("duplicate"), "already here: skipped");
+        assert!(fenced(log.append_replicated(stamped(1, 2, 4), 4)), "another epoch's fetch answer is refused");
+        log.require_truncation(3);
+        assert!(fenced(log.append_replicated(stamped(1, 2, 3), 3)));
+        log.become_follower(4);
+        assert!(fenced(log.truncate_for_epoch(3, 0)), "truncation for an ended epoch is refused");
+        assert_eq!(log.offsets().log_end, 2);
+        assert!(matches!(
+            log.append_replicated(stamped(1, 5, 3), 3),
+            Err(LogError::Fenced { .. }) | Err(LogError::NotContiguous { .. })
+        ));
+    }
+
+    #[test]
+    fn truncation_cuts_whole_batches_and_follows_epochs_and_hw() {
+        let log = log();
+        log.append(batch(3), 1).expect("e1"); // 0..3
+        log.append(batch(2), 2).expect("e2"); // 3..5
+        log.append(batch(2), 2).expect("e2"); // 5..7
+        log.advance_high_watermark(7);
+        assert_eq!(log.truncate_to(4).expect("truncate"), 3, "the batch holding 4 goes entirely");
+        let o = log.offsets();
+        assert_eq!((o.log_end, o.high_watermark), (3, 3));
+        assert_eq!(log.epochs(), vec![(1, 0)], "epoch 2 started at 3: gone");
+        assert_eq!(log.truncate_to(10).expect("no-op"), 3);
+        assert_eq!(log.append(batch(1), 5).expect("append").base_offset(), 3, "appends continue at the new LEO");
+    }
+
+    #[test]
+    fn epoch_end_offsets_follow_kip_279() {
+        let log = log();
+        log.append(batch(2), 1).expect("e1"); // 0..2
+        log.append(batch(3), 3).expect("e3"); // 2..5
+        assert_eq!(log.epoch_end_offset(0), None, "no epoch at or before 0");
+        assert_eq!(log.epoch_end_offset(1), Some((1, 2)));
+        assert_eq!(log.epoch_end_offset(2), Some((1, 2)), "the largest epoch <= 2 is 1");
+        assert_eq!(log.epoch_end_offset(3), Some((3, 5)), "the latest epoch ends at the LEO");
+        assert_eq!(log.epoch_end_offset(9), Some((3, 5)));
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::config::NodeConfig;
 use crate::engine::Engine;
-use crate::log::{LogOffsets, PartitionLog};
+use crate::log::{LogOffsets, PartitionLog, Role};
 use crate::rocks::{RocksEngine, WalSync};
 use async_trait::async_trait;
 use fjord_coordinator::{ClusterMetadata, Coordinator, NodeInfo, TopicConfig};
@@ -55,9 +55,6 @@ pub(crate) struct Replica {
     pub(crate) followers: Mutex<HashMap<NodeId, FollowerProgress>>,
     /// When this node last became the leader (ISR shrink grace for silent followers).
     pub(crate) leader_since: Mutex<Instant>,
-    /// Follower side: the leader epoch this replica has truncated its log for
-    /// (KIP-101); `None` until it has, and fetching waits for it.
-    pub(crate) truncated_for_epoch: Mutex<Option<u32>>,
     /// An ISR change of this leader is being written.
     pub(crate) isr_write_pending: AtomicBool,
     /// The ISR being written, until the write is answered. The HW counts its members
@@ -288,7 +285,16 @@ impl StorageNode {
                     r.clone()
                 }
                 None => {
-                    let log = PartitionLog::open(self.engine.clone(), name).map_err(FjordError::from)?;
+                    let log = match PartitionLog::open(self.engine.clone(), name) {
+                        Ok(log) => log,
+                        Err(e) => {
+                            // One bad store must not keep every other replica from
+                            // following the metadata; this one is retried on the next change.
+                            warn!(partition = %tp, store = %name, error = %e, "cannot open replica; skipping it");
+                            continue;
+                        }
+                    };
+                    set_role(&log, self.id, rm.leader, rm.leader_epoch);
                     debug!(partition = %tp, store = %name, "opened replica");
                     let r = Arc::new(Replica {
                         tp: tp.clone(),
@@ -296,7 +302,6 @@ impl StorageNode {
                         meta: RwLock::new(rm.clone()),
                         followers: Mutex::new(HashMap::new()),
                         leader_since: Mutex::new(Instant::now()),
-                        truncated_for_epoch: Mutex::new(None),
                         isr_write_pending: AtomicBool::new(false),
                         pending_isr: Mutex::new(None),
                     });
@@ -314,7 +319,9 @@ impl StorageNode {
         let stores = self.engine.list_partitions().map_err(|e| internal("listing stores", e))?;
         for name in stores.into_iter().filter(|n| n.starts_with("p.") && !wanted.contains_key(n)) {
             info!(store = %name, "dropping the store of a replica no longer assigned here");
-            self.engine.drop_partition(&name).map_err(|e| internal("dropping store", e))?;
+            if let Err(e) = self.engine.drop_partition(&name) {
+                warn!(store = %name, error = %e, "cannot drop store; retrying on the next change");
+            }
         }
         Ok(())
     }
@@ -341,12 +348,16 @@ impl StorageNode {
             if rm.leader == Some(self.id) {
                 info!(partition = %r.tp, epoch = rm.leader_epoch, "became leader");
             } else {
-                // A follower (again) must first truncate for the new epoch (KIP-101).
-                *r.truncated_for_epoch.lock() = None;
                 debug!(partition = %r.tp, leader = ?rm.leader, epoch = rm.leader_epoch, "following");
             }
         }
+        let (leader, epoch) = (rm.leader, rm.leader_epoch);
         *meta = rm;
+        drop(meta);
+        if leadership_changed {
+            // Waits for an append in flight: none of the old role lands after this.
+            set_role(&r.log, self.id, leader, epoch);
+        }
     }
 
     /// A leader's HW is the least LEO over the ISR (its own included) and over any member
@@ -438,6 +449,17 @@ impl StorageNode {
     }
 }
 
+/// The log's write fence for what the metadata says: leader, follower (to truncate for
+/// the epoch first) or offline.
+fn set_role(log: &PartitionLog, me: NodeId, leader: Option<NodeId>, epoch: u32) {
+    match leader {
+        Some(l) if l == me => log.become_leader(epoch),
+        Some(_) => log.become_follower(epoch),
+        None => log.go_offline(),
+    }
+    debug_assert!(!matches!(log.role(), Role::Unfenced));
+}
+
 fn not_leader(tp: &TopicPartition, leader: Option<NodeId>, me: NodeId) -> FjordError {
     match leader {
         Some(l) if l != me => {
@@ -518,7 +540,12 @@ impl NodeApi for StorageNode {
                             ));
                         }
                     }
-                    _ = meta_rx.changed() => {}
+                    changed = meta_rx.changed() => {
+                        if changed.is_err() {
+                            // No more metadata (shutting down): nothing will move the HW.
+                            return Err(FjordError::new(ErrorCode::ShuttingDown, format!("{}: shutting down", req.tp)));
+                        }
+                    }
                 }
             }
             // Committed, but by fewer replicas than promised (Kafka's

@@ -12,6 +12,7 @@
 //! log by epoch (KIP-101/279: it asks the leader where its last epoch ends), never by
 //! its own HW.
 
+use crate::log::Role;
 use crate::node::{FollowerProgress, Replica, StorageNode};
 use bytes::Bytes;
 use fjord_coordinator::PartitionState;
@@ -165,6 +166,9 @@ impl StorageNode {
     }
 
     fn record_follower(&self, r: &Arc<Replica>, follower: NodeId, fetch_offset: u64, leader_leo: u64) {
+        if !r.meta.read().replicas.contains(&follower) {
+            return;
+        }
         {
             let mut followers = r.followers.lock();
             let now = Instant::now();
@@ -175,12 +179,12 @@ impl StorageNode {
             }
         }
         self.maybe_advance_high_watermark(r);
-        // ISR expansion: an assigned follower that has reached the HW is in sync again.
+        // ISR expansion: an assigned follower is in sync again once it has reached both
+        // the HW and the offset where this leader's epoch started (a new leader's HW
+        // lags: a follower behind the epoch start may lack committed records).
         let meta = r.meta.read().clone();
-        if !meta.isr.contains(&follower)
-            && meta.replicas.contains(&follower)
-            && fetch_offset >= r.log.offsets().high_watermark
-        {
+        let Role::Leader { start_offset: epoch_start, .. } = r.log.role() else { return };
+        if !meta.isr.contains(&follower) && fetch_offset >= r.log.offsets().high_watermark.max(epoch_start) {
             let mut isr = meta.isr.clone();
             isr.push(follower);
             if self.write_isr(r, isr) {
@@ -321,19 +325,22 @@ async fn run_fetcher(node: Weak<StorageNode>, leader: NodeId) {
             continue;
         };
         let base = format!("http://{endpoint}");
+        // (replica, the epoch its log is fenced and truncated for): fetches ask in
+        // exactly that epoch, so a leader re-elected since refuses them.
         let mut fetchable = Vec::new();
         for r in replicas {
             let epoch = r.meta.read().leader_epoch;
-            if *r.truncated_for_epoch.lock() != Some(epoch) {
-                match truncate_for_epoch(&n, &base, &r, epoch).await {
-                    Ok(()) => *r.truncated_for_epoch.lock() = Some(epoch),
-                    Err(e) => {
-                        debug!(partition = %r.tp, error = %e, "truncation by epoch not done yet");
-                        continue;
+            match r.log.role() {
+                Role::Follower { epoch: e, truncated: true } if e == epoch => fetchable.push((r, epoch)),
+                Role::Follower { epoch: e, truncated: false } if e == epoch => {
+                    match truncate_for_epoch(&n, &base, &r, epoch).await {
+                        Ok(()) => fetchable.push((r, epoch)),
+                        Err(e) => debug!(partition = %r.tp, error = %e, "truncation by epoch not done yet"),
                     }
                 }
+                // The metadata moved on and the role has not caught up yet.
+                _ => {}
             }
-            fetchable.push(r);
         }
         if fetchable.is_empty() {
             drop(n);
@@ -353,66 +360,58 @@ async fn run_fetcher(node: Weak<StorageNode>, leader: NodeId) {
     }
 }
 
-/// KIP-101/279: ask the leader where our latest epoch ends on its log and cut ours there.
-async fn truncate_for_epoch(n: &StorageNode, base: &str, r: &Arc<Replica>, _epoch: u32) -> Result<()> {
+/// KIP-101/279: ask the leader where our latest epoch ends on its log and cut ours
+/// there, then take replicated appends of `epoch`.
+async fn truncate_for_epoch(n: &StorageNode, base: &str, r: &Arc<Replica>, epoch: u32) -> Result<()> {
     let history = r.log.epochs();
-    let Some(&(last_epoch, _)) = history.last() else {
-        return Ok(());
-    };
-    let answer: EpochEndOffset = n
-        .http
-        .get(format!("{base}/internal/v1/epoch_end"))
-        .query(&[("topic", r.tp.topic.as_str())])
-        .query(&[("partition", r.tp.partition as u64), ("epoch", u64::from(last_epoch))])
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?
-        .error_for_status()
-        .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?
-        .json()
-        .await
-        .map_err(|e| internal("epoch end answer", e))?;
     let leo = r.log.offsets().log_end;
-    let mut target = answer.end_offset.min(leo);
-    if let Some(leader_epoch) = answer.epoch {
-        // Our records of epochs the leader never had diverge too.
-        if let Some(&(_, start)) = history.iter().find(|(e, _)| *e > leader_epoch) {
-            target = target.min(start);
+    let mut target = leo;
+    if let Some(&(last_epoch, _)) = history.last() {
+        let answer: EpochEndOffset = n
+            .http
+            .get(format!("{base}/internal/v1/epoch_end"))
+            .query(&[("topic", r.tp.topic.as_str())])
+            .query(&[("partition", r.tp.partition as u64), ("epoch", u64::from(last_epoch))])
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?
+            .error_for_status()
+            .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| internal("epoch end answer", e))?;
+        target = answer.end_offset.min(leo);
+        if let Some(leader_epoch) = answer.epoch {
+            // Our records of epochs the leader never had diverge too.
+            if let Some(&(_, start)) = history.iter().find(|(e, _)| *e > leader_epoch) {
+                target = target.min(start);
+            }
         }
     }
-    if target < leo {
-        let log = r.log.clone();
-        let new_leo = tokio::task::spawn_blocking(move || log.truncate_to(target))
-            .await
-            .map_err(|e| internal("truncate task", e))?
-            .map_err(FjordError::from)?;
+    let log = r.log.clone();
+    let new_leo = tokio::task::spawn_blocking(move || log.truncate_for_epoch(epoch, target))
+        .await
+        .map_err(|e| internal("truncate task", e))?
+        .map_err(FjordError::from)?;
+    if new_leo < leo {
         info!(partition = %r.tp, from = leo, to = new_leo, "truncated a divergent suffix by leader epoch");
     }
     Ok(())
 }
 
-async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>]) -> Result<()> {
-    // What each replica followed when asked: an answer for an epoch that has since
-    // ended must not be appended (the replica may lead, or must truncate, by now).
-    let asked: Vec<(Option<NodeId>, u32)> = replicas
-        .iter()
-        .map(|r| {
-            let m = r.meta.read();
-            (m.leader, m.leader_epoch)
-        })
-        .collect();
+async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[(Arc<Replica>, u32)]) -> Result<()> {
     let req = ReplicaFetchRequest {
         follower: n.id,
         max_wait_ms: n.replication.fetch_wait_max.as_millis() as u64,
         max_bytes: n.replication.fetch_max_bytes,
         partitions: replicas
             .iter()
-            .map(|r| ReplicaFetchPartition {
+            .map(|(r, epoch)| ReplicaFetchPartition {
                 topic: r.tp.topic.clone(),
                 partition: r.tp.partition,
                 fetch_offset: r.log.offsets().log_end,
-                leader_epoch: r.meta.read().leader_epoch,
+                leader_epoch: *epoch,
             })
             .collect(),
     };
@@ -431,19 +430,13 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>])
         .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?;
     let answer = ReplicaFetchAnswer::decode(body)?;
     let mut frames = answer.batches.into_iter();
-    for ((result, r), (leader, epoch)) in answer.results.iter().zip(replicas).zip(asked) {
+    for (result, (r, epoch)) in answer.results.iter().zip(replicas) {
+        let epoch = *epoch;
         let mine: Vec<Bytes> = frames.by_ref().take(result.batches as usize).collect();
-        let current = {
-            let m = r.meta.read();
-            m.leader == leader && m.leader_epoch == epoch && *r.truncated_for_epoch.lock() == Some(epoch)
-        };
-        if !current {
-            continue;
-        }
         if let Some(e) = &result.error {
             if e.code == ErrorCode::OffsetOutOfRange {
                 // Our log is ahead of the leader's: truncate by epoch again.
-                *r.truncated_for_epoch.lock() = None;
+                r.log.require_truncation(epoch);
             }
             debug!(partition = %r.tp, error = %e, "leader refused the fetch");
             continue;
@@ -454,7 +447,8 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>])
                 for bytes in mine {
                     let batch =
                         Batch::parse(bytes).map_err(|e| FjordError::new(ErrorCode::CorruptBatch, e.to_string()))?;
-                    log.append_replicated(batch).map_err(FjordError::from)?;
+                    // Fenced: refused if this replica's role moved on since it asked.
+                    log.append_replicated(batch, epoch).map_err(FjordError::from)?;
                 }
                 Ok(())
             })
@@ -462,8 +456,10 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[Arc<Replica>])
             .map_err(|e| internal("append task", e))??;
         }
         // A follower's HW: the leader's, as far as its own log reaches.
-        let leo = r.log.offsets().log_end;
-        r.log.advance_high_watermark(result.high_watermark.min(leo));
+        if matches!(r.log.role(), Role::Follower { epoch: e, truncated: true } if e == epoch) {
+            let leo = r.log.offsets().log_end;
+            r.log.advance_high_watermark(result.high_watermark.min(leo));
+        }
     }
     Ok(())
 }
