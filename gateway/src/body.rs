@@ -190,17 +190,6 @@ pub enum Format {
     Base64,
 }
 
-impl Format {
-    pub fn parse(s: &str) -> ApiResult<Self> {
-        match s {
-            "json" => Ok(Self::Json),
-            "text" => Ok(Self::Text),
-            "base64" => Ok(Self::Base64),
-            other => Err(ApiError::bad_request(format!("format must be json, text or base64, got `{other}`"))),
-        }
-    }
-}
-
 /// A consumed record. With `format=json` a value that is JSON comes inline as `value`
 /// and any other value as `value_base64`; keys (and header values) come as text when
 /// they are UTF-8, else as `key_base64`. With `format=text` keys and values come as text

@@ -17,7 +17,7 @@ use fjord_protocol::{
     PartitionStatus, ProduceRequest, ProduceResponse, Result, TopicPartition,
 };
 use parking_lot::{Mutex, RwLock};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +45,11 @@ pub(crate) struct FollowerProgress {
     pub(crate) fetch_offset: u64,
     /// Last time the follower had everything the leader had.
     pub(crate) last_caught_up: Instant,
+    /// The leader's LEO and the time at the follower's previous fetch (Kafka's
+    /// `lastFetchLeaderLogEndOffset`): reaching it counts as caught up as of then, so a
+    /// follower keeping pace under steady writes stays in the ISR.
+    pub(crate) last_fetch_leader_leo: u64,
+    pub(crate) last_fetch_time: Instant,
 }
 
 pub(crate) struct Replica {
@@ -71,7 +76,7 @@ fn store_name(topic_id: &str, partition: u32) -> String {
     format!("p.{topic_id}.{partition}")
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
+pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
     FjordError::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
 
@@ -634,12 +639,5 @@ impl NodeApi for StorageNode {
         let replica = self.leader_replica(&tp)?;
         let epoch = replica.meta.read().leader_epoch;
         Ok(offsets_to_status(replica.log.offsets(), epoch))
-    }
-}
-
-impl StorageNode {
-    /// Replicas currently open (for tests).
-    pub fn open_replicas(&self) -> HashSet<TopicPartition> {
-        self.replicas.read().keys().cloned().collect()
     }
 }

@@ -13,7 +13,7 @@
 //! its own HW.
 
 use crate::log::Role;
-use crate::node::{FollowerProgress, Replica, StorageNode};
+use crate::node::{internal, FollowerProgress, Replica, StorageNode};
 use bytes::Bytes;
 use fjord_coordinator::PartitionState;
 use fjord_protocol::codec::{decode_frames, encode_frames};
@@ -26,10 +26,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-
-fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
-    FjordError::new(ErrorCode::Internal, format!("{what}: {e}"))
-}
 
 /// A replica fetch answer: per-partition headers and, in the same order, their batches.
 pub struct ReplicaFetchAnswer {
@@ -172,11 +168,20 @@ impl StorageNode {
         {
             let mut followers = r.followers.lock();
             let now = Instant::now();
-            let p = followers.entry(follower).or_insert(FollowerProgress { fetch_offset, last_caught_up: now });
+            let p = followers.entry(follower).or_insert(FollowerProgress {
+                fetch_offset,
+                last_caught_up: now,
+                last_fetch_leader_leo: 0,
+                last_fetch_time: now,
+            });
             p.fetch_offset = fetch_offset;
             if fetch_offset >= leader_leo {
                 p.last_caught_up = now;
+            } else if fetch_offset >= p.last_fetch_leader_leo {
+                p.last_caught_up = p.last_caught_up.max(p.last_fetch_time);
             }
+            p.last_fetch_leader_leo = leader_leo;
+            p.last_fetch_time = now;
         }
         self.maybe_advance_high_watermark(r);
         // ISR expansion: an assigned follower is in sync again once it has reached both
