@@ -5,7 +5,9 @@
 //!   environment variables (`__` between levels), then flags.
 //! - [`cluster`] — `fjord storage-node` and `fjord gateway`, coordinated through ZooKeeper.
 //! - [`standalone`] — storage node + gateway + embedded coordinator in one process.
+//! - [`bench`] — `fjord bench`, the load generator and its baselines.
 
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod standalone;

@@ -61,6 +61,9 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML) of the HTTP API.
     Openapi,
+    /// Load-test a running Fjord over its HTTP API (with --baselines: against the
+    /// storage engine alone and a no-op HTTP server too).
+    Bench(fjord::bench::Args),
 }
 
 fn text(s: Option<String>) -> Option<serde_json::Value> {
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bench(args) => run_async(fjord::bench::run(args)),
         Command::Standalone { config, data_dir, listen } => {
             init_tracing();
             let flags = [("storage.data_dir", path_str(data_dir)), ("gateway.listen", text(listen))];

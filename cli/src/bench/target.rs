@@ -1,0 +1,279 @@
+//! Talking to a Fjord (or the no-op baseline server) over HTTP: topic set-up, the
+//! produce and consume requests, and e2e's long-polling consumers.
+
+use super::driver::{histogram, Op, Outcome};
+use super::workload::{decoded_len, stamp_of_base64, Body, WallClock};
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Client, StatusCode};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One keep-alive pool shared by every task.
+pub fn client(connections: usize) -> anyhow::Result<Client> {
+    Client::builder()
+        .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .context("building the HTTP client")
+}
+
+fn error_key(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        "transport".into()
+    }
+}
+
+/// Makes sure `topic` exists with at least `partitions` partitions.
+pub async fn ensure_topic(
+    client: &Client,
+    base: &str,
+    topic: &str,
+    partitions: u32,
+    replication_factor: Option<u32>,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/v1/topics/{topic}");
+    let r = client.get(&url).send().await.with_context(|| format!("cannot reach Fjord at {base}"))?;
+    match r.status() {
+        StatusCode::OK => {
+            let meta: serde_json::Value = r.json().await.context("reading the topic description")?;
+            let have = meta.get("partitions").and_then(|p| p.as_array()).map_or(0, Vec::len);
+            if have < partitions as usize {
+                bail!(
+                    "topic `{topic}` exists with {have} partition(s), fewer than --partitions {partitions}; \
+                     pick another --topic or --partitions {have}"
+                );
+            }
+            Ok(())
+        }
+        StatusCode::NOT_FOUND => {
+            let mut spec = serde_json::json!({"name": topic, "partitions": partitions});
+            if let Some(rf) = replication_factor {
+                spec["replication_factor"] = rf.into();
+            }
+            let r = client.post(format!("{base}/v1/topics")).json(&spec).send().await.context("creating the topic")?;
+            let status = r.status();
+            if status.is_success() || status == StatusCode::CONFLICT {
+                return Ok(());
+            }
+            bail!("creating topic `{topic}` failed: {status} {}", r.text().await.unwrap_or_default())
+        }
+        other => bail!("describing topic `{topic}` failed: {other} {}", r.text().await.unwrap_or_default()),
+    }
+}
+
+/// A partition's (log start offset, high watermark).
+pub async fn offsets(client: &Client, base: &str, topic: &str, partition: u32) -> anyhow::Result<(u64, u64)> {
+    #[derive(Deserialize)]
+    struct Offsets {
+        log_start_offset: u64,
+        high_watermark: u64,
+    }
+    let url = format!("{base}/v1/topics/{topic}/partitions/{partition}/offsets");
+    let r = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        bail!("GET {url}: {status} {}", r.text().await.unwrap_or_default());
+    }
+    let o: Offsets = r.json().await.with_context(|| format!("GET {url}: bad answer"))?;
+    Ok((o.log_start_offset, o.high_watermark))
+}
+
+/// POSTs the same body (or, with a clock, the body stamped with the intended send
+/// time) to its partitions in turn.
+pub struct ProduceOp {
+    pub client: Client,
+    /// One URL per partition, query included.
+    pub urls: Arc<Vec<String>>,
+    pub next: usize,
+    pub body: Arc<Body>,
+    pub stamp: Option<WallClock>,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Op for ProduceOp {
+    async fn call(&mut self, intended: Instant) -> Outcome {
+        let url = &self.urls[self.next % self.urls.len()];
+        self.next = self.next.wrapping_add(1);
+        let body = match &self.stamp {
+            Some(clock) => self.body.stamped(clock.micros(intended)),
+            None => self.body.bytes.clone(),
+        };
+        let sent = self.client.post(url).header(CONTENT_TYPE, self.body.content_type).body(body).send().await;
+        let r = match sent {
+            Ok(r) => r,
+            Err(e) => return Outcome::err(error_key(&e)),
+        };
+        let status = r.status();
+        // Read the answer to the end so the connection goes back to the pool.
+        if let Err(e) = r.bytes().await {
+            return Outcome::err(error_key(&e));
+        }
+        if status == StatusCode::OK {
+            Outcome::ok(self.records, self.bytes)
+        } else {
+            Outcome::err(status.as_u16().to_string())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FetchBody<'a> {
+    #[serde(borrow)]
+    records: Vec<FetchRecord<'a>>,
+    next_offset: u64,
+}
+
+#[derive(Deserialize)]
+struct FetchRecord<'a> {
+    #[serde(borrow, default)]
+    value_base64: Option<Cow<'a, str>>,
+}
+
+/// Reads one partition from `start` to `end` with `format=base64`, again and again.
+pub struct ConsumeOp {
+    pub client: Client,
+    /// The partition's records URL, without query.
+    pub url: String,
+    pub start: u64,
+    pub end: u64,
+    pub next: u64,
+    pub max_records: u32,
+    pub max_bytes: u64,
+    /// The first answer is left here (the HTTP baseline serves it back).
+    pub capture: Option<Arc<Mutex<Option<Bytes>>>>,
+}
+
+impl Op for ConsumeOp {
+    async fn call(&mut self, _intended: Instant) -> Outcome {
+        let query = [
+            ("offset", self.next.to_string()),
+            ("max_records", self.max_records.to_string()),
+            ("max_bytes", self.max_bytes.to_string()),
+            ("format", "base64".to_owned()),
+        ];
+        let r = match self.client.get(&self.url).query(&query).send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::err(error_key(&e)),
+        };
+        let status = r.status();
+        let body = match r.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Outcome::err(error_key(&e)),
+        };
+        if status != StatusCode::OK {
+            return Outcome::err(status.as_u16().to_string());
+        }
+        let parsed: FetchBody<'_> = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(_) => return Outcome::err("bad_body"),
+        };
+        let records = parsed.records.len() as u64;
+        let bytes = parsed.records.iter().filter_map(|r| r.value_base64.as_deref()).map(decoded_len).sum();
+        self.next = parsed.next_offset;
+        if self.next >= self.end || records == 0 {
+            self.next = self.start;
+        }
+        if let Some(slot) = self.capture.take() {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(body);
+            }
+        }
+        Outcome::ok(records, bytes)
+    }
+}
+
+/// What e2e's consumers saw.
+pub struct E2eStats {
+    /// Record stamp → consume time, µs, for records sent in the measured window.
+    pub latency: Histogram<u64>,
+    pub records: u64,
+    pub bytes: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Long-polls `partition` from `from` until it reaches `stop_at` (set once the
+/// producers are done; `u64::MAX` until then) or `give_up` passes.
+#[allow(clippy::too_many_arguments)]
+pub async fn e2e_consumer(
+    client: Client,
+    url: String,
+    from: u64,
+    clock: WallClock,
+    measure_from_us: u64,
+    stop_at: Arc<AtomicU64>,
+    give_up: Arc<Mutex<Option<Instant>>>,
+    max_bytes: u64,
+) -> anyhow::Result<E2eStats> {
+    let mut st = E2eStats { latency: histogram()?, records: 0, bytes: 0, errors: BTreeMap::new() };
+    let mut next = from;
+    loop {
+        if next >= stop_at.load(Ordering::Acquire) {
+            break;
+        }
+        if give_up.lock().ok().and_then(|g| *g).is_some_and(|g| Instant::now() >= g) {
+            break;
+        }
+        let query = [
+            ("offset", next.to_string()),
+            ("max_records", "100000".to_owned()),
+            ("max_bytes", max_bytes.to_string()),
+            ("format", "base64".to_owned()),
+            ("timeout_ms", "500".to_owned()),
+        ];
+        let r = match client.get(&url).query(&query).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                *st.errors.entry(error_key(&e)).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let status = r.status();
+        let body = match r.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                *st.errors.entry(error_key(&e)).or_default() += 1;
+                continue;
+            }
+        };
+        let now_us = clock.now_micros();
+        if status != StatusCode::OK {
+            *st.errors.entry(status.as_u16().to_string()).or_default() += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let parsed: FetchBody<'_> = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(_) => {
+                *st.errors.entry("bad_body".into()).or_default() += 1;
+                continue;
+            }
+        };
+        for rec in &parsed.records {
+            let Some(v) = rec.value_base64.as_deref() else { continue };
+            let Some(sent_us) = stamp_of_base64(v) else { continue };
+            if sent_us < measure_from_us {
+                continue;
+            }
+            st.latency.saturating_record(now_us.saturating_sub(sent_us).max(1));
+            st.records += 1;
+            st.bytes += decoded_len(v);
+        }
+        next = parsed.next_offset.max(next);
+    }
+    Ok(st)
+}

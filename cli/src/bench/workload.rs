@@ -1,0 +1,219 @@
+//! What the bench sends: record values, produce bodies in each format, and the same
+//! records as a storage batch for the engine baseline.
+//!
+//! Values are pseudo-random bytes (so RocksDB's LZ4 cannot shrink them). In `e2e` mode
+//! the first 8 bytes of every value carry the request's intended send time (µs since the
+//! Unix epoch, big-endian); the body is built once and those bytes are patched in place
+//! per request (for base64 bodies, the first 12 base64 characters of each value, which
+//! encode exactly its first 9 bytes).
+
+use super::BodyFormat;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use fjord_protocol::BatchBuilder;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `count` values of `size` bytes each, different per `seed`.
+pub fn values(size: usize, count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            (0..size)
+                .map(|_| {
+                    // xorshift64
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A produce request body, ready to send many times.
+pub struct Body {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+    /// Where each value starts in `bytes` (its raw bytes for octet, its base64 text otherwise).
+    value_starts: Vec<usize>,
+    /// Byte 8 of each value (the 9th byte shares the 12th base64 character with the
+    /// stamp); `None` for an 8-byte value.
+    ninth: Vec<Option<u8>>,
+    base64: bool,
+}
+
+impl Body {
+    pub fn new(format: BodyFormat, values: &[Vec<u8>]) -> Self {
+        let mut out = Vec::new();
+        let mut value_starts = Vec::with_capacity(values.len());
+        let (content_type, base64) = match format {
+            BodyFormat::Json => {
+                out.extend_from_slice(b"{\"records\":[");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"value_base64\":\"");
+                    value_starts.push(out.len());
+                    out.extend_from_slice(B64.encode(v).as_bytes());
+                    out.extend_from_slice(b"\"}");
+                }
+                out.extend_from_slice(b"]}");
+                ("application/json", true)
+            }
+            BodyFormat::Ndjson => {
+                for v in values {
+                    out.extend_from_slice(b"{\"value_base64\":\"");
+                    value_starts.push(out.len());
+                    out.extend_from_slice(B64.encode(v).as_bytes());
+                    out.extend_from_slice(b"\"}\n");
+                }
+                ("application/x-ndjson", true)
+            }
+            BodyFormat::Octet => {
+                for v in values.iter().take(1) {
+                    value_starts.push(out.len());
+                    out.extend_from_slice(v);
+                }
+                ("application/octet-stream", false)
+            }
+        };
+        let ninth = values.iter().map(|v| v.get(8).copied()).collect();
+        Self { bytes: Bytes::from(out), content_type, value_starts, ninth, base64 }
+    }
+
+    /// The body with `micros` written into the first 8 bytes of every value (values must
+    /// be at least 8 bytes).
+    pub fn stamped(&self, micros: u64) -> Bytes {
+        let mut out = self.bytes.to_vec();
+        let ts = micros.to_be_bytes();
+        for (start, ninth) in self.value_starts.iter().zip(&self.ninth) {
+            if self.base64 {
+                let mut raw = [0u8; 9];
+                raw[..8].copy_from_slice(&ts);
+                // 8 or 9 bytes are 12 base64 characters (8 with one `=`): this cannot fail.
+                let raw = match ninth {
+                    Some(b) => {
+                        raw[8] = *b;
+                        &raw[..]
+                    }
+                    None => &raw[..8],
+                };
+                if let Some(dst) = out.get_mut(*start..*start + 12) {
+                    let _ = B64.encode_slice(raw, dst);
+                }
+            } else if let Some(dst) = out.get_mut(*start..*start + 8) {
+                dst.copy_from_slice(&ts);
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
+/// The send time stamped into a consumed value given as base64, if it has one.
+pub fn stamp_of_base64(value_base64: &str) -> Option<u64> {
+    let prefix = value_base64.as_bytes().get(..12)?;
+    let mut raw = [0u8; 9];
+    B64.decode_slice(prefix, &mut raw).ok()?;
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&raw[..8]);
+    Some(u64::from_be_bytes(ts))
+}
+
+/// Payload bytes of a base64 value (what it decodes to).
+pub fn decoded_len(value_base64: &str) -> u64 {
+    let b = value_base64.as_bytes();
+    let pad = b.iter().rev().take(2).filter(|c| **c == b'=').count();
+    ((b.len() / 4) * 3).saturating_sub(pad) as u64
+}
+
+/// The same records as one storage batch (what the gateway hands the storage node).
+pub fn batch(values: &[Vec<u8>]) -> anyhow::Result<Bytes> {
+    let size: usize = values.iter().map(|v| v.len() + fjord_protocol::codec::RECORD_OVERHEAD).sum();
+    let mut b = BatchBuilder::with_capacity(size);
+    let now = now_ms();
+    for v in values {
+        b.push_parts(now, None, Some(v), std::iter::empty::<(&str, &[u8])>())?;
+    }
+    Ok(b.finish()?)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Maps monotonic instants to wall-clock microseconds (for stamps other processes read).
+#[derive(Clone, Copy)]
+pub struct WallClock {
+    base: Instant,
+    base_us: u64,
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WallClock {
+    pub fn new() -> Self {
+        let base = Instant::now();
+        let base_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        Self { base, base_us }
+    }
+
+    pub fn micros(&self, at: Instant) -> u64 {
+        let since = at.checked_duration_since(self.base).unwrap_or(Duration::ZERO);
+        self.base_us + since.as_micros() as u64
+    }
+
+    pub fn now_micros(&self) -> u64 {
+        self.micros(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_in_every_format() {
+        let vals = values(20, 3, 7);
+        for format in [BodyFormat::Json, BodyFormat::Ndjson] {
+            let body = Body::new(format, &vals);
+            let stamped = body.stamped(1_234_567_890_123);
+            let text = String::from_utf8(stamped.to_vec()).expect("utf-8");
+            let mut found = 0;
+            for line in text.split("\"value_base64\":\"").skip(1) {
+                let b64 = line.split('"').next().expect("closing quote");
+                assert_eq!(stamp_of_base64(b64), Some(1_234_567_890_123));
+                let raw = B64.decode(b64).expect("base64");
+                assert_eq!(raw.len(), 20);
+                assert_eq!(raw[8..], vals[found][8..], "only the first 8 bytes change");
+                assert_eq!(decoded_len(b64), 20);
+                found += 1;
+            }
+            assert_eq!(found, 3);
+        }
+        let eight = values(8, 2, 3);
+        let body = Body::new(BodyFormat::Json, &eight);
+        let text = String::from_utf8(body.stamped(99).to_vec()).expect("utf-8");
+        for b64 in text.split("\"value_base64\":\"").skip(1).map(|s| s.split('"').next().expect("quote")) {
+            assert_eq!(stamp_of_base64(b64), Some(99));
+            assert_eq!(decoded_len(b64), 8);
+        }
+        let body = Body::new(BodyFormat::Octet, &vals[..1]);
+        let stamped = body.stamped(42);
+        assert_eq!(stamped[..8], 42u64.to_be_bytes());
+        assert_eq!(stamped[8..], vals[0][8..]);
+    }
+
+    #[test]
+    fn batch_holds_the_records() {
+        let vals = values(10, 5, 1);
+        let b = fjord_protocol::Batch::parse(batch(&vals).expect("batch")).expect("parse");
+        assert_eq!(b.record_count(), 5);
+    }
+}

@@ -1,0 +1,128 @@
+//! `fjord bench` smoke run: every mode for about a second against a real
+//! `fjord standalone`, with the baselines once, checking the JSON report is complete and
+//! sane. It keeps the program from rotting; it does not measure anything.
+
+mod common;
+
+use common::Standalone;
+use serde_json::Value;
+use std::process::Command;
+
+/// Runs `fjord bench <args> --json` and parses its report.
+fn bench(base: &str, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .arg("bench")
+        .args(args)
+        .args(["--url", base, "--json", "--warmup", "0s", "--duration", "1s"])
+        .output()
+        .expect("run fjord bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fjord bench {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("bench output is not JSON ({e}): {stdout}"))
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    v.pointer(path).and_then(Value::as_f64).unwrap_or_else(|| panic!("no number at {path} in {v}"))
+}
+
+/// Records, throughput and ordered percentiles of one throughput object at `at`.
+fn assert_sane(report: &Value, at: &str) {
+    assert!(num(report, &format!("{at}/records")) > 0.0, "no records at {at}: {report}");
+    assert!(num(report, &format!("{at}/records_per_s")) > 0.0, "{report}");
+    assert!(num(report, &format!("{at}/mb_per_s")) > 0.0, "{report}");
+    assert_latency(report, &format!("{at}/latency_ms"));
+    assert!(report.pointer(&format!("{at}/errors")).is_some_and(Value::is_object), "{report}");
+}
+
+fn assert_latency(report: &Value, at: &str) {
+    let (p50, p90, p99, p999, max) = (
+        num(report, &format!("{at}/p50")),
+        num(report, &format!("{at}/p90")),
+        num(report, &format!("{at}/p99")),
+        num(report, &format!("{at}/p99_9")),
+        num(report, &format!("{at}/max")),
+    );
+    assert!(p50 > 0.0 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max, "percentiles at {at}: {report}");
+}
+
+fn assert_baselines(report: &Value) {
+    assert_sane(report, "/baselines/storage");
+    assert_sane(report, "/baselines/http");
+    assert!(num(report, "/baselines/fraction_of_storage") > 0.0, "{report}");
+    assert!(num(report, "/baselines/fraction_of_http") > 0.0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_mode_reports_sane_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fjord = Standalone::start(&dir.path().join("data")).await;
+    let base = fjord.base.clone();
+    let small = ["--topic", "smoke", "--partitions", "2", "--record-size", "64"];
+
+    let base2 = base.clone();
+    let reports = tokio::task::spawn_blocking(move || {
+        let with = |extra: &[&str]| -> Vec<String> { small.iter().chain(extra).map(|s| s.to_string()).collect() };
+        let run = |mode: &str, extra: &[&str]| {
+            let mut args = vec![mode.to_owned()];
+            args.extend(with(extra));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bench(&base2, &args)
+        };
+        let produce = run("produce", &["--concurrency", "2", "--records-per-request", "10", "--baselines"]);
+        let consume = run(
+            "consume",
+            &["--concurrency", "2", "--records-per-request", "10", "--prefill-bytes", "64KiB", "--baselines"],
+        );
+        let e2e = run("e2e", &["--concurrency", "2", "--records-per-request", "5", "--rate", "100"]);
+        let requests = run("requests", &["--format", "octet"]);
+        (produce, consume, e2e, requests)
+    })
+    .await
+    .expect("bench runs");
+    let (produce, consume, e2e, requests) = reports;
+
+    assert_eq!(produce["settings"]["mode"], "produce");
+    assert_sane(&produce, "");
+    assert_eq!(num(&produce, "/records"), num(&produce, "/requests") * 10.0, "{produce}");
+    assert_baselines(&produce);
+    assert_eq!(produce["baselines"]["storage_kind"], "append");
+
+    assert_sane(&consume, "");
+    assert_baselines(&consume);
+    assert_eq!(consume["baselines"]["storage_kind"], "read");
+
+    assert_sane(&e2e, "");
+    assert!(num(&e2e, "/e2e/records") > 0.0, "{e2e}");
+    assert_latency(&e2e, "/e2e/latency_ms");
+    // Open loop at 100 requests/s for a second.
+    assert!((50.0..=110.0).contains(&num(&e2e, "/requests")), "{e2e}");
+
+    assert_sane(&requests, "");
+    assert_eq!(num(&requests, "/records"), num(&requests, "/requests"), "{requests}");
+    assert_eq!(requests["settings"]["concurrency"], 16, "requests defaults to 16 connections");
+
+    drop(fjord);
+}
+
+#[test]
+fn bad_flags_are_refused_clearly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["bench", "requests", "--records-per-request", "10", "--url", "http://127.0.0.1:1"])
+        .output()
+        .expect("run fjord bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("single-record"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["bench", "produce", "--duration", "ten"])
+        .output()
+        .expect("run fjord bench");
+    assert_eq!(out.status.code(), Some(2), "clap rejects unparsable values");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+}
