@@ -56,7 +56,7 @@ async fn replicated_produce_and_consume_through_any_gateway() {
         .expect("alter");
     assert_eq!(r.status(), 200);
     c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
-    let (status, body) = produce_to(&c, "orders", 0, 4, "all", &json!({"new": true})).await;
+    let (status, body) = c.produce(0, "orders", 4, "all", &json!({"new": true})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["offsets"][0]["offset"], 0);
 
@@ -72,44 +72,6 @@ async fn replicated_produce_and_consume_through_any_gateway() {
         gone
     })
     .await;
-}
-
-/// One produce of a single record to a partition; `(status, body)`, status 0 on a transport error.
-async fn produce_to(c: &Cluster, topic: &str, g: usize, partition: u32, acks: &str, value: &Value) -> (u16, Value) {
-    let r = c
-        .client
-        .post(format!("{}/v1/topics/{topic}/partitions/{partition}/records?acks={acks}&timeout_ms=5000", c.gateway(g)))
-        .json(&json!({"records": [{"value": value}]}))
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await;
-    match r {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => (0, json!({"transport_error": e.to_string()})),
-    }
-}
-
-/// Reads a whole partition through gateway `g`: `(offset, value)` pairs.
-async fn read_all(c: &Cluster, topic: &str, g: usize, partition: u32) -> Vec<(u64, Value)> {
-    let mut out = Vec::new();
-    let mut next = 0u64;
-    loop {
-        let body = c
-            .get(g, &format!("/v1/topics/{topic}/partitions/{partition}/records?offset={next}&max_records=5000"))
-            .await
-            .expect("read");
-        let records = body["records"].as_array().expect("records").clone();
-        if records.is_empty() {
-            return out;
-        }
-        for r in records {
-            out.push((r["offset"].as_u64().expect("offset"), r["value"].clone()));
-        }
-        next = body["next_offset"].as_u64().expect("next_offset");
-    }
 }
 
 /// Leader kill under load: producers write `acks=all` through both gateways to a topic
@@ -201,7 +163,7 @@ async fn leader_kill_under_load_loses_no_acknowledged_record() {
                 .is_some_and(|hw| hw >= need)
         })
         .await;
-        let log = read_all(&c, "load", (p % 2) as usize, p).await;
+        let log = c.read_all((p % 2) as usize, "load", p).await.expect("read");
         let offsets: Vec<u64> = log.iter().map(|(o, _)| *o).collect();
         assert_eq!(offsets, (0..log.len() as u64).collect::<Vec<_>>(), "partition {p}: dense offsets");
         let mut seen = std::collections::HashSet::new();
@@ -242,7 +204,7 @@ async fn divergent_log_is_truncated_by_epoch() {
 
     let mut committed = Vec::new();
     for i in 0..5 {
-        let (s, b) = produce_to(&c, "div", 0, 0, "all", &json!({"phase": "before", "i": i})).await;
+        let (s, b) = c.produce(0, "div", 0, "all", &json!({"phase": "before", "i": i})).await;
         assert_eq!(s, 200, "{b}");
         committed.push((b["offsets"][0]["offset"].as_u64().expect("offset"), json!({"phase": "before", "i": i})));
     }
@@ -251,7 +213,7 @@ async fn divergent_log_is_truncated_by_epoch() {
         c.node(*f).pause();
     }
     for i in 0..3 {
-        let (s, b) = produce_to(&c, "div", 0, 0, "1", &json!({"phase": "divergent", "i": i})).await;
+        let (s, b) = c.produce(0, "div", 0, "1", &json!({"phase": "divergent", "i": i})).await;
         assert_eq!(s, 200, "{b}");
     }
     c.node(old_leader).kill9();
@@ -266,7 +228,7 @@ async fn divergent_log_is_truncated_by_epoch() {
         let value = json!({"phase": "after", "i": i});
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let offset = loop {
-            let (status, body) = produce_to(&c, "div", 1, 0, "all", &value).await;
+            let (status, body) = c.produce(1, "div", 0, "all", &value).await;
             if status == 200 {
                 break body["offsets"][0]["offset"].as_u64().expect("offset");
             }
@@ -276,7 +238,7 @@ async fn divergent_log_is_truncated_by_epoch() {
         committed.push((offset, value));
     }
     // What the new leader serves, before the old leader returns.
-    let reference = read_all(&c, "div", 0, 0).await;
+    let reference = c.read_all(0, "div", 0).await.expect("read");
     c.restart_node(old_leader);
     c.wait_until(
         "the old leader is back in the ISR and leads again (preferred)",
@@ -294,7 +256,7 @@ async fn divergent_log_is_truncated_by_epoch() {
         c.describe("div").await.and_then(|t| t["partitions"][0]["high_watermark"].as_u64()).is_some_and(|hw| hw >= need)
     })
     .await;
-    let log = read_all(&c, "div", 0, 0).await;
+    let log = c.read_all(0, "div", 0).await.expect("read");
     assert_eq!(log, reference, "the returning leader's log converged to the new leader's");
     let offsets: Vec<u64> = log.iter().map(|(o, _)| *o).collect();
     assert_eq!(offsets, (0..log.len() as u64).collect::<Vec<_>>(), "dense offsets");

@@ -6,7 +6,6 @@
 mod common;
 
 use common::cluster::{Cluster, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -21,23 +20,9 @@ fn node_loss_deadline() -> Duration {
     Duration::from_millis(2 * SESSION_TIMEOUT_MS) + Duration::from_secs(5)
 }
 
-/// Produces one record `{"i": i}` to `topic`/`partition` through gateway `g`; returns
-/// the status and the JSON body (`Null` when the request itself failed).
-async fn produce(c: &Cluster, g: usize, topic: &str, partition: u32, acks: &str, i: u64) -> (StatusCode, Value) {
-    let r = c
-        .client
-        .post(format!("{}/v1/topics/{topic}/partitions/{partition}/records?acks={acks}&timeout_ms=10000", c.gateway(g)))
-        .json(&json!({"records": [{"key": format!("k{i}"), "value": {"i": i}}]}))
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await;
-    match r {
-        Ok(r) => {
-            let status = r.status();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"transport": e.to_string()})),
-    }
+/// Produces `{"i": i}` to `topic`/`partition` through gateway `g`.
+async fn produce(c: &Cluster, g: usize, topic: &str, partition: u32, acks: &str, i: u64) -> (u16, Value) {
+    c.produce(g, topic, partition, acks, &json!({"i": i})).await
 }
 
 /// Produces `{"i": i}` with `acks=all` and asserts it was acknowledged; returns its offset.
@@ -64,22 +49,9 @@ async fn produce_until_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i:
     }
 }
 
-/// Every record of a partition up to its high watermark, as `(offset, i)`, read through
-/// gateway `g`; `None` if any read fails.
+/// Every record of a partition up to its high watermark, as `(offset, i)`.
 async fn read_all(c: &Cluster, g: usize, topic: &str, partition: u32) -> Option<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    loop {
-        let body = c.get(g, &format!("/v1/topics/{topic}/partitions/{partition}/records?offset={offset}")).await?;
-        for r in body["records"].as_array()? {
-            out.push((r["offset"].as_u64()?, r["value"]["i"].as_u64()?));
-        }
-        let next = body["next_offset"].as_u64()?;
-        if next >= body["high_watermark"].as_u64()? || next == offset {
-            return Some(out);
-        }
-        offset = next;
-    }
+    c.read_all(g, topic, partition).await?.into_iter().map(|(o, v)| Some((o, v["i"].as_u64()?))).collect()
 }
 
 /// Asserts that `topic`/`partition` holds exactly `expected` (the `i` of each record),
@@ -297,8 +269,8 @@ async fn create_topic_until_ok(c: &Cluster, g: usize, name: &str, within: Durati
             .send()
             .await;
         let (status, body) = match r {
-            Ok(r) => (r.status(), r.json::<Value>().await.unwrap_or(Value::Null)),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"transport": e.to_string()})),
+            Ok(r) => (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null)),
+            Err(e) => (0, json!({"transport": e.to_string()})),
         };
         if status == 201 || (attempts > 1 && body["error"]["code"] == "topic_already_exists") {
             return;

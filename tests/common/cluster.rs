@@ -198,6 +198,49 @@ impl Cluster {
         r.json().await.ok()
     }
 
+    /// Produces one record with `value` to `topic`/`partition` through gateway `g`:
+    /// `(status, body)`, status 0 and a `transport_error` body when the request itself
+    /// failed.
+    pub async fn produce(&self, g: usize, topic: &str, partition: u32, acks: &str, value: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!(
+                "{}/v1/topics/{topic}/partitions/{partition}/records?acks={acks}&timeout_ms=10000",
+                self.gateway(g)
+            ))
+            .json(&json!({"records": [{"value": value}]}))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(e) => (0, json!({"transport_error": e.to_string()})),
+        }
+    }
+
+    /// Every record of a partition below its high watermark, as `(offset, value)`, read
+    /// through gateway `g`; `None` if any read fails.
+    pub async fn read_all(&self, g: usize, topic: &str, partition: u32) -> Option<Vec<(u64, Value)>> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let body = self
+                .get(g, &format!("/v1/topics/{topic}/partitions/{partition}/records?offset={offset}&max_records=5000"))
+                .await?;
+            for r in body["records"].as_array()? {
+                out.push((r["offset"].as_u64()?, r["value"].clone()));
+            }
+            let next = body["next_offset"].as_u64()?;
+            if next >= body["high_watermark"].as_u64()? || next == offset {
+                return Some(out);
+            }
+            offset = next;
+        }
+    }
+
     /// Polls `cond` until it holds, failing the test after `within`.
     pub async fn wait_until<'a, F, Fut>(&'a self, what: &str, within: Duration, cond: F)
     where

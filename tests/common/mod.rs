@@ -7,14 +7,11 @@
 pub mod cluster;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+pub use fjord_coordinator::testing::free_port;
 
 /// A running `fjord standalone`.
 pub struct Standalone {
