@@ -26,3 +26,8 @@ pub use node::{
 
 /// Identifier of a storage node (a Kafka broker id).
 pub type NodeId = u32;
+
+/// Wall-clock time in ms since the Unix epoch: record timestamps and retention.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

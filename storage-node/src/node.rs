@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -54,6 +54,8 @@ pub(crate) struct FollowerProgress {
 
 pub(crate) struct Replica {
     pub(crate) tp: TopicPartition,
+    /// The topic this replica belongs to: a re-created topic of the same name has another.
+    pub(crate) topic_id: String,
     pub(crate) log: Arc<PartitionLog>,
     pub(crate) meta: RwLock<ReplicaMeta>,
     /// Leader side: progress of each follower, reset on every leadership change.
@@ -78,10 +80,6 @@ fn store_name(topic_id: &str, partition: u32) -> String {
 
 pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
     FjordError::new(ErrorCode::Internal, format!("{what}: {e}"))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub struct StorageNode {
@@ -266,7 +264,7 @@ impl StorageNode {
     }
 
     fn reconcile(&self, meta: &ClusterMetadata) -> Result<()> {
-        let mut wanted: HashMap<String, (TopicPartition, ReplicaMeta)> = HashMap::new();
+        let mut wanted: HashMap<String, (TopicPartition, String, ReplicaMeta)> = HashMap::new();
         for t in meta.topics.values() {
             for p in t.partitions.iter().filter(|p| p.replicas.contains(&self.id)) {
                 let rm = ReplicaMeta {
@@ -277,13 +275,16 @@ impl StorageNode {
                     version: p.version,
                     config: t.config.clone(),
                 };
-                wanted.insert(store_name(&t.topic_id, p.partition), (TopicPartition::new(&t.name, p.partition), rm));
+                wanted.insert(
+                    store_name(&t.topic_id, p.partition),
+                    (TopicPartition::new(&t.name, p.partition), t.topic_id.clone(), rm),
+                );
             }
         }
 
         let current: HashMap<TopicPartition, Arc<Replica>> = self.replicas.read().clone();
         let mut next = HashMap::with_capacity(wanted.len());
-        for (name, (tp, rm)) in &wanted {
+        for (name, (tp, topic_id, rm)) in &wanted {
             let replica = match current.get(tp).filter(|r| r.log.name() == name) {
                 Some(r) => {
                     self.apply_replica_meta(r, rm.clone());
@@ -303,6 +304,7 @@ impl StorageNode {
                     debug!(partition = %tp, store = %name, "opened replica");
                     let r = Arc::new(Replica {
                         tp: tp.clone(),
+                        topic_id: topic_id.clone(),
                         log: Arc::new(log),
                         meta: RwLock::new(rm.clone()),
                         followers: Mutex::new(HashMap::new()),
@@ -410,11 +412,8 @@ impl StorageNode {
         };
         // The open replica may belong to an earlier topic of the same name (deleted and
         // re-created) until this node applies the new metadata: never serve it then.
-        let current_store = {
-            let m = self.metadata.borrow();
-            m.topic(&tp.topic).map(|t| store_name(&t.topic_id, tp.partition))
-        };
-        if current_store.as_deref() != Some(replica.log.name()) {
+        let current = self.metadata.borrow().topic(&tp.topic).is_some_and(|t| t.topic_id == replica.topic_id);
+        if !current {
             return Err(FjordError::new(
                 ErrorCode::LeaderNotAvailable,
                 format!("{tp} is being re-created on this node; retry shortly"),
@@ -434,7 +433,7 @@ impl StorageNode {
             let config = r.meta.read().config.clone();
             let log = r.log.clone();
             let result = tokio::task::spawn_blocking(move || {
-                log.apply_retention(now_ms(), config.retention_ms, config.retention_bytes)
+                log.apply_retention(fjord_protocol::now_ms(), config.retention_ms, config.retention_bytes)
             })
             .await;
             match result {

@@ -133,15 +133,11 @@ pub fn decoded_len(value_base64: &str) -> u64 {
 pub fn batch(values: &[Vec<u8>]) -> anyhow::Result<Bytes> {
     let size: usize = values.iter().map(|v| v.len() + fjord_protocol::codec::RECORD_OVERHEAD).sum();
     let mut b = BatchBuilder::with_capacity(size);
-    let now = now_ms();
+    let now = fjord_protocol::now_ms();
     for v in values {
         b.push_parts(now, None, Some(v), std::iter::empty::<(&str, &[u8])>())?;
     }
     Ok(b.finish()?)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Maps monotonic instants to wall-clock microseconds (for stamps other processes read).

@@ -17,7 +17,7 @@ use fjord_protocol::{
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -71,10 +71,6 @@ pub struct ProducedOffset {
     pub timestamp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn parse_acks(s: Option<&str>) -> ApiResult<Acks> {
@@ -343,7 +339,7 @@ async fn produce(
         }
     };
 
-    let now = now_ms();
+    let now = fjord_protocol::now_ms();
     let mut groups: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
     for (i, (r, p)) in records.iter().zip(&targets).enumerate() {
         let (builder, idx) =
