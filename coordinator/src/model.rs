@@ -134,6 +134,14 @@ impl Default for TopicConfig {
     }
 }
 
+impl TopicConfig {
+    /// The config of the internal `__consumer_offsets` topic: compacted, kept forever
+    /// (the last record per key is a group's state).
+    pub fn offsets_topic() -> Self {
+        Self { cleanup_policy: "compact".to_owned(), retention_ms: -1, ..Self::default() }
+    }
+}
+
 fn bad_config(key: &str, why: impl std::fmt::Display) -> FjordError {
     FjordError::new(ErrorCode::InvalidConfig, format!("config `{key}`: {why}"))
 }

@@ -17,6 +17,12 @@ pub struct GatewayConfig {
     pub default_replication_factor: u32,
     /// Upper bound on any request's `timeout_ms`.
     pub max_timeout_ms: u64,
+    /// Partition count of the internal `__consumer_offsets` topic, created on the first
+    /// consumer-group call (Kafka's `offsets.topic.num.partitions`). Fixed once created.
+    pub offsets_topic_partitions: u32,
+    /// Its replication factor (Kafka's `offsets.topic.replication.factor`), capped at
+    /// the live storage nodes when it is created.
+    pub offsets_topic_replication_factor: u32,
 }
 
 impl Default for GatewayConfig {
@@ -28,6 +34,8 @@ impl Default for GatewayConfig {
             default_partitions: 1,
             default_replication_factor: 1,
             max_timeout_ms: 60_000,
+            offsets_topic_partitions: 16,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -43,6 +51,12 @@ impl GatewayConfig {
         }
         if self.default_partitions == 0 {
             return Err("gateway.default_partitions must be at least 1".into());
+        }
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1000 {
+            return Err("gateway.offsets_topic_partitions must be between 1 and 1000".into());
+        }
+        if self.offsets_topic_replication_factor == 0 {
+            return Err("gateway.offsets_topic_replication_factor must be at least 1".into());
         }
         if self.default_replication_factor == 0 {
             return Err("gateway.default_replication_factor must be at least 1".into());

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjord_coordinator::ClusterMetadata;
 use fjord_protocol::codec::decode_frames;
+use fjord_protocol::group::{GroupRequest, GroupResponse};
 use fjord_protocol::node::{HEADER_HIGH_WATERMARK, HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET};
 use fjord_protocol::{
     ErrorCode, FetchRequest, FetchResponse, FjordError, ListOffsetResponse, NodeApi, NodeId, OffsetSpec,
@@ -129,6 +130,19 @@ impl NodeApi for RemoteNode {
             .get(format!("{}/status", self.base))
             .query(&Self::tp_query(&tp))
             .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        check(resp).await?.json().await.map_err(|e| transport(&e))
+    }
+
+    async fn group(&self, req: GroupRequest) -> Result<GroupResponse> {
+        let resp = self
+            .http
+            .post(format!("{}/group", self.base))
+            .json(&req)
+            // Group writes wait for replication (up to 10 s on the node).
+            .timeout(Duration::from_secs(20))
             .send()
             .await
             .map_err(|e| transport(&e))?;

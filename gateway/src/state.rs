@@ -2,7 +2,8 @@
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, ApiResult};
-use fjord_coordinator::{ClusterMetadata, Coordinator, TopicMetadata};
+use fjord_coordinator::{ClusterMetadata, Coordinator, NewTopic, TopicConfig, TopicMetadata};
+use fjord_protocol::group::{coordinator_partition, GroupRequest, GroupResponse, OFFSETS_TOPIC};
 use fjord_protocol::{ErrorCode, FjordError, NodeApi, NodeId, TopicPartition};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -90,6 +91,47 @@ impl AppState {
                 other => return other.map_err(ApiError::from),
             }
         }
+    }
+}
+
+impl AppState {
+    /// The partition count of the offsets topic, creating the topic on first use.
+    pub async fn offsets_topic(&self) -> ApiResult<u32> {
+        if let Some(t) = self.metadata().topic(OFFSETS_TOPIC) {
+            return Ok(t.partitions.len() as u32);
+        }
+        let live = self.metadata().nodes.values().filter(|n| !n.shutting_down).count() as u32;
+        let spec = NewTopic {
+            name: OFFSETS_TOPIC.to_owned(),
+            partitions: self.config.offsets_topic_partitions,
+            replication_factor: self.config.offsets_topic_replication_factor.min(live).max(1),
+            config: TopicConfig::offsets_topic(),
+        };
+        match self.coordinator.create_topic(spec).await {
+            Ok(t) => {
+                tracing::info!(partitions = t.partitions.len(), "created the offsets topic on first use");
+                Ok(t.partitions.len() as u32)
+            }
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(self.topic(OFFSETS_TOPIC)?.partitions.len() as u32),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Calls the coordinator of the request's group (or, for a list, of the partition
+    /// it names), retrying while the coordinator moves, until `deadline`.
+    pub async fn call_group(&self, req: GroupRequest, deadline: Instant) -> ApiResult<GroupResponse> {
+        let count = self.offsets_topic().await?;
+        let partition = match (&req, req.group()) {
+            (GroupRequest::List { partition }, _) => *partition,
+            (_, Some(group)) => coordinator_partition(group, count),
+            (_, None) => return Err(ApiError::new(ErrorCode::Internal, "group call without a group")),
+        };
+        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        self.call_leader(&tp, deadline, |node| {
+            let req = req.clone();
+            async move { node.group(req).await }
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use fjord_coordinator::{Coordinator, EmbeddedCoordinator, NewTopic, TopicConfig};
 use fjord_gateway::{AppState, GatewayConfig, NodeDirectory};
+use fjord_protocol::group::{GroupRequest, GroupResponse};
 use fjord_protocol::{
     ErrorCode, FetchRequest, FetchResponse, FjordError, ListOffsetResponse, NodeApi, NodeId, OffsetSpec,
     PartitionStatus, ProduceRequest, ProduceResponse, Result, TopicPartition,
@@ -39,6 +40,9 @@ impl NodeApi for FailingPartition {
     }
     async fn partition_status(&self, tp: TopicPartition) -> Result<PartitionStatus> {
         self.inner.partition_status(tp).await
+    }
+    async fn group(&self, req: GroupRequest) -> Result<GroupResponse> {
+        self.inner.group(req).await
     }
 }
 

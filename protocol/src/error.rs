@@ -57,6 +57,22 @@ pub enum ErrorCode {
     /// Appended, but leadership moved before the write was replicated: it may or may
     /// not be kept. A retry may duplicate it (gateways never retry this one).
     LeaderChangedAfterAppend,
+    /// A group id that is empty, too long, or has characters outside `[a-zA-Z0-9._-]`.
+    InvalidGroupId,
+    /// The group has no members and no committed offsets (or was deleted).
+    UnknownGroup,
+    /// The member is not in the group (never joined, left, or was evicted after its
+    /// session timeout): join again.
+    UnknownMemberId,
+    /// A commit from a generation the member is no longer in, or for a partition it
+    /// does not own: poll to learn the current assignment.
+    StaleGeneration,
+    /// The member asks for an assignor other than the one the group uses.
+    InconsistentGroupProtocol,
+    /// Deleting a group that still has members.
+    GroupNotEmpty,
+    /// No committed offset for a partition and `auto_offset_reset` is `none`.
+    NoCommittedOffset,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -91,6 +107,13 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::StaleVersion => "stale_version",
             Self::LeaderChangedAfterAppend => "leader_changed_after_append",
+            Self::InvalidGroupId => "invalid_group_id",
+            Self::UnknownGroup => "unknown_group",
+            Self::UnknownMemberId => "unknown_member_id",
+            Self::StaleGeneration => "stale_generation",
+            Self::InconsistentGroupProtocol => "inconsistent_group_protocol",
+            Self::GroupNotEmpty => "group_not_empty",
+            Self::NoCommittedOffset => "no_committed_offset",
             Self::Internal => "internal",
         }
     }
@@ -106,10 +129,18 @@ impl ErrorCode {
             | Self::InvalidReplicationFactor
             | Self::InvalidConfig
             | Self::InvalidOffset
+            | Self::InvalidGroupId
             | Self::CorruptBatch => 400,
-            Self::UnknownTopic | Self::UnknownPartition | Self::NotFound => 404,
+            Self::UnknownTopic | Self::UnknownPartition | Self::NotFound | Self::UnknownGroup | Self::UnknownMemberId => {
+                404
+            }
             Self::MethodNotAllowed => 405,
-            Self::TopicAlreadyExists | Self::StaleVersion => 409,
+            Self::TopicAlreadyExists
+            | Self::StaleVersion
+            | Self::StaleGeneration
+            | Self::InconsistentGroupProtocol
+            | Self::GroupNotEmpty
+            | Self::NoCommittedOffset => 409,
             Self::RecordTooLarge | Self::RequestTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::OffsetOutOfRange => 416,

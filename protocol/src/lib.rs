@@ -9,11 +9,13 @@
 //! - [`error`] — [`ErrorCode`], the stable machine codes with HTTP status and
 //!   `retriable` flag, and [`FjordError`].
 //! - [`partitioner`] — Kafka's murmur2 partitioner, so keys land where Kafka puts them.
+//! - [`group`] — consumer-group calls to a group's coordinator.
 //! - [`node`] — the [`NodeApi`] trait a gateway uses to reach a partition leader,
 //!   in-process (standalone) or over the network (cluster).
 
 pub mod codec;
 pub mod error;
+pub mod group;
 pub mod node;
 pub mod partitioner;
 

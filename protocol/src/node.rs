@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicPartition {
     pub topic: String,
     pub partition: u32,
@@ -152,6 +152,9 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse>;
     async fn list_offset(&self, tp: TopicPartition, spec: OffsetSpec) -> Result<ListOffsetResponse>;
     async fn partition_status(&self, tp: TopicPartition) -> Result<PartitionStatus>;
+    /// A consumer-group call, served by the group's coordinator: the leader of the
+    /// group's partition of [`crate::group::OFFSETS_TOPIC`].
+    async fn group(&self, req: crate::group::GroupRequest) -> Result<crate::group::GroupResponse>;
 }
 
 /// A follower's fetch from one leader, for every partition it follows there

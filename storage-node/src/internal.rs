@@ -9,6 +9,7 @@
 //! | `GET /internal/v1/status?topic&partition` | `PartitionStatus` |
 //! | `POST /internal/v1/replica_fetch` | `ReplicaFetchRequest` JSON → [`crate::replication::ReplicaFetchAnswer`] |
 //! | `GET /internal/v1/epoch_end?topic&partition&epoch` | `EpochEndOffset` |
+//! | `POST /internal/v1/group` | `GroupRequest` JSON → `GroupResponse` JSON |
 //!
 //! Errors are `FjordError` JSON (`{"code", "message"}`) with the code's HTTP status.
 //! Not for clients: bind it to an address only the cluster reaches.
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fjord_protocol::codec::encode_frames;
+use fjord_protocol::group::GroupRequest;
 use fjord_protocol::node::{HEADER_HIGH_WATERMARK, HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET};
 use fjord_protocol::{
     Acks, ErrorCode, FetchRequest, FjordError, NodeApi, OffsetSpec, ProduceRequest, ReplicaFetchRequest, TopicPartition,
@@ -164,6 +166,13 @@ async fn epoch_end(State(node): State<Arc<StorageNode>>, Query(q): Query<EpochQu
     }
 }
 
+async fn group(State(node): State<Arc<StorageNode>>, Json(req): Json<GroupRequest>) -> Response {
+    match node.group(req).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => Failure(e).into_response(),
+    }
+}
+
 /// The internal API of `node`.
 pub fn router(node: Arc<StorageNode>) -> Router {
     Router::new()
@@ -173,6 +182,7 @@ pub fn router(node: Arc<StorageNode>) -> Router {
         .route("/internal/v1/status", get(status))
         .route("/internal/v1/replica_fetch", post(replica_fetch))
         .route("/internal/v1/epoch_end", get(epoch_end))
+        .route("/internal/v1/group", post(group))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
         .with_state(node)

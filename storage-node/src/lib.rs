@@ -10,6 +10,8 @@
 //!   history, reads, timestamp look-up, retention.
 //! - [`node`] — [`StorageNode`]: opens the replicas the metadata assigns to this node,
 //!   serves produce/fetch/offsets as their leader, runs retention and WAL sync.
+//! - [`groups`] — the consumer-group coordinator (membership, server-side assignment,
+//!   committed offsets in the internal `__consumer_offsets` topic) and its assignors.
 //! - [`replication`] — leader side (follower progress, HW, ISR changes) and follower
 //!   side (one fetcher per leader node, truncation by epoch).
 //! - [`internal`] — the node's internal HTTP API: produce/fetch/offsets for gateways,
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod groups;
 pub mod internal;
 pub mod log;
 pub mod node;

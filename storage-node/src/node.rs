@@ -8,10 +8,12 @@
 
 use crate::config::NodeConfig;
 use crate::engine::Engine;
+use crate::groups::coordinator::GroupCoordinator;
 use crate::log::{LogOffsets, PartitionLog, Role};
 use crate::rocks::{RocksEngine, WalSync};
 use async_trait::async_trait;
 use fjord_coordinator::{ClusterMetadata, Coordinator, NodeInfo, TopicConfig};
+use fjord_protocol::group::{GroupRequest, GroupResponse};
 use fjord_protocol::{
     Acks, ErrorCode, FetchRequest, FetchResponse, FjordError, ListOffsetResponse, NodeApi, NodeId, OffsetSpec,
     PartitionStatus, ProduceRequest, ProduceResponse, Result, TopicPartition,
@@ -99,6 +101,8 @@ pub struct StorageNode {
     /// Serializes reconciliations (the metadata loop and explicit calls).
     reconciling: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The consumer groups of the offsets-topic partitions this node leads.
+    groups: GroupCoordinator,
 }
 
 /// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
@@ -172,6 +176,7 @@ impl StorageNode {
             http,
             reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
+            groups: GroupCoordinator::default(),
         });
         node.sync_with_metadata().await?;
         Ok(node)
@@ -214,6 +219,18 @@ impl StorageNode {
                 tick.tick().await;
                 let Some(node) = weak.upgrade() else { return };
                 node.shrink_isrs();
+            }
+        }));
+
+        let weak = Arc::downgrade(self);
+        tasks.push(tokio::spawn(async move {
+            // Session timeouts are at least a second: a quarter of that bounds how late
+            // an eviction comes.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let Some(node) = weak.upgrade() else { return };
+                node.groups.sweep(&node).await;
             }
         }));
 
@@ -632,6 +649,10 @@ impl NodeApi for StorageNode {
                 })
             }
         }
+    }
+
+    async fn group(&self, req: GroupRequest) -> Result<GroupResponse> {
+        self.groups.handle(self, req).await
     }
 
     async fn partition_status(&self, tp: TopicPartition) -> Result<PartitionStatus> {

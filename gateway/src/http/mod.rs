@@ -2,6 +2,7 @@
 //! OpenAPI spec come from the same place and cannot drift.
 
 pub mod cluster;
+pub mod groups;
 pub mod records;
 pub mod topics;
 
@@ -24,13 +25,16 @@ use utoipa_axum::router::OpenApiRouter;
     info(
         title = "Fjord",
         description = "A Kafka-style distributed commit log with a plain HTTP API: topics, \
-            partitions, produce with `acks`, long-poll consume.\n\nEvery error is \
+            partitions, produce with `acks`, long-poll consume, consumer groups served by \
+            any gateway, Server-Sent Events streams.\n\nEvery error is \
             `{\"error\": {\"code\", \"message\", \"retriable\"}}`; retriable errors carry `Retry-After`.",
         license(name = "Apache-2.0")
     ),
     tags(
         (name = "topics", description = "Create, describe, alter and delete topics"),
         (name = "records", description = "Produce and consume records"),
+        (name = "groups", description = "Consumer groups: membership with server-side assignment, polls through any \
+            gateway, committed offsets, seek"),
         (name = "cluster", description = "Cluster description and health"),
     )
 )]
@@ -40,6 +44,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(topics::router())
         .merge(records::router())
+        .merge(groups::router())
         .merge(cluster::router())
         .routes(utoipa_axum::routes!(openapi_json))
         .split_for_parts()

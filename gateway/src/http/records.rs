@@ -6,6 +6,7 @@ use crate::state::{unknown_partition, AppState};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use fjord_protocol::{
     TopicPartition,
 };
 use serde::{Deserialize, Serialize};
+use futures::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -82,7 +84,7 @@ fn parse_acks(s: Option<&str>) -> ApiResult<Acks> {
 
 /// A request's `timeout_ms`, at most the gateway's `max_timeout_ms`; when it is not
 /// given, `default` capped at that maximum.
-fn timeout(state: &AppState, ms: Option<u64>, default: u64) -> ApiResult<Duration> {
+pub(crate) fn timeout(state: &AppState, ms: Option<u64>, default: u64) -> ApiResult<Duration> {
     let Some(ms) = ms else { return Ok(Duration::from_millis(default.min(state.config.max_timeout_ms))) };
     if ms > state.config.max_timeout_ms {
         return Err(ApiError::bad_request(format!(
@@ -93,11 +95,11 @@ fn timeout(state: &AppState, ms: Option<u64>, default: u64) -> ApiResult<Duratio
     Ok(Duration::from_millis(ms))
 }
 
-fn path_error(r: PathRejection) -> ApiError {
+pub(crate) fn path_error(r: PathRejection) -> ApiError {
     ApiError::bad_request(format!("bad path: {}", r.body_text()))
 }
 
-fn query_error(r: QueryRejection) -> ApiError {
+pub(crate) fn query_error(r: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query string: {}", r.body_text()))
 }
 
@@ -303,6 +305,7 @@ async fn produce(
         return Err(ApiError::bad_request("the request has no records"));
     }
     fjord_coordinator::validate_topic_name(&topic)?;
+    crate::http::topics::refuse_internal(&topic)?;
 
     // Validate everything before writing anything — and before auto-creating the topic,
     // so that a rejected request leaves no topic behind.
@@ -454,12 +457,20 @@ pub struct ConsumeParams {
     /// How keys and values are shown (default `json`).
     #[param(inline)]
     format: Option<Format>,
+    /// With `Accept: text/event-stream`: how often (ms) a heartbeat comment is sent while
+    /// no record arrives (default 15000).
+    heartbeat_ms: Option<u64>,
 }
 
 /// Read records from a partition, starting at an offset, `earliest`, `latest` or a
 /// timestamp. Answers at once when records are there; otherwise waits up to `timeout_ms`
 /// and answers as soon as one arrives. Only committed records (below the high
 /// watermark) are returned.
+///
+/// With `Accept: text/event-stream` the answer is a Server-Sent Events stream of the
+/// partition from that offset on: `event: record` with `id: partition:offset` and the
+/// record as JSON data, heartbeat comments while idle. A client that reconnects with
+/// `Last-Event-ID` resumes after that record, without gaps or repeats.
 #[utoipa::path(
     get,
     path = "/v1/topics/{topic}/partitions/{partition}/records",
@@ -470,7 +481,11 @@ pub struct ConsumeParams {
         ConsumeParams,
     ),
     responses(
-        (status = 200, description = "Records (possibly none) and the next offset to ask for", body = ConsumeResponse),
+        (status = 200, description = "Records (possibly none) and the next offset to ask for; with \
+            `Accept: text/event-stream`, a stream of `record` events", content(
+            (ConsumeResponse = "application/json"),
+            (String = "text/event-stream", example = json!("event: record\nid: 0:41\ndata: {\"topic\":\"orders\",\"partition\":0,\"offset\":41,\"timestamp\":1700000000000,\"key\":\"user-42\",\"value\":{\"action\":\"login\"},\"headers\":[]}\n\n:heartbeat\n\n")),
+        )),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
         (status = 416, description = "Offset below the log start or beyond the log end", body = ErrorBody),
@@ -481,6 +496,7 @@ pub async fn consume(
     State(state): State<AppState>,
     path: Result<Path<(String, u32)>, PathRejection>,
     query: Result<Query<ConsumeParams>, QueryRejection>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let Path((topic, partition)) = path.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
@@ -493,7 +509,10 @@ pub async fn consume(
     if max_bytes == 0 || max_bytes > MAX_MAX_BYTES {
         return Err(ApiError::bad_request(format!("max_bytes must be between 1 and {MAX_MAX_BYTES}")));
     }
+    let stream = wants_event_stream(&headers);
+    let resume = if stream { last_event_offset(&headers, partition)? } else { None };
     let start = match (q.offset.as_deref(), q.timestamp) {
+        _ if resume.is_some() => Start::At(resume.unwrap_or_default()),
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give `offset` or `timestamp`, not both")),
         (None, Some(ts)) if ts < 0 => {
             return Err(ApiError::bad_request(format!("timestamp must be milliseconds since the epoch, got {ts}")))
@@ -508,12 +527,16 @@ pub async fn consume(
             )
         })?),
     };
+    let heartbeat = match q.heartbeat_ms {
+        None => DEFAULT_HEARTBEAT,
+        Some(ms) if (100..=60_000).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => return Err(ApiError::bad_request(format!("heartbeat_ms must be between 100 and 60000, got {ms}"))),
+    };
     let meta = state.topic(&topic)?;
     if partition as usize >= meta.partitions.len() {
         return Err(unknown_partition(&meta, partition));
     }
     let tp = TopicPartition::new(&topic, partition);
-    let poll_deadline = Instant::now() + wait;
     let route_deadline = Instant::now() + wait.max(Duration::from_secs(5));
 
     let offset = match start {
@@ -528,45 +551,177 @@ pub async fn consume(
                 .offset
         }
     };
-    let fetched = state
-        .call_leader(&tp, route_deadline, |node| {
-            let req = FetchRequest {
-                tp: tp.clone(),
-                offset,
-                max_bytes: max_bytes as usize,
-                max_wait: poll_deadline.saturating_duration_since(Instant::now()),
-            };
-            async move { node.fetch(req).await }
-        })
-        .await?;
-
     let format = q.format.unwrap_or_default();
+    if stream {
+        let opts = StreamOptions { max_bytes: max_bytes as usize, format, heartbeat };
+        return Ok(partition_stream(state, tp, offset, opts).await?.into_response());
+    }
+    let fetched = fetch_from(&state, &tp, offset, max_bytes as usize, wait).await?;
+
     let topic_json = serde_json::to_vec(&topic).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut out = Vec::with_capacity(fetched.batches.iter().map(Bytes::len).sum::<usize>() * 4 / 3 + 64);
     out.extend_from_slice(b"{\"records\":[");
-    let mut next = offset;
     let mut n = 0u32;
-    'batches: for bytes in fetched.batches {
-        let batch = Batch::parse(bytes).map_err(|e| ApiError::new(ErrorCode::CorruptBatch, e.to_string()))?;
-        for r in batch.records() {
-            if r.offset < offset {
-                continue;
-            }
-            if r.offset >= fetched.high_watermark || n >= max_records {
-                break 'batches;
-            }
-            if n > 0 {
-                out.push(b',');
-            }
-            body::render_record(&mut out, &topic_json, partition, &r, format);
-            next = r.offset + 1;
-            n += 1;
+    let (_, next) = render_batches(&fetched.batches, offset, fetched.high_watermark, |r| {
+        if n >= max_records {
+            return None;
         }
-    }
+        if n > 0 {
+            out.push(b',');
+        }
+        body::render_record(&mut out, &topic_json, partition, r, format);
+        n += 1;
+        Some(())
+    })?;
     out.extend_from_slice(
         format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes(),
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// One fetch from `tp`'s leader at `offset`, long-polling up to `wait`.
+async fn fetch_from(
+    state: &AppState,
+    tp: &TopicPartition,
+    offset: u64,
+    max_bytes: usize,
+    wait: Duration,
+) -> ApiResult<fjord_protocol::FetchResponse> {
+    let poll_deadline = Instant::now() + wait;
+    let route_deadline = Instant::now() + wait.max(Duration::from_secs(5));
+    state
+        .call_leader(tp, route_deadline, |node| {
+            let req = FetchRequest {
+                tp: tp.clone(),
+                offset,
+                max_bytes,
+                max_wait: poll_deadline.saturating_duration_since(Instant::now()),
+            };
+            async move { node.fetch(req).await }
+        })
+        .await
+}
+
+/// Calls `f` on each fetched record in `[from, high_watermark)`, in order, until it
+/// returns `None`. Returns how many records `f` took and the offset after the last one
+/// (`from` if none).
+pub(crate) fn render_batches(
+    batches: &[Bytes],
+    from: u64,
+    high_watermark: u64,
+    mut f: impl FnMut(&fjord_protocol::RecordView) -> Option<()>,
+) -> ApiResult<(u32, u64)> {
+    let mut next = from;
+    let mut n = 0u32;
+    for bytes in batches {
+        let batch = Batch::parse(bytes.clone()).map_err(|e| ApiError::new(ErrorCode::CorruptBatch, e.to_string()))?;
+        for r in batch.records() {
+            if r.offset < from {
+                continue;
+            }
+            if r.offset >= high_watermark || f(&r).is_none() {
+                return Ok((n, next));
+            }
+            next = r.offset + 1;
+            n += 1;
+        }
+    }
+    Ok((n, next))
+}
+
+/// Whether the client asked for a Server-Sent Events stream.
+pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| m.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")))
+}
+
+/// The offset after the one in `Last-Event-ID: partition:offset`, to resume a stream.
+fn last_event_offset(headers: &HeaderMap, partition: u32) -> ApiResult<Option<u64>> {
+    let Some(v) = headers.get("last-event-id") else { return Ok(None) };
+    let bad = || ApiError::bad_request("Last-Event-ID must be `partition:offset`, as sent in the stream's event ids");
+    let s = v.to_str().map_err(|_| bad())?;
+    let (p, o) = s.trim().split_once(':').ok_or_else(bad)?;
+    let (p, o) = (p.parse::<u32>().map_err(|_| bad())?, o.parse::<u64>().map_err(|_| bad())?);
+    if p != partition {
+        return Err(ApiError::bad_request(format!(
+            "Last-Event-ID names partition {p} but this stream reads partition {partition}"
+        )));
+    }
+    Ok(Some(o.saturating_add(1)))
+}
+
+/// An error as the last event of a stream.
+pub(crate) fn sse_error_event(e: &FjordError) -> Event {
+    let body = serde_json::to_string(&ErrorBody::from_error(e)).unwrap_or_default();
+    Event::default().event("error").data(body)
+}
+
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+struct StreamOptions {
+    max_bytes: usize,
+    format: Format,
+    heartbeat: Duration,
+}
+
+/// A partition's records from `offset` on as Server-Sent Events: `event: record`,
+/// `id: partition:offset`, the record JSON as data; comments as heartbeats.
+async fn partition_stream(
+    state: AppState,
+    tp: TopicPartition,
+    offset: u64,
+    opts: StreamOptions,
+) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    // The first read happens before the stream starts, so that a bad offset is a plain 416.
+    let first = fetch_from(&state, &tp, offset, opts.max_bytes, Duration::ZERO).await?;
+    let topic_json = serde_json::to_vec(&tp.topic).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(256);
+    tokio::spawn(async move {
+        let mut next = offset;
+        let mut fetched: ApiResult<fjord_protocol::FetchResponse> = Ok(first);
+        loop {
+            let r = match fetched {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(sse_error_event(&e.0)).await;
+                    return;
+                }
+            };
+            let mut events = Vec::new();
+            let rendered = render_batches(&r.batches, next, r.high_watermark, |rec| {
+                let mut out = Vec::new();
+                body::render_record(&mut out, &topic_json, tp.partition, rec, opts.format);
+                events.push(
+                    Event::default()
+                        .event("record")
+                        .id(format!("{}:{}", tp.partition, rec.offset))
+                        .data(String::from_utf8_lossy(&out)),
+                );
+                Some(())
+            });
+            match rendered {
+                Ok((_, n)) => next = n,
+                Err(e) => {
+                    let _ = tx.send(sse_error_event(&e.0)).await;
+                    return;
+                }
+            }
+            for event in events {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            fetched = fetch_from(&state, &tp, next, opts.max_bytes, opts.heartbeat).await;
+        }
+    });
+    Ok(Sse::new(rx.map(Ok)).keep_alive(KeepAlive::new().interval(opts.heartbeat).text("heartbeat")))
 }
 
 enum Start {

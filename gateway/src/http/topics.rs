@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use fjord_coordinator::{NewTopic, TopicChange, TopicConfig, TopicMetadata};
+use fjord_protocol::group::OFFSETS_TOPIC;
 use fjord_protocol::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -94,7 +95,8 @@ pub struct TopicDescription {
     pub config: Value,
 }
 
-fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+/// A JSON body: `Content-Type` absent or `application/json`.
+pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     let Some(v) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
     let media = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media == "application/json" {
@@ -105,6 +107,16 @@ fn require_json(headers: &HeaderMap) -> ApiResult<()> {
             format!("Content-Type `{media}` is not supported; use application/json"),
         ))
     }
+}
+
+/// Refuses changes to the internal offsets topic (reading it is allowed, as in Kafka).
+pub(crate) fn refuse_internal(topic: &str) -> ApiResult<()> {
+    if topic == OFFSETS_TOPIC {
+        return Err(ApiError::bad_request(format!(
+            "`{OFFSETS_TOPIC}` is internal: it holds consumer-group state and cannot be written, altered or deleted"
+        )));
+    }
+    Ok(())
 }
 
 fn path_topic(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
@@ -187,6 +199,7 @@ pub async fn create_topic(
 ) -> ApiResult<(StatusCode, Json<TopicDescription>)> {
     require_json(&headers)?;
     let req: CreateTopic = parse_json(&body?)?;
+    refuse_internal(&req.name)?;
     let config = TopicConfig::default().with_changes(&req.config.unwrap_or_default())?;
     let spec = NewTopic {
         name: req.name,
@@ -239,6 +252,7 @@ pub async fn alter_topic(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<TopicDescription>> {
     let name = path_topic(topic)?;
+    refuse_internal(&name)?;
     require_json(&headers)?;
     let req: AlterTopic = parse_json(&body?)?;
     if req.partitions.is_none() && req.config.is_none() {
@@ -270,6 +284,7 @@ pub async fn delete_topic(
     topic: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let name = path_topic(topic)?;
+    refuse_internal(&name)?;
     state.topic(&name)?;
     match state.coordinator.delete_topic(&name).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
