@@ -131,9 +131,11 @@ impl ErrorCode {
             | Self::InvalidOffset
             | Self::InvalidGroupId
             | Self::CorruptBatch => 400,
-            Self::UnknownTopic | Self::UnknownPartition | Self::NotFound | Self::UnknownGroup | Self::UnknownMemberId => {
-                404
-            }
+            Self::UnknownTopic
+            | Self::UnknownPartition
+            | Self::NotFound
+            | Self::UnknownGroup
+            | Self::UnknownMemberId => 404,
             Self::MethodNotAllowed => 405,
             Self::TopicAlreadyExists
             | Self::StaleVersion

@@ -79,22 +79,47 @@ pub struct CommitOffset {
 pub enum GroupRequest {
     Join(JoinGroup),
     /// Leave at once (with auto-commit, the member's positions are committed first).
-    Leave { group: String, member_id: String },
+    Leave {
+        group: String,
+        member_id: String,
+    },
     /// The first half of a member's poll: a heartbeat, the auto-commit of the previous
     /// poll, the hand-over of revoked and freed partitions, and where to read.
-    PollBegin { group: String, member_id: String },
+    PollBegin {
+        group: String,
+        member_id: String,
+    },
     /// The second half: where the member is now (next offsets to read).
-    PollEnd { group: String, member_id: String, generation: u32, positions: Vec<PartitionOffset> },
+    PollEnd {
+        group: String,
+        member_id: String,
+        generation: u32,
+        positions: Vec<PartitionOffset>,
+    },
     /// A member's commit (fenced by generation and ownership) or, with no `member_id`,
     /// a commit to a group without members.
-    Commit { group: String, member_id: Option<String>, generation: Option<u32>, offsets: Vec<CommitOffset> },
+    Commit {
+        group: String,
+        member_id: Option<String>,
+        generation: Option<u32>,
+        offsets: Vec<CommitOffset>,
+    },
     /// Sets committed offsets (and the owning members' positions) to resolved offsets.
-    Seek { group: String, offsets: Vec<PartitionOffset> },
-    Describe { group: String },
+    Seek {
+        group: String,
+        offsets: Vec<PartitionOffset>,
+    },
+    Describe {
+        group: String,
+    },
     /// The groups coordinated in one partition of [`OFFSETS_TOPIC`].
-    List { partition: u32 },
+    List {
+        partition: u32,
+    },
     /// Deletes a group without members and its committed offsets.
-    Delete { group: String },
+    Delete {
+        group: String,
+    },
 }
 
 impl GroupRequest {

@@ -8,8 +8,8 @@
 
 use crate::body::{self, Format};
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
-use crate::http::topics::require_json;
 use crate::http::records::{path_error, query_error, render_batches, sse_error_event, timeout};
+use crate::http::topics::require_json;
 use crate::state::AppState;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -688,8 +688,7 @@ pub async fn commit_offsets(
         .into_iter()
         .map(|o| CommitOffset { topic: o.topic, partition: o.partition, offset: o.offset, metadata: o.metadata })
         .collect();
-    call(&state, GroupRequest::Commit { group, member_id: req.member_id, generation: req.generation, offsets })
-        .await?;
+    call(&state, GroupRequest::Commit { group, member_id: req.member_id, generation: req.generation, offsets }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

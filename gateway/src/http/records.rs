@@ -15,8 +15,8 @@ use fjord_protocol::{
     partitioner, Acks, Batch, BatchBuilder, ErrorCode, FetchRequest, FjordError, OffsetSpec, ProduceRequest,
     TopicPartition,
 };
-use serde::{Deserialize, Serialize};
 use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -30,7 +30,9 @@ use fjord_protocol::group::{
     coordinator_partition, CommitOffset, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary,
     JoinGroup, MemberDescription, Membership, OffsetReset, PollPlan, OFFSETS_TOPIC,
 };
-use fjord_protocol::{Acks, Batch, BatchBuilder, ErrorCode, FjordError, NodeApi, ProduceRequest, Result, TopicPartition};
+use fjord_protocol::{
+    Acks, Batch, BatchBuilder, ErrorCode, FjordError, NodeApi, ProduceRequest, Result, TopicPartition,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -247,7 +249,11 @@ impl Group {
     }
 
     /// Commits records for `offsets` into this group's state.
-    fn commit(&mut self, group: &str, offsets: impl IntoIterator<Item = (TopicPartition, u64, Option<String>)>) -> Vec<Write> {
+    fn commit(
+        &mut self,
+        group: &str,
+        offsets: impl IntoIterator<Item = (TopicPartition, u64, Option<String>)>,
+    ) -> Vec<Write> {
         let now = fjord_protocol::now_ms();
         let mut writes = Vec::new();
         for (tp, offset, metadata) in offsets {
@@ -280,7 +286,9 @@ impl Group {
     fn expired(&self, now: Instant) -> Vec<String> {
         self.members
             .iter()
-            .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > Duration::from_millis(m.config.session_timeout_ms))
+            .filter(|(_, m)| {
+                now.saturating_duration_since(m.last_seen) > Duration::from_millis(m.config.session_timeout_ms)
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -442,7 +450,10 @@ impl GroupCoordinator {
                 if !g.members.is_empty() {
                     return Err(FjordError::new(
                         ErrorCode::GroupNotEmpty,
-                        format!("group `{group}` has {} member(s); it can be deleted once it has none", g.members.len()),
+                        format!(
+                            "group `{group}` has {} member(s); it can be deleted once it has none",
+                            g.members.len()
+                        ),
                     ));
                 }
                 let mut writes: Vec<Write> = vec![(group_key(&group), None)];
@@ -478,7 +489,8 @@ impl GroupCoordinator {
                 }
                 let subscribed: BTreeSet<String> =
                     g.members.values().flat_map(|m| m.config.topics.iter().cloned()).collect();
-                if !g.members.is_empty() && partition_counts(&meta, subscribed.iter().map(String::as_str)) != g.partition_counts
+                if !g.members.is_empty()
+                    && partition_counts(&meta, subscribed.iter().map(String::as_str)) != g.partition_counts
                 {
                     info!(group = %name, "subscribed topics changed; rebalancing");
                     g.rebalance(&meta);
@@ -506,7 +518,8 @@ impl GroupCoordinator {
     ) -> Result<()> {
         let record = g.record();
         if record != *before {
-            writes.push((group_key(group), Some(serde_json::to_vec(&record).map_err(|e| internal("group record", e))?)));
+            writes
+                .push((group_key(group), Some(serde_json::to_vec(&record).map_err(|e| internal("group record", e))?)));
         }
         if !writes.is_empty() {
             if let Err(e) = write(node, partition, writes).await {
@@ -530,9 +543,8 @@ impl GroupCoordinator {
         if shard.loaded.as_ref() != Some(&current) {
             let log = replica.log.clone();
             let started = std::time::Instant::now();
-            let groups = tokio::task::spawn_blocking(move || load(&log))
-                .await
-                .map_err(|e| internal("loading groups", e))??;
+            let groups =
+                tokio::task::spawn_blocking(move || load(&log)).await.map_err(|e| internal("loading groups", e))??;
             info!(
                 partition = %tp,
                 epoch,
