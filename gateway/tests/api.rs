@@ -651,7 +651,15 @@ async fn create_topic_validates_its_input() {
         (json!({"name": "a", "config": {"retention.mss": 1}}), 400, "invalid_config", "retention.mss"),
         (json!({"name": "a", "config": {"retention.ms": "soon"}}), 400, "invalid_config", "retention.ms"),
         (json!({"name": "a", "config": {"min.insync.replicas": 0}}), 400, "invalid_config", "min.insync.replicas"),
-        (json!({"name": "a", "config": {"cleanup.policy": "compact"}}), 400, "invalid_config", "cleanup.policy"),
+        (json!({"name": "a", "config": {"cleanup.policy": "shred"}}), 400, "invalid_config", "cleanup.policy"),
+        (json!({"name": "a", "config": {"cleanup.policy": "compact,shred"}}), 400, "invalid_config", "cleanup.policy"),
+        (json!({"name": "a", "config": {"delete.retention.ms": -1}}), 400, "invalid_config", "delete.retention.ms"),
+        (
+            json!({"name": "a", "config": {"min.compaction.lag.ms": "x"}}),
+            400,
+            "invalid_config",
+            "min.compaction.lag.ms",
+        ),
         (json!({"name": "a", "partitionz": 2}), 400, "invalid_json", "partitionz"),
         (json!({"name": "a", "partitions": "2"}), 400, "invalid_json", "invalid type"),
         (json!({"partitions": 2}), 400, "invalid_json", "name"),
@@ -671,6 +679,9 @@ async fn create_topic_validates_its_input() {
     assert_eq!(created["config"]["retention.ms"], 1000);
     assert_eq!(created["config"]["retention.bytes"], 5);
     assert_eq!(created["config"]["max.message.bytes"], 1_048_588);
+    assert_eq!(created["config"]["cleanup.policy"], "delete");
+    assert_eq!(created["config"]["delete.retention.ms"], 86_400_000);
+    assert_eq!(created["config"]["min.compaction.lag.ms"], 0);
     let message = h
         .post_json("/v1/topics", &json!({"name": "a", "partitions": 5}))
         .await
