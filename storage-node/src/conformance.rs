@@ -731,6 +731,23 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
     let engine = h.engine();
     assert_eq!(scan(&*engine, 0), [(20, binary), (300, Vec::new())]);
     assert_eq!(engine.get_meta(P, "k").expect("meta"), Some(b"v".to_vec()));
+    // A point delete removes exactly one key; ops apply in order, so a put after a
+    // delete of the same key wins (compaction rewrites a batch that way).
+    engine
+        .write(
+            P,
+            &[
+                WriteOp::PutBatch { base_offset: 25, bytes: b"25" },
+                WriteOp::DeleteBatch { base_offset: 21 },
+                WriteOp::DeleteBatch { base_offset: 20 },
+                WriteOp::DeleteBatch { base_offset: 300 },
+                WriteOp::PutBatch { base_offset: 300, bytes: b"again" },
+            ],
+        )
+        .expect("point deletes");
+    assert_eq!(scan(&*engine, 0), [(25, b"25".to_vec()), (300, b"again".to_vec())]);
+    engine.write(P, &[WriteOp::DeleteBatch { base_offset: 25 }]).expect("delete");
+    assert_eq!(scan(&*engine, 0), [(300, b"again".to_vec())]);
     engine.write(P, &[WriteOp::DeleteBatches { from: 20, to: 301 }]).expect("delete");
     assert!(scan(&*engine, 0).is_empty());
     assert_eq!(engine.last_batch(P).expect("last batch"), None);
