@@ -101,7 +101,8 @@ pub struct TopicChange {
 /// Most partitions one topic may have; bounds the column families a request can create.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
-/// Topic config, serialized with Kafka's key names.
+/// Topic config, serialized with Kafka's key names. Keys added later carry a serde
+/// default, so configs stored before them still decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     /// Delete batches older than this; `-1` keeps them forever.
@@ -110,8 +111,16 @@ pub struct TopicConfig {
     /// Delete the oldest batches while the partition is larger than this; `-1`: no limit.
     #[serde(rename = "retention.bytes")]
     pub retention_bytes: i64,
+    /// `delete`, `compact` or `compact,delete` (normalized to that order).
     #[serde(rename = "cleanup.policy")]
     pub cleanup_policy: String,
+    /// How long a tombstone stays on a compacted topic (by its record timestamp), so
+    /// consumers reading from the start see the delete.
+    #[serde(rename = "delete.retention.ms", default = "default_delete_retention_ms")]
+    pub delete_retention_ms: i64,
+    /// Records younger than this are not compacted yet (at batch granularity).
+    #[serde(rename = "min.compaction.lag.ms", default)]
+    pub min_compaction_lag_ms: i64,
     #[serde(rename = "min.insync.replicas")]
     pub min_insync_replicas: u32,
     /// Largest record (key + value + headers) accepted.
@@ -127,6 +136,8 @@ impl Default for TopicConfig {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             cleanup_policy: "delete".to_owned(),
+            delete_retention_ms: default_delete_retention_ms(),
+            min_compaction_lag_ms: 0,
             min_insync_replicas: 1,
             max_message_bytes: 1_048_588,
             unclean_leader_election_enable: false,
@@ -140,6 +151,11 @@ impl TopicConfig {
     pub fn offsets_topic() -> Self {
         Self { cleanup_policy: "compact".to_owned(), retention_ms: -1, ..Self::default() }
     }
+}
+
+/// Kafka's default `delete.retention.ms`: one day.
+fn default_delete_retention_ms() -> i64 {
+    24 * 60 * 60 * 1000
 }
 
 fn bad_config(key: &str, why: impl std::fmt::Display) -> FjordError {
@@ -166,14 +182,26 @@ fn bool_value(key: &str, v: &Value) -> Result<bool> {
 }
 
 impl TopicConfig {
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 8] = [
         "retention.ms",
         "retention.bytes",
         "cleanup.policy",
+        "delete.retention.ms",
+        "min.compaction.lag.ms",
         "min.insync.replicas",
         "max.message.bytes",
         "unclean.leader.election.enable",
     ];
+
+    /// Whether `cleanup.policy` has `compact`: keep the latest record per key.
+    pub fn compacts(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "compact")
+    }
+
+    /// Whether `cleanup.policy` has `delete`: retention by time and size.
+    pub fn deletes(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "delete")
+    }
 
     /// Applies `changes` (Kafka key → JSON value; `null` resets a key to its default)
     /// to a copy of `self`. Unknown keys and bad values are refused, naming the key.
@@ -208,12 +236,44 @@ impl TopicConfig {
                     } else {
                         v.as_str().ok_or_else(|| bad_config(key, "expected a string"))?.trim().to_owned()
                     };
-                    match policy.as_str() {
-                        "delete" => c.cleanup_policy = policy,
-                        "compact" | "compact,delete" | "delete,compact" => {
-                            return Err(bad_config(key, "compaction is not implemented yet; use `delete`"))
+                    let mut compact = false;
+                    let mut delete = false;
+                    for part in policy.split(',').map(str::trim) {
+                        match part {
+                            "compact" => compact = true,
+                            "delete" => delete = true,
+                            other => {
+                                return Err(bad_config(
+                                    key,
+                                    format!("unknown policy `{other}`; use `delete`, `compact` or `compact,delete`"),
+                                ))
+                            }
                         }
-                        other => return Err(bad_config(key, format!("unknown policy `{other}`"))),
+                    }
+                    c.cleanup_policy = match (compact, delete) {
+                        (true, true) => "compact,delete",
+                        (true, false) => "compact",
+                        _ => "delete",
+                    }
+                    .to_owned();
+                }
+                "delete.retention.ms" | "min.compaction.lag.ms" => {
+                    let n = if reset {
+                        if key == "delete.retention.ms" {
+                            defaults.delete_retention_ms
+                        } else {
+                            defaults.min_compaction_lag_ms
+                        }
+                    } else {
+                        int_value(key, v)?
+                    };
+                    if n < 0 {
+                        return Err(bad_config(key, "must be a non-negative integer (ms)"));
+                    }
+                    if key == "delete.retention.ms" {
+                        c.delete_retention_ms = n;
+                    } else {
+                        c.min_compaction_lag_ms = n;
                     }
                 }
                 "min.insync.replicas" => {
@@ -313,11 +373,62 @@ mod tests {
             (json!({"retention.ms": "soon"}), "retention.ms"),
             (json!({"min.insync.replicas": 0}), "min.insync.replicas"),
             (json!({"cleanup.policy": "shred"}), "cleanup.policy"),
+            (json!({"cleanup.policy": "compact,shred"}), "cleanup.policy"),
+            (json!({"cleanup.policy": ""}), "cleanup.policy"),
+            (json!({"cleanup.policy": 1}), "cleanup.policy"),
+            (json!({"delete.retention.ms": -1}), "delete.retention.ms"),
+            (json!({"min.compaction.lag.ms": "later"}), "min.compaction.lag.ms"),
+            (json!({"min.compaction.lag.ms": -5}), "min.compaction.lag.ms"),
             (json!({"unclean.leader.election.enable": 3}), "unclean.leader.election.enable"),
         ] {
             let err = TopicConfig::default().with_changes(&changes(change)).expect_err(key);
             assert_eq!(err.code, ErrorCode::InvalidConfig);
             assert!(err.message.contains(key), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn cleanup_policies_are_normalized_with_their_helpers() {
+        for (given, stored, compacts, deletes) in [
+            ("delete", "delete", false, true),
+            ("compact", "compact", true, false),
+            ("compact,delete", "compact,delete", true, true),
+            ("delete,compact", "compact,delete", true, true),
+            (" delete , compact ", "compact,delete", true, true),
+        ] {
+            let c = TopicConfig::default().with_changes(&changes(json!({"cleanup.policy": given}))).expect(given);
+            assert_eq!((c.cleanup_policy.as_str(), c.compacts(), c.deletes()), (stored, compacts, deletes), "{given}");
+        }
+        let d = TopicConfig::default();
+        assert!(d.deletes() && !d.compacts());
+        assert_eq!((d.delete_retention_ms, d.min_compaction_lag_ms), (86_400_000, 0), "Kafka's defaults");
+
+        let c = d
+            .with_changes(&changes(
+                json!({"cleanup.policy": "compact", "delete.retention.ms": "0", "min.compaction.lag.ms": 500}),
+            ))
+            .expect("valid");
+        assert_eq!((c.delete_retention_ms, c.min_compaction_lag_ms), (0, 500));
+        let reset = c
+            .with_changes(&changes(
+                json!({"cleanup.policy": null, "delete.retention.ms": null, "min.compaction.lag.ms": null}),
+            ))
+            .expect("reset");
+        assert_eq!(reset, d);
+    }
+
+    /// A config stored before the compaction keys existed still decodes, with their
+    /// defaults; a stored config round-trips under Kafka's key names.
+    #[test]
+    fn stored_configs_decode_with_defaults_for_later_keys() {
+        let old = json!({"retention.ms": 1000, "retention.bytes": -1, "cleanup.policy": "delete",
+            "min.insync.replicas": 1, "max.message.bytes": 100, "unclean.leader.election.enable": false});
+        let c: TopicConfig = serde_json::from_value(old).expect("decode");
+        assert_eq!((c.retention_ms, c.delete_retention_ms, c.min_compaction_lag_ms), (1000, 86_400_000, 0));
+        let stored = serde_json::to_value(&c).expect("encode");
+        assert_eq!(stored["delete.retention.ms"], 86_400_000);
+        assert_eq!(stored["min.compaction.lag.ms"], 0);
+        assert_eq!(stored.as_object().map(|o| o.len()), Some(TopicConfig::KEYS.len()), "every key is stored");
+        assert_eq!(serde_json::from_value::<TopicConfig>(stored).expect("decode"), c);
     }
 }

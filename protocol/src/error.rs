@@ -30,6 +30,9 @@ pub enum ErrorCode {
     OffsetOutOfRange,
     /// One record is larger than the topic's `max.message.bytes`.
     RecordTooLarge,
+    /// A record the topic cannot take as it is, e.g. one without a key on a compacted
+    /// topic (Kafka's `InvalidRecordException`).
+    InvalidRecord,
     /// The request body is larger than the server's limit.
     RequestTooLarge,
     UnsupportedMediaType,
@@ -93,6 +96,7 @@ impl ErrorCode {
             Self::InvalidOffset => "invalid_offset",
             Self::OffsetOutOfRange => "offset_out_of_range",
             Self::RecordTooLarge => "record_too_large",
+            Self::InvalidRecord => "invalid_record",
             Self::RequestTooLarge => "request_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
@@ -130,6 +134,7 @@ impl ErrorCode {
             | Self::InvalidConfig
             | Self::InvalidOffset
             | Self::InvalidGroupId
+            | Self::InvalidRecord
             | Self::CorruptBatch => 400,
             Self::UnknownTopic
             | Self::UnknownPartition
@@ -205,7 +210,12 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_stable_strings() {
-        for code in [ErrorCode::NotEnoughReplicas, ErrorCode::InvalidBase64, ErrorCode::OffsetOutOfRange] {
+        for code in [
+            ErrorCode::NotEnoughReplicas,
+            ErrorCode::InvalidBase64,
+            ErrorCode::OffsetOutOfRange,
+            ErrorCode::InvalidRecord,
+        ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
@@ -217,5 +227,7 @@ mod tests {
         assert!(!ErrorCode::InvalidJson.retriable());
         assert!(!ErrorCode::StorageError.retriable());
         assert_eq!(ErrorCode::NotEnoughReplicas.http_status(), 503);
+        assert!(!ErrorCode::InvalidRecord.retriable());
+        assert_eq!(ErrorCode::InvalidRecord.http_status(), 400);
     }
 }

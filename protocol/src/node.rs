@@ -96,7 +96,10 @@ pub struct FetchRequest {
 pub struct FetchResponse {
     /// Encoded batches in offset order. The first may start before the requested offset
     /// and the last may end at or beyond the high watermark: readers skip records
-    /// outside `[offset, high_watermark)`.
+    /// outside `[offset, high_watermark)`. On a compacted topic there may be gaps in the
+    /// offsets, before the first batch and between batches. Empty with a high watermark
+    /// above the requested offset means no record is left in `[offset, high_watermark)`:
+    /// a reader continues at the high watermark.
     pub batches: Vec<Bytes>,
     pub high_watermark: u64,
     pub log_start_offset: u64,

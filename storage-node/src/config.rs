@@ -21,7 +21,7 @@ pub struct NodeConfig {
     pub block_cache_bytes: usize,
     /// Cap on all RocksDB memtables together.
     pub write_buffer_bytes: usize,
-    /// How often retention runs over every partition.
+    /// How often retention and compaction run over every partition.
     pub retention_check_interval_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR
     /// (Kafka's `replica.lag.time.max.ms`).

@@ -24,19 +24,23 @@
 //!   the start only, moves the log start, keeps the LEO, and shrinks the size exactly;
 //! - `offset_for_timestamp` finds the earliest committed offset whose timestamp is `>= t`,
 //!   also when timestamps inside a batch are not monotonic;
+//! - compaction keeps the latest committed record per key at its offset, rewrites a
+//!   batch as runs of survivors (leaving gaps that reads skip), and a restart recovers
+//!   the compacted log as it was;
 //! - at the engine level: `scan`/`last_batch`/`get_meta` follow the [`Engine`] contract,
 //!   stores are independent, `create_partition` is idempotent, `list_partitions` lists the
 //!   stores, and `drop_partition` removes a store's batches and metadata.
 //!
 //! # The model
-//! [`model`] runs random sequences of appends, HW advances, reads, retention, timestamp
-//! look-ups and restarts against both engines and against a shadow model (the batches with
+//! [`model`] runs random sequences of appends, HW advances, reads, retention, compaction,
+//! timestamp look-ups and restarts against both engines and against a shadow model (the
+//! batches with
 //! their records, the log start, LEO, HW and epoch history), comparing offsets, epochs,
 //! every read (batches, decoded records, out-of-range errors) and the committed records
 //! after every step.
 
 use crate::engine::{Engine, EngineError, MemEngine, WriteOp};
-use crate::log::{LogError, LogOffsets, LogResult, PartitionLog, Removed};
+use crate::log::{Compacted, LogError, LogOffsets, LogResult, PartitionLog, Removed};
 use crate::rocks::{RocksEngine, RocksOptions};
 use bytes::Bytes;
 use fjord_protocol::codec::{Batch, BatchBuilder, Header, Record, RecordView};
@@ -144,6 +148,7 @@ conformance!(
     retention_by_bytes,
     retention_can_empty_the_log,
     offset_for_timestamp,
+    compaction_round_trip,
     engine_scan_contract,
     create_and_list_partitions,
     drop_partition_removes_data,
@@ -669,6 +674,56 @@ fn offset_for_timestamp<H: Harness>(h: &mut H) {
     assert_eq!(ots(26), Some((5, 40)));
 }
 
+fn compaction_round_trip<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    let kv = |k: &str, v: Option<&str>, ts: i64| rec(ts, Some(k.as_bytes()), v.map(str::as_bytes), &[("h", b"1")]);
+    append(&log, &[kv("a", Some("a0"), 1), kv("b", Some("b0"), 2), kv("c", Some("c0"), 3)], 1); // 0..3
+    append(&log, &[kv("a", Some("a1"), 4), kv("b", None, 5)], 1); // 3..5
+    append(&log, &[kv("c", Some("c1"), 6), rec(7, None, Some(b"keyless"), &[]), kv("d", Some("d0"), 8)], 2); // 5..8
+    append(&log, &[kv("a", Some("a2"), 9)], 2); // 8: the last batch
+    log.advance_high_watermark(9);
+    let before = log.offsets();
+
+    let done = log.compact(100, 1_000, 0).expect("compact").expect("not raced");
+    assert_eq!((done.batches, done.records), (2, 4), "a0, b0, c0 and a1 go; the b tombstone stays");
+    assert_eq!(done.due_ms, Some(1_006), "when the tombstone (ts 5) passes delete.retention.ms");
+    assert_eq!(log.offsets().size_bytes, before.size_bytes - done.bytes);
+    let want = vec![
+        (4, kv("b", None, 5)),
+        (5, kv("c", Some("c1"), 6)),
+        (6, rec(7, None, Some(b"keyless"), &[])),
+        (7, kv("d", Some("d0"), 8)),
+        (8, kv("a", Some("a2"), 9)),
+    ];
+    assert_eq!(committed(&log), want);
+    let stored = |log: &PartitionLog| {
+        read(log, 0, ALL, u64::MAX)
+            .iter()
+            .map(|b| (b.base_offset(), b.next_offset(), b.leader_epoch()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stored(&log), [(4, 5, 1), (5, 8, 2), (8, 9, 2)], "[0, 3) deleted; [3, 5) rewritten as [4, 5)");
+    assert_eq!(bases(&read(&log, 1, 1, 9)), [4], "a read inside the gap starts at the next batch");
+
+    let after = log.offsets();
+    log = restart(h, log);
+    assert_eq!(log.offsets(), LogOffsets { high_watermark: after.log_start, ..after }, "recovered as compacted");
+    assert_eq!(log.offsets().size_bytes, read(&log, 0, ALL, u64::MAX).iter().map(len).sum::<u64>());
+    assert_eq!(log.epochs(), [(1, 0), (2, 5)]);
+    log.advance_high_watermark(9);
+    assert_eq!(committed(&log), want);
+
+    // After the restart: a new last batch, so [8, 9) becomes cleanable; the tombstone expires.
+    append(&log, &[kv("d", Some("d1"), 10)], 2); // 9
+    log.advance_high_watermark(10);
+    let done = log.compact(1_006, 1_000, 0).expect("compact").expect("not raced");
+    assert_eq!((done.batches, done.records, done.due_ms), (2, 2, None), "the tombstone and d0 go");
+    assert_eq!(stored(&log), [(5, 7, 2), (8, 9, 2), (9, 10, 2)]);
+    log = restart(h, log);
+    assert_eq!(log.offsets().log_end, 10);
+    assert_eq!(append(&log, &[kv("e", Some("e0"), 11)], 2).base_offset(), 10, "appends continue at the LEO");
+}
+
 fn engine_scan_contract<H: Harness>(h: &mut H) {
     const P: &str = "p.raw.0";
     let scan = |engine: &dyn Engine, offset: u64| {
@@ -731,6 +786,23 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
     let engine = h.engine();
     assert_eq!(scan(&*engine, 0), [(20, binary), (300, Vec::new())]);
     assert_eq!(engine.get_meta(P, "k").expect("meta"), Some(b"v".to_vec()));
+    // A point delete removes exactly one key; ops apply in order, so a put after a
+    // delete of the same key wins (compaction rewrites a batch that way).
+    engine
+        .write(
+            P,
+            &[
+                WriteOp::PutBatch { base_offset: 25, bytes: b"25" },
+                WriteOp::DeleteBatch { base_offset: 21 },
+                WriteOp::DeleteBatch { base_offset: 20 },
+                WriteOp::DeleteBatch { base_offset: 300 },
+                WriteOp::PutBatch { base_offset: 300, bytes: b"again" },
+            ],
+        )
+        .expect("point deletes");
+    assert_eq!(scan(&*engine, 0), [(25, b"25".to_vec()), (300, b"again".to_vec())]);
+    engine.write(P, &[WriteOp::DeleteBatch { base_offset: 25 }]).expect("delete");
+    assert_eq!(scan(&*engine, 0), [(300, b"again".to_vec())]);
     engine.write(P, &[WriteOp::DeleteBatches { from: 20, to: 301 }]).expect("delete");
     assert!(scan(&*engine, 0).is_empty());
     assert_eq!(engine.last_batch(P).expect("last batch"), None);
@@ -854,6 +926,11 @@ mod model {
             bytes_percent: Option<u64>,
         },
         OffsetForTimestamp(i64),
+        Compact {
+            now_ms: i64,
+            delete_retention_ms: i64,
+            min_compaction_lag_ms: i64,
+        },
         Restart,
     }
 
@@ -901,11 +978,11 @@ mod model {
 
         fn append(&mut self, records: &[Record], epoch: u32) -> &ModelBatch {
             let base = self.log_end;
-            let len = fjord_protocol::codec::BATCH_HEADER_LEN + records.iter().map(Record::encoded_len).sum::<usize>();
+            let len = batch_len(records);
             if !matches!(self.epochs.last(), Some((e, _)) if epoch <= *e) {
                 self.epochs.push((epoch, base));
             }
-            self.batches.push(ModelBatch { base, epoch, records: records.to_vec(), len: len as u64 });
+            self.batches.push(ModelBatch { base, epoch, records: records.to_vec(), len });
             self.log_end += records.len() as u64;
             &self.batches[self.batches.len() - 1]
         }
@@ -959,12 +1036,91 @@ mod model {
         fn offset_for_timestamp(&self, ts: i64) -> Option<(u64, i64)> {
             self.committed().into_iter().find(|(o, r)| *o < self.hw && r.timestamp >= ts).map(|(o, r)| (o, r.timestamp))
         }
+
+        /// Kafka's compaction, spelled out: the latest committed offset per key wins; the
+        /// cleanable batches are the committed ones from the start, short of the last
+        /// batch and of the first one younger than the lag; expired tombstones go.
+        fn compact(&mut self, now_ms: i64, delete_retention_ms: i64, lag_ms: i64) -> Compacted {
+            let mut latest = std::collections::HashMap::new();
+            for b in &self.batches {
+                for (o, r) in numbered(b.base, &b.records) {
+                    if let (true, Some(k)) = (o < self.hw, &r.key) {
+                        latest.insert(k.clone(), o);
+                    }
+                }
+            }
+            let mut done = Compacted::default();
+            let mut due = |t: i64| done.due_ms = Some(done.due_ms.map_or(t, |d| d.min(t)));
+            let mut cleanable = 0;
+            for (i, b) in self.batches.iter().enumerate() {
+                if b.next() > self.hw || i + 1 == self.batches.len() {
+                    break;
+                }
+                if lag_ms > 0 && b.max_timestamp() > now_ms - lag_ms {
+                    due(b.max_timestamp() + lag_ms);
+                    break;
+                }
+                cleanable = i + 1;
+            }
+            let mut out = Vec::new();
+            let (mut batches, mut records, mut old_bytes, mut new_bytes) = (0, 0, 0, 0);
+            for (i, b) in self.batches.drain(..).enumerate() {
+                if i >= cleanable {
+                    out.push(b);
+                    continue;
+                }
+                let kept: Vec<(u64, Record)> = numbered(b.base, &b.records)
+                    .into_iter()
+                    .filter(|(o, r)| match &r.key {
+                        None => true,
+                        Some(k) if latest[k] != *o => false,
+                        Some(_) if r.value.is_some() => true,
+                        Some(_) if r.timestamp < now_ms - delete_retention_ms => false,
+                        Some(_) => {
+                            due(r.timestamp + delete_retention_ms + 1);
+                            true
+                        }
+                    })
+                    .collect();
+                if kept.len() == b.records.len() {
+                    out.push(b);
+                    continue;
+                }
+                batches += 1;
+                records += (b.records.len() - kept.len()) as u64;
+                old_bytes += b.len;
+                for (base, run) in runs(kept) {
+                    let len = batch_len(&run);
+                    new_bytes += len;
+                    out.push(ModelBatch { base, epoch: b.epoch, records: run, len });
+                }
+            }
+            self.batches = out;
+            Compacted { batches, records, bytes: old_bytes.saturating_sub(new_bytes), ..done }
+        }
+    }
+
+    fn batch_len(records: &[Record]) -> u64 {
+        (fjord_protocol::codec::BATCH_HEADER_LEN + records.iter().map(Record::encoded_len).sum::<usize>()) as u64
+    }
+
+    /// Splits numbered records into runs of consecutive offsets.
+    fn runs(records: Vec<(u64, Record)>) -> Vec<(u64, Vec<Record>)> {
+        let mut out: Vec<(u64, Vec<Record>)> = Vec::new();
+        for (o, r) in records {
+            match out.last_mut() {
+                Some((base, run)) if *base + run.len() as u64 == o => run.push(r),
+                _ => out.push((o, vec![r])),
+            }
+        }
+        out
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
         (
             -5i64..60,
-            proptest::option::of(vec(any::<u8>(), 0..6)),
+            // Mostly a few short keys, so compaction finds keys written many times.
+            proptest::option::of(prop_oneof![3 => (0u8..4).prop_map(|k| vec![k]), 1 => vec(any::<u8>(), 0..6)]),
             proptest::option::of(vec(any::<u8>(), 0..12)),
             vec((prop_oneof![Just("h"), Just("id"), Just("")], vec(any::<u8>(), 0..4)), 0..3),
         )
@@ -989,6 +1145,12 @@ mod model {
             2 => (0i64..80, prop_oneof![1 => Just(-1i64), 3 => 0i64..40], proptest::option::weighted(0.75, 0u64..=110))
                 .prop_map(|(now_ms, retention_ms, bytes_percent)| Op::Retain { now_ms, retention_ms, bytes_percent }),
             1 => (-10i64..70).prop_map(Op::OffsetForTimestamp),
+            2 => (0i64..80, prop_oneof![Just(0i64), 0i64..40, Just(86_400_000i64)], prop_oneof![Just(0i64), 1i64..40])
+                .prop_map(|(now_ms, delete_retention_ms, min_compaction_lag_ms)| Op::Compact {
+                    now_ms,
+                    delete_retention_ms,
+                    min_compaction_lag_ms
+                }),
             1 => Just(Op::Restart),
         ]
     }
@@ -1059,6 +1221,13 @@ mod model {
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     let want = m.retain(*now_ms, *retention_ms, retention_bytes);
                     prop_assert_eq!(got, want, "step {}: retention", step);
+                }
+                Op::Compact { now_ms, delete_retention_ms, min_compaction_lag_ms } => {
+                    let got = log
+                        .compact(*now_ms, *delete_retention_ms, *min_compaction_lag_ms)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let want = m.compact(*now_ms, *delete_retention_ms, *min_compaction_lag_ms);
+                    prop_assert_eq!(got, Some(want), "step {}: compaction", step);
                 }
                 Op::OffsetForTimestamp(ts) => {
                     let got = log.offset_for_timestamp(*ts).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -25,6 +25,9 @@ pub enum WriteOp<'a> {
     PutBatch { base_offset: u64, bytes: &'a [u8] },
     /// Remove the batches whose base offsets are in `[from, to)`.
     DeleteBatches { from: u64, to: u64 },
+    /// Remove the one batch stored under `base_offset` (compaction: a point delete, not a
+    /// range tombstone, so many of them do not slow RocksDB's reads down).
+    DeleteBatch { base_offset: u64 },
     /// Set one of the partition's metadata values.
     PutMeta { key: &'static str, value: &'a [u8] },
 }
@@ -38,7 +41,8 @@ pub trait Engine: Send + Sync + 'static {
     fn create_partition(&self, name: &str) -> EngineResult<()>;
     /// Removes a partition store and its metadata; a no-op if it does not exist.
     fn drop_partition(&self, name: &str) -> EngineResult<()>;
-    /// Applies `ops` atomically, durable per the engine's sync policy.
+    /// Applies `ops` atomically and in order (a later op on the same key wins), durable
+    /// per the engine's sync policy.
     fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()>;
     fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>>;
     /// Calls `f(base_offset, batch)` for the batch holding `offset` (the last batch whose
@@ -98,6 +102,9 @@ impl Engine for MemEngine {
                     for k in doomed {
                         p.batches.remove(&k);
                     }
+                }
+                WriteOp::DeleteBatch { base_offset } => {
+                    p.batches.remove(&base_offset);
                 }
                 WriteOp::PutMeta { key, value } => {
                     p.meta.insert(key.to_owned(), value.to_vec());

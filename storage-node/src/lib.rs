@@ -7,9 +7,10 @@
 //! - [`rocks`] — [`RocksEngine`], one column family per partition replica, and the WAL
 //!   sync policy ([`WalSync`]).
 //! - [`log`] — [`PartitionLog`], one replica's log: offsets, high watermark, epoch
-//!   history, reads, timestamp look-up, retention.
+//!   history, reads, timestamp look-up, retention, compaction.
 //! - [`node`] — [`StorageNode`]: opens the replicas the metadata assigns to this node,
-//!   serves produce/fetch/offsets as their leader, runs retention and WAL sync.
+//!   serves produce/fetch/offsets as their leader, runs retention, compaction and WAL
+//!   sync.
 //! - [`groups`] — the consumer-group coordinator (membership, server-side assignment,
 //!   committed offsets in the internal `__consumer_offsets` topic) and its assignors.
 //! - [`replication`] — leader side (follower progress, HW, ISR changes) and follower

@@ -6,15 +6,25 @@
 //! history (KIP-101: epoch → first offset written in it). Everything but the HW is
 //! recovered from the engine on open; the HW is raised by the replica layer.
 //!
-//! Appends (and retention) to one partition are serialized by a writer lock held across
-//! the engine write, so offsets are assigned and stored in order. The offsets live under
-//! a separate lock that is never held across I/O: readers only copy what they need.
+//! Appends (and retention, truncation, compaction) to one partition are serialized by a
+//! writer lock held across the engine write, so offsets are assigned and stored in order.
+//! The offsets live under a separate lock that is never held across I/O: readers only
+//! copy what they need.
+//!
+//! # Gaps
+//! Offsets are dense when written, but compaction ([`PartitionLog::compact`]) removes
+//! records without renumbering the rest: it rewrites a batch as smaller batches, one per
+//! run of consecutive survivors, each stored under its own base offset. A log may thus
+//! have gaps between batches (never inside one). A read at an offset inside a gap starts
+//! at the next batch; only an offset below the log start is out of range. The last batch
+//! is never compacted, so the LEO can always be recovered from it.
 
 use crate::engine::{Engine, EngineError, WriteOp};
 use bytes::{Bytes, BytesMut};
-use fjord_protocol::codec::{self, Batch, CodecError};
+use fjord_protocol::codec::{self, Batch, BatchBuilder, CodecError};
 use fjord_protocol::{ErrorCode, FjordError};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -69,6 +79,10 @@ struct State {
     size_bytes: u64,
     /// (leader epoch, first offset written in that epoch), ascending.
     epochs: Vec<(u32, u64)>,
+    /// Bumped, under the writer lock, by every write that removes or rewrites batches
+    /// (retention, truncation, compaction): a compaction planned without the writer lock
+    /// is applied only if this has not moved meanwhile.
+    generation: u64,
 }
 
 /// Who may write this log. Checked and changed under the writer lock, so a role change
@@ -93,6 +107,23 @@ pub enum Role {
 pub struct Removed {
     pub batches: u64,
     pub bytes: u64,
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compacted {
+    /// Batches rewritten as smaller ones or, with no record left, deleted.
+    pub batches: u64,
+    /// Records removed.
+    pub records: u64,
+    /// Bytes the log shrank by, net (0 if it did not: a batch split into several runs
+    /// takes a header per run, which a few small removed records may not pay for).
+    pub bytes: u64,
+    /// The earliest time (ms) at which a pass over the same committed records could
+    /// remove more: a kept tombstone passing `delete.retention.ms`, or the first batch
+    /// held back by `min.compaction.lag.ms` leaving it. `None`: only new committed
+    /// records can give a pass more to do.
+    pub due_ms: Option<i64>,
 }
 
 pub struct PartitionLog {
@@ -127,6 +158,37 @@ fn encode_epochs(epochs: &[(u32, u64)]) -> Vec<u8> {
     out
 }
 
+/// `(base offset, next offset)` from an encoded batch's header; `None` if it is too
+/// short to have one (whole-batch validation is [`Batch::parse`]'s job).
+fn batch_range(bytes: &[u8]) -> Option<(u64, u64)> {
+    let base = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let count = u32::from_be_bytes(bytes.get(17..21)?.try_into().ok()?);
+    Some((base, base.saturating_add(u64::from(count))))
+}
+
+/// One batch holding `records` (a run of consecutive offsets starting at `base`), with
+/// the leader epoch and record timestamps they were written with.
+fn rebuild_run(records: &[codec::RecordView], base: u64, leader_epoch: u32) -> LogResult<Batch> {
+    let size = |r: &codec::RecordView| {
+        codec::RECORD_OVERHEAD
+            + r.key.as_ref().map_or(0, Bytes::len)
+            + r.value.as_ref().map_or(0, Bytes::len)
+            + r.headers.iter().map(|h| codec::HEADER_OVERHEAD + h.name.len() + h.value.len()).sum::<usize>()
+    };
+    let mut builder = BatchBuilder::with_capacity(records.iter().map(size).sum());
+    for r in records {
+        builder.push_parts(
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|h| (h.name.as_str(), &h.value[..])),
+        )?;
+    }
+    let mut buf = BytesMut::from(&builder.finish()?[..]);
+    codec::stamp(&mut buf, base, leader_epoch)?;
+    Ok(Batch::parse(buf.freeze())?)
+}
+
 fn decode_epochs(bytes: &[u8]) -> LogResult<Vec<(u32, u64)>> {
     if !bytes.len().is_multiple_of(12) {
         return Err(LogError::BadMeta(META_EPOCHS));
@@ -159,7 +221,7 @@ impl PartitionLog {
         };
         // The HW is not trusted from disk: the replica layer re-establishes it (a lone
         // in-sync leader's HW is its LEO; a follower learns it from its leader).
-        let state = State { log_start, log_end, high_watermark: log_start, size_bytes, epochs };
+        let state = State { log_start, log_end, high_watermark: log_start, size_bytes, epochs, generation: 0 };
         Ok(Self {
             engine,
             name: name.to_owned(),
@@ -246,11 +308,19 @@ impl PartitionLog {
     }
 
     /// Appends a batch its leader already stamped (a follower replicating in
-    /// `leader_epoch`). A batch that ends at or before the LEO is already here and
-    /// skipped (`Ok(false)`); one that does not start at the LEO is refused, so a
-    /// follower's log stays dense. Refused unless this log is unfenced or a follower
-    /// truncated for exactly that epoch.
-    pub fn append_replicated(&self, batch: Batch, leader_epoch: u32) -> LogResult<bool> {
+    /// `leader_epoch`). `from` is where the leader's answer vouches for the log: the
+    /// offset the follower fetched at for the answer's first batch, the previous
+    /// batch's next offset for the others; the leader has no record in
+    /// `[from, base offset)`.
+    ///
+    /// A batch that ends at or before the LEO is already here and skipped (`Ok(false)`).
+    /// One that starts after the LEO is taken when the answer covers the LEO (`from <=
+    /// LEO`): the leader's compaction left a gap there, and the LEO moves past it. One
+    /// that starts before the LEO and ends after it (replicas compact on their own, so
+    /// this log may end inside one of the leader's batches) is cut to its records from
+    /// the LEO on. Anything else is refused. Refused unless this log is unfenced or a
+    /// follower truncated for exactly that epoch.
+    pub fn append_replicated(&self, batch: Batch, leader_epoch: u32, from: u64) -> LogResult<bool> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
@@ -261,14 +331,22 @@ impl PartitionLog {
         if batch.next_offset() <= log_end {
             return Ok(false);
         }
-        if batch.base_offset() != log_end {
-            return Err(LogError::NotContiguous { expected: log_end, got: batch.base_offset() });
-        }
+        let batch = if batch.base_offset() > log_end {
+            if from > log_end {
+                return Err(LogError::NotContiguous { expected: log_end, got: batch.base_offset() });
+            }
+            batch
+        } else if batch.base_offset() < log_end {
+            let rest: Vec<codec::RecordView> = batch.records().filter(|r| r.offset >= log_end).collect();
+            rebuild_run(&rest, log_end, batch.leader_epoch())?
+        } else {
+            batch
+        };
         self.store(&writer, batch)?;
         Ok(true)
     }
 
-    /// Writes a stamped batch at the LEO. The caller holds the writer lock.
+    /// Writes a stamped batch at or after the LEO. The caller holds the writer lock.
     fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batch: Batch) -> LogResult<Batch> {
         let epoch = batch.leader_epoch();
         let base = batch.base_offset();
@@ -302,7 +380,9 @@ impl PartitionLog {
 
     /// Removes every record at or after `offset` — whole batches, so a batch holding
     /// `offset` goes entirely — for a follower whose log diverged from its new leader's
-    /// (KIP-101). The epoch history and, if needed, the high watermark follow. Returns
+    /// (KIP-101). The new LEO is the end of the last batch kept (the log start if none
+    /// is), as re-opening the log would find it, also when compaction left a gap before
+    /// `offset`. The epoch history and, if needed, the high watermark follow. Returns
     /// the new LEO.
     pub fn truncate_to(&self, offset: u64) -> LogResult<u64> {
         let writer = self.writer.lock();
@@ -327,9 +407,9 @@ impl PartitionLog {
     }
 
     fn truncate_locked(&self, _writer: &parking_lot::MutexGuard<'_, ()>, offset: u64) -> LogResult<u64> {
-        let (log_end, size) = {
+        let (log_start, log_end, size) = {
             let s = self.state.lock();
-            (s.log_end, s.size_bytes)
+            (s.log_start, s.log_end, s.size_bytes)
         };
         if offset >= log_end {
             return Ok(log_end);
@@ -354,7 +434,19 @@ impl PartitionLog {
         if let Some(e) = err {
             return Err(e.into());
         }
-        let Some(new_end) = first_removed else { return Ok(log_end) };
+        let Some(first_removed) = first_removed else { return Ok(log_end) };
+        // The batch before the first one removed ends the log now; with a gap before it
+        // that is below `first_removed`.
+        let mut kept_end = None;
+        if first_removed > 0 {
+            self.engine.scan(&self.name, first_removed - 1, &mut |base, bytes| {
+                if base < first_removed {
+                    kept_end = batch_range(bytes).map(|(_, next)| next);
+                }
+                false
+            })?;
+        }
+        let new_end = kept_end.unwrap_or(log_start).max(log_start);
         let size = size.saturating_sub(removed_bytes);
         let size_bytes = size.to_be_bytes();
         let history: Vec<(u32, u64)> =
@@ -363,7 +455,7 @@ impl PartitionLog {
         self.engine.write(
             &self.name,
             &[
-                WriteOp::DeleteBatches { from: new_end, to: u64::MAX },
+                WriteOp::DeleteBatches { from: first_removed, to: u64::MAX },
                 WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
                 WriteOp::PutMeta { key: META_EPOCHS, value: &epochs },
             ],
@@ -372,6 +464,7 @@ impl PartitionLog {
         s.log_end = new_end;
         s.size_bytes = size;
         s.epochs = history;
+        s.generation += 1;
         if s.high_watermark > new_end {
             s.high_watermark = new_end;
             drop(s);
@@ -409,8 +502,10 @@ impl PartitionLog {
         }
     }
 
-    /// Batches from the one holding `offset`, up to `max_bytes` (at least one batch),
-    /// only batches that start below `upto` (the HW, for consumers).
+    /// Batches from the one holding `offset` — or, when compaction removed it, the next
+    /// one — up to `max_bytes` (at least one batch), only batches that start below `upto`
+    /// (the HW, for consumers). An empty answer for an offset below `upto` means no
+    /// record is left in `[offset, upto)`.
     pub fn read(&self, offset: u64, max_bytes: usize, upto: u64) -> LogResult<Vec<Bytes>> {
         let (log_start, log_end) = {
             let s = self.state.lock();
@@ -425,23 +520,20 @@ impl PartitionLog {
             if base >= upto {
                 return false;
             }
-            if base > offset && out.is_empty() {
-                // The batch holding `offset` is gone (retention ran concurrently).
-                return false;
-            }
-            let count = bytes.get(17..21).map_or(0, |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-            if base + u64::from(count) <= offset {
+            if batch_range(bytes).is_none_or(|(_, next)| next <= offset) {
+                // Ends before `offset` (the batch before a gap).
                 return true;
             }
             total += bytes.len();
             out.push(Bytes::copy_from_slice(bytes));
             total < max_bytes
         })?;
-        if out.is_empty() {
-            let log_start = self.state.lock().log_start;
-            if offset < log_start {
-                return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
-            }
+        // Retention may have removed the batches holding `offset` while we scanned, and
+        // the scan then went on past them: it raises the log start before deleting, so
+        // if the scan saw the deletion this sees the new log start.
+        let log_start = self.state.lock().log_start;
+        if offset < log_start {
+            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
         }
         Ok(out)
     }
@@ -528,18 +620,221 @@ impl PartitionLog {
         }
         let start_bytes = new_start.to_be_bytes();
         let size_bytes = size.to_be_bytes();
-        self.engine.write(
+        // The log start moves before the batches go, so a concurrent read that sees them
+        // gone also sees the new log start (and answers out of range, not with whatever
+        // follows the gap).
+        self.state.lock().log_start = new_start;
+        let written = self.engine.write(
             &self.name,
             &[
                 WriteOp::DeleteBatches { from: log_start, to: new_start },
                 WriteOp::PutMeta { key: META_LOG_START, value: &start_bytes },
                 WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
             ],
-        )?;
+        );
         let mut s = self.state.lock();
-        s.log_start = new_start;
+        if let Err(e) = written {
+            s.log_start = log_start;
+            return Err(e.into());
+        }
         s.size_bytes = size;
+        s.generation += 1;
         Ok(removed)
+    }
+}
+
+/// One batch a compaction pass rewrites: its base offset and length, and the batches
+/// of its surviving runs (none: it is deleted).
+struct Rewrite {
+    base: u64,
+    len: u64,
+    runs: Vec<Batch>,
+}
+
+impl PartitionLog {
+    /// One compaction pass (Kafka's `cleanup.policy=compact`): keeps at least the latest
+    /// record of every key, never changing an offset.
+    ///
+    /// - Which records count: the committed ones, `[log start, HW)`. For each key the
+    ///   latest offset among them wins, wherever it lies in that range.
+    /// - Which batches may be rewritten (the "cleanable" range, as Kafka's cleaner picks
+    ///   whole segments): from the log start, batches wholly below the HW, stopping at
+    ///   the last batch of the log (never rewritten, as Kafka never cleans the active
+    ///   segment: the LEO is recovered from it) and, when `min_compaction_lag_ms > 0`, at
+    ///   the first batch whose newest record is younger than that.
+    /// - In those batches a keyed record survives if it is the latest of its key, except
+    ///   a tombstone (no value) whose timestamp is older than `delete_retention_ms`.
+    ///   Records without a key survive (a compacted topic refuses them on produce; any
+    ///   older ones stay).
+    ///
+    /// Simplification vs Kafka: a tombstone's age is its record timestamp (producer- or
+    /// append-time), not the time since the cleaner first passed over its segment; a
+    /// tombstone produced with an old timestamp may thus go on the first pass.
+    ///
+    /// A batch that loses records is replaced by one batch per run of consecutive
+    /// survivors, with the original leader epoch and timestamps (offsets stay; the log
+    /// gets gaps); one with no survivor is deleted. The scan runs without the writer
+    /// lock; the result is applied in one atomic engine write under it, only if no
+    /// retention, truncation or other compaction removed anything meanwhile — otherwise
+    /// nothing is written and `Ok(None)` says the pass should be retried.
+    pub fn compact(
+        &self,
+        now_ms: i64,
+        delete_retention_ms: i64,
+        min_compaction_lag_ms: i64,
+    ) -> LogResult<Option<Compacted>> {
+        let (log_start, log_end, hw, generation) = {
+            let s = self.state.lock();
+            (s.log_start, s.log_end, s.high_watermark, s.generation)
+        };
+        let lag_horizon = now_ms.saturating_sub(min_compaction_lag_ms);
+        let tombstone_horizon = now_ms.saturating_sub(delete_retention_ms);
+        let mut due_ms: Option<i64> = None;
+        let mut due = |t: i64| due_ms = Some(due_ms.map_or(t, |d| d.min(t)));
+
+        // Pass 1: the latest offset of every key, and where the cleanable range ends.
+        let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut cleanable_end = log_start;
+        let mut cleanable = true;
+        let mut err = None;
+        self.engine.scan(&self.name, log_start, &mut |base, bytes| {
+            if base >= hw {
+                return false;
+            }
+            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
+                Ok(b) => b,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            if cleanable {
+                let committed = batch.next_offset() <= hw;
+                let last = batch.next_offset() >= log_end;
+                let too_new = min_compaction_lag_ms > 0 && batch.max_timestamp() > lag_horizon;
+                if committed && !last && !too_new {
+                    cleanable_end = batch.next_offset();
+                } else {
+                    cleanable = false;
+                    if committed && !last {
+                        due(batch.max_timestamp().saturating_add(min_compaction_lag_ms));
+                    }
+                }
+            }
+            for r in batch.records().filter(|r| r.offset >= log_start && r.offset < hw) {
+                if let Some(k) = r.key {
+                    match latest.get_mut(&k[..]) {
+                        Some(o) => *o = r.offset,
+                        None => {
+                            latest.insert(k.to_vec(), r.offset);
+                        }
+                    }
+                }
+            }
+            true
+        })?;
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+
+        // Pass 2: what each cleanable batch keeps.
+        let mut plan: Vec<Rewrite> = Vec::new();
+        let mut removed_records = 0u64;
+        let mut failed: Option<LogError> = None;
+        if cleanable_end > log_start {
+            self.engine.scan(&self.name, log_start, &mut |base, bytes| {
+                if base >= cleanable_end {
+                    return false;
+                }
+                let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        return false;
+                    }
+                };
+                let mut kept = Vec::new();
+                let mut dropped = 0u64;
+                for r in batch.records() {
+                    let keep = match &r.key {
+                        None => true,
+                        Some(k) if latest.get(&k[..]) != Some(&r.offset) => false,
+                        Some(_) if r.value.is_some() => true,
+                        Some(_) if r.timestamp < tombstone_horizon => false,
+                        Some(_) => {
+                            due(r.timestamp.saturating_add(delete_retention_ms).saturating_add(1));
+                            true
+                        }
+                    };
+                    if keep {
+                        kept.push(r);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                if dropped == 0 {
+                    return true;
+                }
+                removed_records += dropped;
+                let mut runs = Vec::new();
+                let mut start = 0;
+                for i in 1..=kept.len() {
+                    if i == kept.len() || kept[i].offset != kept[i - 1].offset + 1 {
+                        match rebuild_run(&kept[start..i], kept[start].offset, batch.leader_epoch()) {
+                            Ok(run) => runs.push(run),
+                            Err(e) => {
+                                failed = Some(e);
+                                return false;
+                            }
+                        }
+                        start = i;
+                    }
+                }
+                plan.push(Rewrite { base, len: bytes.len() as u64, runs });
+                true
+            })?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut done = Compacted { due_ms, ..Compacted::default() };
+        if plan.is_empty() {
+            return Ok(Some(done));
+        }
+
+        let _writer = self.writer.lock();
+        let size = {
+            let s = self.state.lock();
+            if s.generation != generation {
+                return Ok(None);
+            }
+            s.size_bytes
+        };
+        let mut ops = Vec::with_capacity(plan.len() * 2 + 1);
+        let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
+        for rw in &plan {
+            old_bytes += rw.len;
+            if rw.runs.first().is_none_or(|run| run.base_offset() != rw.base) {
+                ops.push(WriteOp::DeleteBatch { base_offset: rw.base });
+            }
+            for run in &rw.runs {
+                new_bytes += run.len() as u64;
+                ops.push(WriteOp::PutBatch { base_offset: run.base_offset(), bytes: run.as_bytes() });
+            }
+        }
+        let size = size.saturating_sub(old_bytes) + new_bytes;
+        let size_bytes = size.to_be_bytes();
+        ops.push(WriteOp::PutMeta { key: META_SIZE, value: &size_bytes });
+        self.engine.write(&self.name, &ops)?;
+        {
+            let mut s = self.state.lock();
+            s.size_bytes = size;
+            s.generation += 1;
+        }
+        done.batches = plan.len() as u64;
+        done.records = removed_records;
+        done.bytes = old_bytes.saturating_sub(new_bytes);
+        Ok(Some(done))
     }
 }
 
@@ -547,7 +842,6 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::engine::MemEngine;
-    use fjord_protocol::codec::BatchBuilder;
     use fjord_protocol::Record;
 
     fn batch(n: usize) -> Bytes {
@@ -582,7 +876,7 @@ mod tests {
         assert_eq!(log.role(), Role::Leader { epoch: 2, start_offset: 2 }, "the epoch starts at the LEO");
         assert!(fenced(log.append(batch(1), 1)), "an append of the ended epoch is refused");
         assert_eq!(log.append(batch(1), 2).expect("append").base_offset(), 2);
-        assert!(fenced(log.append_replicated(stamped(1, 3, 2), 2)), "a leader takes no replicated batches");
+        assert!(fenced(log.append_replicated(stamped(1, 3, 2), 2, 3)), "a leader takes no replicated batches");
         log.go_offline();
         assert!(fenced(log.append(batch(1), 2)));
         assert_eq!(log.offsets().log_end, 3, "refused writes change nothing");
@@ -592,19 +886,19 @@ mod tests {
     fn a_follower_appends_only_after_truncating_for_its_epoch() {
         let log = log();
         log.become_follower(3);
-        assert!(fenced(log.append_replicated(stamped(2, 0, 3), 3)), "not truncated for epoch 3 yet");
+        assert!(fenced(log.append_replicated(stamped(2, 0, 3), 3, 0)), "not truncated for epoch 3 yet");
         assert!(fenced(log.append(batch(1), 3)), "a follower takes no client appends");
         assert_eq!(log.truncate_for_epoch(3, 0).expect("truncate"), 0);
-        assert!(log.append_replicated(stamped(2, 0, 3), 3).expect("append"));
-        assert!(!log.append_replicated(stamped(2, 0, 3), 3).expect("duplicate"), "already here: skipped");
-        assert!(fenced(log.append_replicated(stamped(1, 2, 4), 4)), "another epoch's fetch answer is refused");
+        assert!(log.append_replicated(stamped(2, 0, 3), 3, 0).expect("append"));
+        assert!(!log.append_replicated(stamped(2, 0, 3), 3, 0).expect("duplicate"), "already here: skipped");
+        assert!(fenced(log.append_replicated(stamped(1, 2, 4), 4, 2)), "another epoch's fetch answer is refused");
         log.require_truncation(3);
-        assert!(fenced(log.append_replicated(stamped(1, 2, 3), 3)));
+        assert!(fenced(log.append_replicated(stamped(1, 2, 3), 3, 2)));
         log.become_follower(4);
         assert!(fenced(log.truncate_for_epoch(3, 0)), "truncation for an ended epoch is refused");
         assert_eq!(log.offsets().log_end, 2);
         assert!(matches!(
-            log.append_replicated(stamped(1, 5, 3), 3),
+            log.append_replicated(stamped(1, 5, 3), 3, 5),
             Err(LogError::Fenced { .. }) | Err(LogError::NotContiguous { .. })
         ));
     }
@@ -634,5 +928,402 @@ mod tests {
         assert_eq!(log.epoch_end_offset(2), Some((1, 2)), "the largest epoch <= 2 is 1");
         assert_eq!(log.epoch_end_offset(3), Some((3, 5)), "the latest epoch ends at the LEO");
         assert_eq!(log.epoch_end_offset(9), Some((3, 5)));
+    }
+
+    // ----- compaction -----------------------------------------------------------------
+
+    const DAY: i64 = 86_400_000;
+
+    /// One batch of `(key, value, timestamp)` records; `None` value: a tombstone.
+    fn kv(records: &[(Option<&str>, Option<&str>, i64)]) -> Bytes {
+        let mut b = BatchBuilder::default();
+        for (k, v, ts) in records {
+            b.push(&Record {
+                timestamp: *ts,
+                key: k.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                value: v.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+                headers: vec![codec::Header { name: "h".into(), value: Bytes::from_static(b"x") }],
+            })
+            .expect("push");
+        }
+        b.finish().expect("finish")
+    }
+
+    /// Every record from the log start to `upto`, as (offset, key, value).
+    fn contents(log: &PartitionLog, upto: u64) -> Vec<(u64, Option<String>, Option<String>)> {
+        let text = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let start = log.offsets().log_start;
+        log.read(start, usize::MAX, upto)
+            .expect("read")
+            .into_iter()
+            .map(|b| Batch::parse(b).expect("valid batch"))
+            .flat_map(|b| b.records().collect::<Vec<_>>())
+            .map(|r| (r.offset, text(r.key), text(r.value)))
+            .collect()
+    }
+
+    fn stored_batches(log: &PartitionLog) -> Vec<(u64, u64, u32)> {
+        log.read(log.offsets().log_start, usize::MAX, u64::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|b| Batch::parse(b).expect("valid batch"))
+            .map(|b| (b.base_offset(), b.next_offset(), b.leader_epoch()))
+            .collect()
+    }
+
+    fn size_of_stored(log: &PartitionLog) -> u64 {
+        log.read(log.offsets().log_start, usize::MAX, u64::MAX).expect("read").iter().map(|b| b.len() as u64).sum()
+    }
+
+    fn entry(offset: u64, k: &str, v: &str) -> (u64, Option<String>, Option<String>) {
+        (offset, Some(k.to_owned()), Some(v.to_owned()))
+    }
+
+    fn compact(log: &PartitionLog, now: i64, delete_retention_ms: i64, lag_ms: i64) -> Compacted {
+        log.compact(now, delete_retention_ms, lag_ms).expect("compact").expect("not raced")
+    }
+
+    /// Keys overwritten many times, across batches and epochs: after one pass only the
+    /// latest record of each key is left, at its original offset, with its epoch and
+    /// timestamp; the size shrinks by exactly the bytes reported, and the stored size
+    /// is the sum of the stored batches.
+    #[test]
+    fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
+        let log = log();
+        for round in 0..4 {
+            let v = format!("v{round}");
+            log.append(kv(&[(Some("a"), Some(&v), 10), (Some("b"), Some(&v), 11), (Some("c"), Some(&v), 12)]), 1)
+                .expect("append");
+        }
+        // 12..14: a overwritten again, d new; the epoch changes.
+        log.append(kv(&[(Some("a"), Some("last"), 20), (Some("d"), Some("d0"), 21)]), 2).expect("append");
+        log.append(kv(&[(Some("e"), Some("tail"), 30)]), 2).expect("append"); // 14: the last batch
+        log.advance_high_watermark(15);
+        let before = log.offsets();
+
+        let done = compact(&log, 1_000, DAY, 0);
+        assert_eq!((done.batches, done.records), (4, 10), "rounds 0-2 wholly (9), `a` of round 3");
+        assert_eq!(
+            contents(&log, 15),
+            vec![
+                entry(10, "b", "v3"),
+                entry(11, "c", "v3"),
+                entry(12, "a", "last"),
+                entry(13, "d", "d0"),
+                entry(14, "e", "tail")
+            ]
+        );
+        assert_eq!(
+            stored_batches(&log),
+            vec![(10, 12, 1), (12, 14, 2), (14, 15, 2)],
+            "round 3 rewritten as its run [10, 12), keeping epoch 1; the rest untouched"
+        );
+        let after = log.offsets();
+        assert_eq!((after.log_start, after.log_end, after.high_watermark), (0, 15, 15), "offsets never change");
+        assert_eq!(after.size_bytes, before.size_bytes - done.bytes);
+        assert_eq!(after.size_bytes, size_of_stored(&log));
+        let ts: Vec<i64> = log
+            .read(10, usize::MAX, 15)
+            .expect("read")
+            .into_iter()
+            .flat_map(|b| Batch::parse(b).expect("valid").records().map(|r| r.timestamp).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(ts, [11, 12, 20, 21, 30], "record timestamps are kept");
+        assert_eq!(log.epochs(), vec![(1, 0), (2, 12)], "the epoch history is untouched");
+
+        assert_eq!(compact(&log, 1_000, DAY, 0), Compacted::default(), "a second pass has nothing to do");
+    }
+
+    /// A tombstone that is the latest of its key stays while younger than
+    /// `delete.retention.ms` (by its timestamp), and `due_ms` says when it expires; after
+    /// that it goes too. The records it deleted go on the first pass.
+    #[test]
+    fn tombstones_go_after_delete_retention_ms() {
+        let log = log();
+        log.append(kv(&[(Some("k"), Some("v"), 100), (Some("j"), Some("v"), 100)]), 1).expect("append"); // 0..2
+        log.append(kv(&[(Some("k"), None, 1_000)]), 1).expect("append"); // 2: tombstone
+        log.append(kv(&[(Some("j"), Some("w"), 1_000)]), 1).expect("append"); // 3: last batch
+        log.advance_high_watermark(4);
+
+        let done = compact(&log, 1_000 + 500, 500, 0);
+        assert_eq!(done.records, 2, "the overwritten and deleted values go");
+        assert_eq!(done.due_ms, Some(1_501), "the tombstone expires once older than 500 ms");
+        assert_eq!(contents(&log, 4), vec![(2, Some("k".into()), None), entry(3, "j", "w")], "tombstone kept");
+
+        let done = compact(&log, 1_501, 500, 0);
+        assert_eq!((done.batches, done.records, done.due_ms), (1, 1, None));
+        assert_eq!(contents(&log, 4), vec![entry(3, "j", "w")], "tombstone gone");
+        assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
+    }
+
+    /// The last batch of the log is never rewritten, even when all of it is committed
+    /// and superseded (it is Kafka's active segment; the LEO is recovered from it).
+    /// Records without a key are kept.
+    #[test]
+    fn the_last_batch_is_never_rewritten() {
+        let log = log();
+        log.append(kv(&[(Some("k"), Some("1"), 0), (None, Some("keyless"), 0), (Some("k"), Some("2"), 0)]), 1)
+            .expect("append");
+        log.advance_high_watermark(3);
+        assert_eq!(compact(&log, 10, 0, 0), Compacted::default(), "the only batch is the last one");
+        assert_eq!(contents(&log, 3).len(), 3);
+
+        log.append(kv(&[(Some("k"), None, 0), (Some("k"), Some("3"), 0)]), 1).expect("append"); // 3..5
+        log.advance_high_watermark(5);
+        let done = compact(&log, 10, 0, 0);
+        assert_eq!(done.records, 2);
+        assert_eq!(
+            contents(&log, 5),
+            vec![(1, None, Some("keyless".into())), (3, Some("k".into()), None), entry(4, "k", "3")],
+            "the keyless record stays; the superseded tombstone in the last batch stays too"
+        );
+        assert_eq!(stored_batches(&log), vec![(1, 2, 1), (3, 5, 1)]);
+    }
+
+    /// Only committed records count and only wholly committed batches are rewritten: a
+    /// batch above the HW is untouched, and a record superseded only above the HW stays.
+    #[test]
+    fn records_above_the_hw_are_untouched() {
+        let log = log();
+        log.append(kv(&[(Some("a"), Some("0"), 0), (Some("b"), Some("0"), 0)]), 1).expect("append"); // 0..2
+        log.append(kv(&[(Some("a"), Some("1"), 0), (Some("a"), Some("2"), 0)]), 1).expect("append"); // 2..4
+        log.append(kv(&[(Some("b"), Some("1"), 0)]), 1).expect("append"); // 4
+        log.append(kv(&[(Some("c"), Some("0"), 0)]), 1).expect("append"); // 5: last
+        log.advance_high_watermark(3); // inside the second batch
+
+        let done = compact(&log, 10, DAY, 0);
+        assert_eq!(done.records, 1, "only a@0 (superseded by a@2, which is committed)");
+        assert_eq!(stored_batches(&log), vec![(1, 2, 1), (2, 4, 1), (4, 5, 1), (5, 6, 1)]);
+        assert_eq!(
+            contents(&log, u64::MAX),
+            vec![entry(1, "b", "0"), entry(2, "a", "1"), entry(3, "a", "2"), entry(4, "b", "1"), entry(5, "c", "0")],
+            "b@1 stays: it is superseded only above the HW; the batch holding the HW is not rewritten"
+        );
+
+        log.advance_high_watermark(6);
+        compact(&log, 10, DAY, 0);
+        assert_eq!(contents(&log, 6), vec![entry(3, "a", "2"), entry(4, "b", "1"), entry(5, "c", "0")]);
+    }
+
+    /// `min.compaction.lag.ms` stops the cleanable range at the first batch whose newest
+    /// record is younger than it; `due_ms` says when that batch comes of age.
+    #[test]
+    fn min_compaction_lag_holds_back_young_batches() {
+        let log = log();
+        log.append(kv(&[(Some("k"), Some("old"), 100)]), 1).expect("append"); // 0
+        log.append(kv(&[(Some("k"), Some("young"), 900)]), 1).expect("append"); // 1
+        log.append(kv(&[(Some("k"), Some("older"), 50)]), 1).expect("append"); // 2: behind a young one
+        log.append(kv(&[(Some("k"), Some("new"), 950)]), 1).expect("append"); // 3: last
+        log.advance_high_watermark(4);
+
+        let done = compact(&log, 1_000, DAY, 500);
+        assert_eq!((done.records, done.due_ms), (1, Some(1_400)));
+        assert_eq!(contents(&log, 4), vec![entry(1, "k", "young"), entry(2, "k", "older"), entry(3, "k", "new")]);
+        let done = compact(&log, 1_400, DAY, 500);
+        assert_eq!((done.records, done.due_ms), (2, None));
+        assert_eq!(contents(&log, 4), vec![entry(3, "k", "new")]);
+    }
+
+    /// A read at an offset inside a gap starts at the next batch; an empty answer below
+    /// `upto` means nothing is left there; below the log start is still out of range;
+    /// the timestamp look-up skips removed records; retention removes batches across
+    /// gaps and moves the log start past them.
+    #[test]
+    fn reads_timestamps_and_retention_across_gaps() {
+        let log = log();
+        log.append(kv(&[(Some("a"), Some("0"), 10), (Some("x"), Some("0"), 11)]), 1).expect("append"); // 0..2
+        log.append(kv(&[(Some("a"), Some("1"), 20), (Some("b"), Some("0"), 21)]), 1).expect("append"); // 2..4
+        log.append(kv(&[(Some("a"), None, 30), (Some("b"), Some("1"), 31)]), 1).expect("append"); // 4..6
+        log.append(kv(&[(Some("c"), Some("0"), 40)]), 1).expect("append"); // 6: last
+        log.advance_high_watermark(7);
+        compact(&log, 100, 0, 0); // the tombstone a@4 is older than 0 ms: gone with a@0, a@2, b@3
+        assert_eq!(stored_batches(&log), vec![(1, 2, 1), (5, 6, 1), (6, 7, 1)]);
+
+        let first = |offset: u64, upto: u64| {
+            log.read(offset, 1, upto)
+                .expect("read")
+                .first()
+                .map(|b| Batch::parse(b.clone()).expect("valid").base_offset())
+        };
+        assert_eq!(first(0, 7), Some(1), "from the log start, inside a gap");
+        assert_eq!(first(2, 7), Some(5), "inside the gap [2, 5)");
+        assert_eq!(first(4, 7), Some(5));
+        assert_eq!(first(5, 7), Some(5));
+        assert_eq!(first(3, 5), None, "nothing left in [3, 5)");
+        assert_eq!(log.offset_for_timestamp(12).expect("look-up"), Some((5, 31)), "removed records are skipped");
+        assert_eq!(log.offset_for_timestamp(0).expect("look-up"), Some((1, 11)));
+
+        let first_len = log.read(0, 1, 7).expect("read")[0].len() as u64;
+        let removed = log.apply_retention(100, -1, (size_of_stored(&log) - first_len) as i64).expect("retention");
+        assert_eq!(removed.batches, 1);
+        assert_eq!(log.offsets().log_start, 2, "the log start is the end of the removed batch, inside the gap");
+        assert_eq!(first(2, 7), Some(5));
+        assert!(matches!(log.read(1, 1, 7), Err(LogError::OffsetOutOfRange { .. })));
+        assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
+    }
+
+    /// Re-opening a compacted log recovers the same log start, LEO, size and epochs,
+    /// and the same records.
+    #[test]
+    fn reopening_after_compaction_recovers_the_same_offsets() {
+        let engine = Arc::new(MemEngine::new());
+        let log = PartitionLog::open(engine.clone(), "p").expect("open");
+        for i in 0..5 {
+            let v = i.to_string();
+            log.append(kv(&[(Some("k"), Some(&v), i), (Some(&v), Some(&v), i)]), 1 + i as u32 / 2).expect("append");
+        }
+        log.advance_high_watermark(10);
+        log.apply_retention(0, -1, log.offsets().size_bytes as i64 - 1).expect("retention");
+        assert!(compact(&log, 10, DAY, 0).records > 0);
+        let (offsets, epochs, records) = (log.offsets(), log.epochs(), contents(&log, 10));
+        drop(log);
+
+        let log = PartitionLog::open(engine, "p").expect("re-open");
+        let o = log.offsets();
+        assert_eq!((o.log_start, o.log_end, o.size_bytes), (offsets.log_start, offsets.log_end, offsets.size_bytes));
+        assert_eq!(log.epochs(), epochs);
+        log.advance_high_watermark(10);
+        assert_eq!(contents(&log, 10), records);
+        assert_eq!(log.append(kv(&[(Some("k"), Some("n"), 0)]), 3).expect("append").base_offset(), 10);
+    }
+
+    /// A follower fetching at its LEO inside a gap of its leader's log gets the batch
+    /// after the gap and moves its LEO past it; a batch holding the LEO inside it
+    /// (replicas compact on their own) is cut to its records from the LEO on; an answer
+    /// that does not cover the LEO is refused.
+    #[test]
+    fn a_follower_appends_across_a_gap() {
+        let log = log();
+        log.become_follower(1);
+        log.truncate_for_epoch(1, 0).expect("truncate");
+        assert!(log.append_replicated(stamped(2, 0, 1), 1, 0).expect("append"));
+        // Fetched at 2; the leader compacted [2, 5) away and answered from 5.
+        assert!(log.append_replicated(stamped(3, 5, 1), 1, 2).expect("across the gap"));
+        assert_eq!(log.offsets().log_end, 8);
+        // A later batch of the same answer, after another gap.
+        assert!(log.append_replicated(stamped(1, 9, 1), 1, 8).expect("across the gap"));
+        assert_eq!(log.offsets().log_end, 10);
+        assert!(matches!(
+            log.append_replicated(stamped(1, 12, 1), 1, 11),
+            Err(LogError::NotContiguous { expected: 10, got: 12 })
+        ));
+        // The leader's batch [8, 13) holds our LEO 10.
+        assert!(log.append_replicated(stamped(5, 8, 1), 1, 10).expect("overlapping"));
+        assert_eq!(log.offsets().log_end, 13);
+        assert_eq!(stored_batches(&log), vec![(0, 2, 1), (5, 8, 1), (9, 10, 1), (10, 13, 1)]);
+        let values: Vec<Option<Bytes>> = log
+            .read(10, usize::MAX, u64::MAX)
+            .expect("read")
+            .into_iter()
+            .flat_map(|b| Batch::parse(b).expect("valid").records().map(|r| r.value).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(values, [2u8, 3, 4].map(|i| Some(Bytes::from(vec![i]))), "records 10..13 of the leader's batch");
+        assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
+
+        // Re-opened, the LEO is the same.
+        let engine = log.engine.clone();
+        drop(log);
+        assert_eq!(PartitionLog::open(engine, "p").expect("re-open").offsets().log_end, 13);
+    }
+
+    /// Truncating at an offset after a gap cuts the batches from it on; the LEO is then
+    /// the end of the last batch kept, as re-opening would find it.
+    #[test]
+    fn truncation_across_a_gap_ends_at_the_last_kept_batch() {
+        let engine = Arc::new(MemEngine::new());
+        let log = PartitionLog::open(engine.clone(), "p").expect("open");
+        log.append(kv(&[(Some("a"), Some("0"), 0), (Some("b"), Some("0"), 0)]), 1).expect("append"); // 0..2
+        log.append(kv(&[(Some("a"), Some("1"), 0), (Some("b"), Some("1"), 0)]), 1).expect("append"); // 2..4
+        log.append(kv(&[(Some("c"), Some("0"), 0)]), 1).expect("append"); // 4
+        log.append(kv(&[(Some("d"), Some("0"), 0)]), 2).expect("append"); // 5
+        log.advance_high_watermark(6);
+        compact(&log, 0, DAY, 0);
+        assert_eq!(stored_batches(&log), vec![(2, 4, 1), (4, 5, 1), (5, 6, 2)]);
+
+        assert_eq!(log.truncate_to(5).expect("truncate"), 5);
+        assert_eq!(log.epochs(), vec![(1, 0)]);
+        assert_eq!(log.truncate_to(3).expect("truncate"), 0, "the batch holding 3 goes; nothing is left before it");
+        assert_eq!(log.offsets().size_bytes, 0);
+        drop(log);
+        let log = PartitionLog::open(engine, "p").expect("re-open");
+        assert_eq!(log.offsets().log_end, 0);
+    }
+
+    /// A pass planned before retention removed batches writes nothing (it would put
+    /// rewritten copies of them back below the new log start) and says so; the next
+    /// pass does the work over the log as it is.
+    #[test]
+    fn a_pass_that_raced_retention_writes_nothing() {
+        use crate::engine::EngineResult;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// Runs `hook` right after the `countdown`-th scan from now has finished.
+        struct Hooked {
+            inner: MemEngine,
+            countdown: AtomicUsize,
+            hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        }
+        impl Engine for Hooked {
+            fn list_partitions(&self) -> EngineResult<Vec<String>> {
+                self.inner.list_partitions()
+            }
+            fn create_partition(&self, name: &str) -> EngineResult<()> {
+                self.inner.create_partition(name)
+            }
+            fn drop_partition(&self, name: &str) -> EngineResult<()> {
+                self.inner.drop_partition(name)
+            }
+            fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()> {
+                self.inner.write(name, ops)
+            }
+            fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+                self.inner.get_meta(name, key)
+            }
+            fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()> {
+                self.inner.scan(name, offset, f)?;
+                if self.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    let hook = self.hook.lock().take();
+                    if let Some(hook) = hook {
+                        hook();
+                    }
+                }
+                Ok(())
+            }
+            fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+                self.inner.last_batch(name)
+            }
+            fn sync(&self) -> EngineResult<()> {
+                Ok(())
+            }
+        }
+
+        let engine = Arc::new(Hooked {
+            inner: MemEngine::new(),
+            countdown: AtomicUsize::new(usize::MAX),
+            hook: Mutex::new(None),
+        });
+        let log = Arc::new(PartitionLog::open(engine.clone(), "p").expect("open"));
+        let first = log.append(kv(&[(Some("k"), Some("0"), 0), (Some("0"), Some("0"), 0)]), 1).expect("append");
+        log.append(kv(&[(Some("k"), Some("1"), 0), (Some("1"), Some("1"), 0)]), 1).expect("append");
+        log.append(kv(&[(Some("k"), Some("2"), 0), (Some("2"), Some("2"), 0)]), 1).expect("append");
+        log.advance_high_watermark(6);
+
+        // Right after the pass's second scan (its plan rewrites [0, 2) and [2, 4)),
+        // retention removes [0, 2).
+        let keep = (log.offsets().size_bytes - first.len() as u64) as i64;
+        let racing = log.clone();
+        *engine.hook.lock() = Some(Box::new(move || {
+            assert_eq!(racing.apply_retention(0, -1, keep).expect("retention").batches, 1);
+        }));
+        engine.countdown.store(2, Ordering::SeqCst);
+        assert_eq!(log.compact(0, DAY, 0).expect("compact"), None, "raced: nothing written");
+        assert_eq!(stored_batches(&log), vec![(2, 4, 1), (4, 6, 1)], "[0, 2) is not brought back");
+        assert_eq!(log.offsets().log_start, 2);
+        assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
+
+        let done = compact(&log, 0, DAY, 0);
+        assert_eq!((done.batches, done.records), (1, 1));
+        assert_eq!(stored_batches(&log), vec![(3, 4, 1), (4, 6, 1)]);
+        assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
     }
 }

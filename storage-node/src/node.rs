@@ -72,6 +72,21 @@ pub(crate) struct Replica {
     /// Kept with the state version the write was based on until a snapshot newer than
     /// that shows the truth (an ambiguous failure may still have been applied).
     pub(crate) pending_isr: Mutex<Option<(i32, Vec<NodeId>)>>,
+    /// What the last completed compaction pass saw, so an unchanged log is not scanned
+    /// again on every tick.
+    pub(crate) compacted: Mutex<Option<CompactionMark>>,
+}
+
+/// The state a compaction pass ran over: another pass can only do more once the HW,
+/// the log start or the settings change, or `due_ms` (a tombstone expiring, a batch
+/// leaving `min.compaction.lag.ms`) passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompactionMark {
+    high_watermark: u64,
+    log_start: u64,
+    delete_retention_ms: i64,
+    min_compaction_lag_ms: i64,
+    due_ms: Option<i64>,
 }
 
 /// The engine store name of a replica: the topic id keeps a re-created topic of the
@@ -328,6 +343,7 @@ impl StorageNode {
                         leader_since: Mutex::new(Instant::now()),
                         isr_write_pending: AtomicBool::new(false),
                         pending_isr: Mutex::new(None),
+                        compacted: Mutex::new(None),
                     });
                     if rm.leader == Some(self.id) {
                         info!(partition = %tp, epoch = rm.leader_epoch, "leading");
@@ -444,29 +460,94 @@ impl StorageNode {
         Ok(replica)
     }
 
+    /// The periodic log cleanup of every replica, leader or follower (each replica
+    /// cleans its own log, as in Kafka): retention where `cleanup.policy` has `delete`,
+    /// then compaction where it has `compact`.
     async fn run_retention(&self) {
         let replicas: Vec<Arc<Replica>> = self.replicas.read().values().cloned().collect();
         for r in replicas {
             let config = r.meta.read().config.clone();
-            let log = r.log.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                log.apply_retention(fjord_protocol::now_ms(), config.retention_ms, config.retention_bytes)
-            })
-            .await;
-            match result {
-                Ok(Ok(removed)) if removed.batches > 0 => {
-                    info!(partition = %r.tp, batches = removed.batches, bytes = removed.bytes, "retention removed batches")
+            if config.deletes() {
+                let log = r.log.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    log.apply_retention(fjord_protocol::now_ms(), config.retention_ms, config.retention_bytes)
+                })
+                .await;
+                match result {
+                    Ok(Ok(removed)) if removed.batches > 0 => {
+                        info!(partition = %r.tp, batches = removed.batches, bytes = removed.bytes, "retention removed batches")
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(partition = %r.tp, error = %e, "retention failed"),
+                    Err(e) => warn!(partition = %r.tp, error = %e, "retention task failed"),
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => warn!(partition = %r.tp, error = %e, "retention failed"),
-                Err(e) => warn!(partition = %r.tp, error = %e, "retention task failed"),
+            }
+            if config.compacts() {
+                self.compact_replica(&r, false).await;
             }
         }
     }
 
-    /// Runs retention over every replica now (tests and admin use).
+    /// One compaction pass over a replica's log on a blocking thread; unless `force`,
+    /// skipped when nothing it depends on changed since the last completed pass.
+    async fn compact_replica(&self, r: &Replica, force: bool) {
+        let config = r.meta.read().config.clone();
+        let o = r.log.offsets();
+        let now = fjord_protocol::now_ms();
+        let mark = CompactionMark {
+            high_watermark: o.high_watermark,
+            log_start: o.log_start,
+            delete_retention_ms: config.delete_retention_ms,
+            min_compaction_lag_ms: config.min_compaction_lag_ms,
+            due_ms: None,
+        };
+        let previous = *r.compacted.lock();
+        if !force
+            && previous
+                .is_some_and(|p| CompactionMark { due_ms: None, ..p } == mark && p.due_ms.is_none_or(|due| now < due))
+        {
+            return;
+        }
+        let log = r.log.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            log.compact(now, config.delete_retention_ms, config.min_compaction_lag_ms)
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(done))) => {
+                *r.compacted.lock() = Some(CompactionMark { due_ms: done.due_ms, ..mark });
+                if done.batches > 0 {
+                    info!(
+                        partition = %r.tp,
+                        batches = done.batches,
+                        records = done.records,
+                        bytes = done.bytes,
+                        "compaction rewrote batches"
+                    );
+                }
+            }
+            // The log changed under the pass; the next tick tries again.
+            Ok(Ok(None)) => debug!(partition = %r.tp, "compaction pass raced another change; retrying later"),
+            Ok(Err(e)) => warn!(partition = %r.tp, error = %e, "compaction failed"),
+            Err(e) => warn!(partition = %r.tp, error = %e, "compaction task failed"),
+        }
+    }
+
+    /// Runs retention and compaction over every replica now, per each topic's
+    /// `cleanup.policy` (tests and admin use).
     pub async fn apply_retention_now(&self) {
         self.run_retention().await;
+    }
+
+    /// Runs a compaction pass over every replica of a compacted topic now, even one
+    /// whose log has not changed since its last pass (tests and admin use).
+    pub async fn compact_now(&self) {
+        let replicas: Vec<Arc<Replica>> = self.replicas.read().values().cloned().collect();
+        for r in replicas {
+            if r.meta.read().config.compacts() {
+                self.compact_replica(&r, true).await;
+            }
+        }
     }
 }
 
@@ -591,6 +672,7 @@ impl NodeApi for StorageNode {
         let log = replica.log.clone();
         let mut hw_rx = log.subscribe_high_watermark();
         let deadline = Instant::now() + req.max_wait;
+        let mut timed_out = false;
         loop {
             // Mark the current HW seen before reading the offsets: a change after this
             // point wakes `changed()` below, so no append is missed.
@@ -605,6 +687,9 @@ impl NodeApi for StorageNode {
                     ),
                 ));
             }
+            // Every answer's HW is the one it was read under (or at most the requested
+            // offset): empty batches then mean no record in [offset, HW), which a
+            // consumer may skip (compaction can leave a gap reaching the HW).
             if req.offset < o.high_watermark {
                 let log = log.clone();
                 let (offset, max_bytes, hw) = (req.offset, req.max_bytes, o.high_watermark);
@@ -619,8 +704,7 @@ impl NodeApi for StorageNode {
                     log_end_offset: o.log_end,
                 });
             }
-            if !matches!(tokio::time::timeout_at(deadline, hw_rx.changed()).await, Ok(Ok(()))) {
-                let o = log.offsets();
+            if timed_out {
                 return Ok(FetchResponse {
                     batches: Vec::new(),
                     high_watermark: o.high_watermark,
@@ -628,6 +712,8 @@ impl NodeApi for StorageNode {
                     log_end_offset: o.log_end,
                 });
             }
+            // On timeout, one more look: the HW may have moved just now.
+            timed_out = !matches!(tokio::time::timeout_at(deadline, hw_rx.changed()).await, Ok(Ok(())));
         }
     }
 

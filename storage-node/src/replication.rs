@@ -406,16 +406,18 @@ async fn truncate_for_epoch(n: &StorageNode, base: &str, r: &Arc<Replica>, epoch
 }
 
 async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[(Arc<Replica>, u32)]) -> Result<()> {
+    let fetched_at: Vec<u64> = replicas.iter().map(|(r, _)| r.log.offsets().log_end).collect();
     let req = ReplicaFetchRequest {
         follower: n.id,
         max_wait_ms: n.replication.fetch_wait_max.as_millis() as u64,
         max_bytes: n.replication.fetch_max_bytes,
         partitions: replicas
             .iter()
-            .map(|(r, epoch)| ReplicaFetchPartition {
+            .zip(&fetched_at)
+            .map(|((r, epoch), fetch_offset)| ReplicaFetchPartition {
                 topic: r.tp.topic.clone(),
                 partition: r.tp.partition,
-                fetch_offset: r.log.offsets().log_end,
+                fetch_offset: *fetch_offset,
                 leader_epoch: *epoch,
             })
             .collect(),
@@ -435,7 +437,7 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[(Arc<Replica>,
         .map_err(|e| FjordError::new(ErrorCode::LeaderNotAvailable, e.to_string()))?;
     let answer = ReplicaFetchAnswer::decode(body)?;
     let mut frames = answer.batches.into_iter();
-    for (result, (r, epoch)) in answer.results.iter().zip(replicas) {
+    for ((result, (r, epoch)), fetched_at) in answer.results.iter().zip(replicas).zip(fetched_at) {
         let epoch = *epoch;
         let mine: Vec<Bytes> = frames.by_ref().take(result.batches as usize).collect();
         if let Some(e) = &result.error {
@@ -448,12 +450,16 @@ async fn fetch_once(n: &Arc<StorageNode>, base: &str, replicas: &[(Arc<Replica>,
         }
         if !mine.is_empty() {
             let log = r.log.clone();
+            let mut from = fetched_at;
             tokio::task::spawn_blocking(move || -> Result<()> {
                 for bytes in mine {
                     let batch =
                         Batch::parse(bytes).map_err(|e| FjordError::new(ErrorCode::CorruptBatch, e.to_string()))?;
+                    // The leader has nothing in [from, base): a gap its compaction left.
+                    let next = batch.next_offset();
                     // Fenced: refused if this replica's role moved on since it asked.
-                    log.append_replicated(batch, epoch).map_err(FjordError::from)?;
+                    log.append_replicated(batch, epoch, from).map_err(FjordError::from)?;
+                    from = next;
                 }
                 Ok(())
             })

@@ -149,6 +149,7 @@ impl Engine for RocksEngine {
             match *op {
                 WriteOp::PutBatch { base_offset, bytes } => batch.put_cf(&cf, offset_key(base_offset), bytes),
                 WriteOp::DeleteBatches { from, to } => batch.delete_range_cf(&cf, offset_key(from), offset_key(to)),
+                WriteOp::DeleteBatch { base_offset } => batch.delete_cf(&cf, offset_key(base_offset)),
                 WriteOp::PutMeta { key, value } => batch.put_cf(&self.meta_cf()?, meta_key(name, key), value),
             }
         }

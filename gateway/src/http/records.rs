@@ -133,7 +133,7 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
     responses(
         (status = 200, description = "Every record was written", body = ProduceResponse),
         (status = 207, description = "Some partitions failed; see each record's `error`", body = ProduceResponse),
-        (status = 400, description = "Malformed body or parameters; nothing written", body = ErrorBody),
+        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
         (status = 404, description = "Unknown topic (auto-create off) or partition", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
@@ -173,7 +173,7 @@ pub async fn produce_to_topic(
     ),
     responses(
         (status = 200, description = "Every record was written", body = ProduceResponse),
-        (status = 400, description = "Malformed body or parameters; nothing written", body = ErrorBody),
+        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
@@ -222,17 +222,20 @@ async fn auto_create_topic(state: &AppState, name: &str) -> ApiResult<TopicMetad
     }
 }
 
-/// Checks every record against a topic with `count` partitions and `max_bytes`
-/// `max.message.bytes`, and picks each record's partition. Nothing is written before
-/// this passes for the whole request.
+/// Checks every record against a topic with `count` partitions and `config`
+/// (`max.message.bytes`; a compacted topic takes only keyed records, as Kafka), and
+/// picks each record's partition. Nothing is written before this passes for the whole
+/// request.
 fn route_records(
     topic: &str,
     records: &[InRecord],
     path_partition: Option<u32>,
     count: u32,
-    max_bytes: usize,
+    config: &TopicConfig,
     sticky: u32,
 ) -> ApiResult<Vec<u32>> {
+    let max_bytes = config.max_message_bytes as usize;
+    let compacted = config.compacts();
     let mut targets = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let size = r.encoded_len();
@@ -240,6 +243,12 @@ fn route_records(
             return Err(ApiError::new(
                 ErrorCode::RecordTooLarge,
                 format!("record {i} is {size} bytes; topic `{topic}` allows at most {max_bytes} (max.message.bytes)"),
+            ));
+        }
+        if compacted && r.key.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRecord,
+                format!("record {i} has no key: compacted topic `{topic}` cannot accept a record without a key"),
             ));
         }
         let p = match (path_partition, r.partition) {
@@ -314,31 +323,16 @@ async fn produce(
     let targets = match existing_topic_for_produce(&state, &topic)? {
         Some(meta) => {
             let count = meta.partitions.len() as u32;
-            route_records(
-                &topic,
-                &records,
-                path_partition,
-                count,
-                meta.config.max_message_bytes as usize,
-                sticky_for(count),
-            )?
+            route_records(&topic, &records, path_partition, count, &meta.config, sticky_for(count))?
         }
         None => {
             // Check against the topic as it would be created, then against what was
             // actually created (another request may have created it differently).
             let count = state.config.default_partitions;
-            let max_bytes = TopicConfig::default().max_message_bytes as usize;
-            route_records(&topic, &records, path_partition, count, max_bytes, sticky_for(count))?;
+            route_records(&topic, &records, path_partition, count, &TopicConfig::default(), sticky_for(count))?;
             let meta = auto_create_topic(&state, &topic).await?;
             let count = meta.partitions.len() as u32;
-            route_records(
-                &topic,
-                &records,
-                path_partition,
-                count,
-                meta.config.max_message_bytes as usize,
-                sticky_for(count),
-            )?
+            route_records(&topic, &records, path_partition, count, &meta.config, sticky_for(count))?
         }
     };
 
@@ -604,7 +598,9 @@ async fn fetch_from(
 
 /// Calls `f` on each fetched record in `[from, high_watermark)`, in order, until it
 /// returns `None`. Returns how many records `f` took and the offset after the last one
-/// (`from` if none).
+/// — `from` if none, or the high watermark when the fetch found no record at all in
+/// `[from, high_watermark)` (compaction removed them: a fetch returns the batch of the
+/// first record at or after `from` when there is one below the HW; see `FetchResponse`).
 pub(crate) fn render_batches(
     batches: &[Bytes],
     from: u64,
@@ -613,18 +609,26 @@ pub(crate) fn render_batches(
 ) -> ApiResult<(u32, u64)> {
     let mut next = from;
     let mut n = 0u32;
+    let mut seen = false;
     for bytes in batches {
         let batch = Batch::parse(bytes.clone()).map_err(|e| ApiError::new(ErrorCode::CorruptBatch, e.to_string()))?;
         for r in batch.records() {
             if r.offset < from {
                 continue;
             }
-            if r.offset >= high_watermark || f(&r).is_none() {
+            if r.offset >= high_watermark {
+                break;
+            }
+            seen = true;
+            if f(&r).is_none() {
                 return Ok((n, next));
             }
             next = r.offset + 1;
             n += 1;
         }
+    }
+    if !seen && from < high_watermark {
+        next = high_watermark;
     }
     Ok((n, next))
 }

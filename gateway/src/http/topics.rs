@@ -36,9 +36,10 @@ pub struct CreateTopic {
     pub partitions: Option<u32>,
     /// Default 1; at most the number of live storage nodes.
     pub replication_factor: Option<u32>,
-    /// Kafka topic config keys: `retention.ms`, `retention.bytes`, `cleanup.policy`,
-    /// `min.insync.replicas`, `max.message.bytes`, `unclean.leader.election.enable`.
-    /// Values may be JSON numbers/booleans or strings.
+    /// Kafka topic config keys: `retention.ms`, `retention.bytes`, `cleanup.policy`
+    /// (`delete`, `compact` or `compact,delete`), `delete.retention.ms`,
+    /// `min.compaction.lag.ms`, `min.insync.replicas`, `max.message.bytes`,
+    /// `unclean.leader.election.enable`. Values may be JSON numbers/booleans or strings.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Map<String, Value>>,
 }
@@ -83,7 +84,8 @@ pub struct PartitionDescription {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"name": "orders", "topic_id": "6f1c…", "replication_factor": 1,
     "partitions": [{"partition": 0, "leader": 0, "leader_epoch": 1, "replicas": [0], "isr": [0], "log_start_offset": 0, "high_watermark": 42}],
-    "config": {"retention.ms": 604_800_000, "retention.bytes": -1, "cleanup.policy": "delete", "min.insync.replicas": 1,
+    "config": {"retention.ms": 604_800_000, "retention.bytes": -1, "cleanup.policy": "delete",
+        "delete.retention.ms": 86_400_000, "min.compaction.lag.ms": 0, "min.insync.replicas": 1,
         "max.message.bytes": 1_048_588, "unclean.leader.election.enable": false}}))]
 pub struct TopicDescription {
     pub name: String,
