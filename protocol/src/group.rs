@@ -242,9 +242,9 @@ mod tests {
             generation: Some(3),
             offsets: vec![CommitOffset { topic: "t".into(), partition: 1, offset: 5, metadata: None }],
         };
-        let json = serde_json::to_string(&req).unwrap();
+        let json = serde_json::to_string(&req).expect("serializes");
         assert!(json.contains("\"op\":\"commit\""), "{json}");
-        assert_eq!(serde_json::from_str::<GroupRequest>(&json).unwrap(), req);
+        assert_eq!(serde_json::from_str::<GroupRequest>(&json).expect("parses"), req);
         assert_eq!(req.group(), Some("g"));
     }
 }
