@@ -934,8 +934,6 @@ async fn commits_are_fenced_by_generation_and_ownership() {
 /// last polled in generation 1 and has not polled since a rebalance to generation 2
 /// must not commit in generation 2 (it has not seen that generation's assignment).
 #[tokio::test]
-#[ignore = "bug: check_commit (storage-node/src/groups/coordinator.rs) also accepts the group's current \
-            generation, not only the member's last polled one"]
 async fn a_commit_in_a_generation_the_member_has_not_polled_in_is_stale() {
     let h = Harness::new().await;
     h.create_topic(json!({"name": "f", "partitions": 2})).await;
@@ -1157,7 +1155,6 @@ async fn seek_moves_the_group_and_the_owner_reads_from_there() {
 /// member's next poll starts: the in-flight poll must not overwrite it with the position
 /// it read up to, and its auto-commit must not overwrite the sought offset.
 #[tokio::test]
-#[ignore = "bug: PollEnd (storage-node/src/groups/coordinator.rs) overwrites the position a concurrent Seek set"]
 async fn a_seek_during_an_in_flight_poll_is_not_lost() {
     let h = Harness::new().await;
     h.create_topic(json!({"name": "s", "partitions": 1})).await;
@@ -1597,8 +1594,6 @@ async fn member_event_stream_sends_the_assignment_then_records() {
 /// A rebalance reaches an idle member's event stream promptly: the `assignment` event
 /// should not wait for the stream's long poll (15 s, twice) to end without records.
 #[tokio::test]
-#[ignore = "bug: poll_stream (gateway/src/http/groups.rs) sends a changed assignment only after the long poll \
-            started in the new generation ends (up to ~30 s idle)"]
 async fn member_event_stream_announces_a_rebalance_without_waiting_for_records() {
     let h = Harness::new().await;
     h.create_topic(json!({"name": "ms", "partitions": 2})).await;

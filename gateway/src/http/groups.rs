@@ -54,6 +54,8 @@ const MAX_MAX_BYTES: u64 = 64 << 20;
 /// While a member waits for partitions another member still owns, its long polls are
 /// cut to this, so it picks them up soon after they are released.
 const PENDING_POLL_WAIT: Duration = Duration::from_millis(500);
+/// Longest wait of each poll behind a member's event stream.
+const STREAM_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// A group id: `[a-zA-Z0-9._-]{1,249}`, like a topic name.
 fn validate_group(group: &str) -> ApiResult<()> {
@@ -619,7 +621,9 @@ async fn poll_stream(
             if tx.is_closed() {
                 return;
             }
-            let wait = if opts.wait.is_zero() { heartbeat } else { opts.wait };
+            // Idle polls are short so that a rebalance is announced (and partitions
+            // handed over) within about a second, not after a whole long poll.
+            let wait = if opts.wait.is_zero() { STREAM_POLL_WAIT } else { opts.wait.min(STREAM_POLL_WAIT) };
             outcome = poll_once(&state, &group, &member_id, &PollOptions { wait, ..opts }).await;
         }
     });

@@ -80,6 +80,9 @@ struct Member {
     last_seen: Instant,
     /// Next offset to read per owned partition, ahead of commits (memory only).
     positions: HashMap<TopicPartition, u64>,
+    /// Partitions a seek moved since the member's last `PollBegin`: the `PollEnd` of a
+    /// poll in flight during the seek must not overwrite the sought position.
+    sought: BTreeSet<TopicPartition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +167,7 @@ impl Group {
                         // Sessions restart on a new coordinator.
                         last_seen: now,
                         positions: HashMap::new(),
+                        sought: BTreeSet::new(),
                     };
                     (m.member_id, member)
                 })
@@ -390,6 +394,7 @@ impl GroupCoordinator {
                 let Some(m) = g.members.get_mut(&member_id) else { return Err(unknown_member(&group, &member_id)) };
                 m.last_seen = now;
                 m.polled_generation = generation;
+                m.sought.clear();
                 let positions = owned
                     .iter()
                     .map(|tp| (tp.clone(), m.positions.get(tp).copied().or_else(|| offsets.get(tp).map(|c| c.offset))))
@@ -410,7 +415,7 @@ impl GroupCoordinator {
                 m.last_seen = now;
                 for p in positions {
                     let tp = TopicPartition::new(p.topic, p.partition);
-                    if owned.contains(&tp) {
+                    if owned.contains(&tp) && !m.sought.contains(&tp) {
                         m.positions.insert(tp, p.offset);
                     }
                 }
@@ -434,7 +439,8 @@ impl GroupCoordinator {
                     let tp = TopicPartition::new(p.topic.clone(), p.partition);
                     if let Some(owner) = g.owners.get(&tp).cloned() {
                         if let Some(m) = g.members.get_mut(&owner) {
-                            m.positions.insert(tp, p.offset);
+                            m.positions.insert(tp.clone(), p.offset);
+                            m.sought.insert(tp);
                         }
                     }
                 }
@@ -599,7 +605,14 @@ fn join_member(g: &mut Group, join: &JoinGroup, meta: &ClusterMetadata, now: Ins
     };
     g.members.insert(
         member_id.clone(),
-        Member { config, target: Vec::new(), polled_generation: 0, last_seen: now, positions: HashMap::new() },
+        Member {
+            config,
+            target: Vec::new(),
+            polled_generation: 0,
+            last_seen: now,
+            positions: HashMap::new(),
+            sought: BTreeSet::new(),
+        },
     );
     g.rebalance(meta);
     if let Some(m) = g.members.get_mut(&member_id) {
@@ -631,14 +644,14 @@ fn check_commit(
     };
     let m = g.members.get(member_id).ok_or_else(|| unknown_member(group, member_id))?;
     match generation {
-        Some(gen) if gen == m.polled_generation || gen == g.generation => {}
+        Some(gen) if gen == m.polled_generation => {}
         Some(gen) => {
             return Err(FjordError::new(
                 ErrorCode::StaleGeneration,
                 format!(
-                    "generation {gen} is stale: member `{member_id}` is in generation {} of group `{group}`; \
-                     poll to learn the current assignment",
-                    g.generation
+                    "generation {gen} is not the generation of member `{member_id}`'s last poll ({}) in group \
+                     `{group}` (now in generation {}); poll to learn the current assignment",
+                    m.polled_generation, g.generation
                 ),
             ))
         }
