@@ -8,7 +8,7 @@
 
 use crate::body::{self, Format};
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
-use crate::http::records::{path_error, query_error, render_batches, sse_error_event, timeout};
+use crate::http::records::{path_error, query_error, read_limits, render_batches, sse_error_event, timeout};
 use crate::http::topics::require_json;
 use crate::state::AppState;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -47,10 +47,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// How long a call to a group's coordinator may take, moves included.
 const GROUP_CALL_DEADLINE: Duration = Duration::from_secs(15);
 const DEFAULT_SESSION_TIMEOUT_MS: u64 = 45_000;
-const DEFAULT_MAX_RECORDS: u32 = 500;
-const MAX_MAX_RECORDS: u32 = 100_000;
-const DEFAULT_MAX_BYTES: u64 = 1 << 20;
-const MAX_MAX_BYTES: u64 = 64 << 20;
 /// While a member waits for partitions another member still owns, its long polls are
 /// cut to this, so it picks them up soon after they are released.
 const PENDING_POLL_WAIT: Duration = Duration::from_millis(500);
@@ -376,14 +372,7 @@ pub async fn poll(
     let Query(q) = query.map_err(query_error)?;
     validate_group(&group)?;
     let wait = timeout(&state, q.timeout_ms, 0)?;
-    let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
-    if max_records == 0 || max_records > MAX_MAX_RECORDS {
-        return Err(ApiError::bad_request(format!("max_records must be between 1 and {MAX_MAX_RECORDS}")));
-    }
-    let max_bytes = q.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-    if max_bytes == 0 || max_bytes > MAX_MAX_BYTES {
-        return Err(ApiError::bad_request(format!("max_bytes must be between 1 and {MAX_MAX_BYTES}")));
-    }
+    let (max_records, max_bytes) = read_limits(q.max_records, q.max_bytes)?;
     let opts = PollOptions { wait, max_records, max_bytes: max_bytes as usize, format: q.format.unwrap_or_default() };
     if crate::http::records::wants_event_stream(&headers) {
         return Ok(poll_stream(state, group, member_id, opts).await?.into_response());

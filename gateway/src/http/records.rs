@@ -38,6 +38,19 @@ const MAX_MAX_RECORDS: u32 = 100_000;
 const DEFAULT_MAX_BYTES: u64 = 1 << 20;
 const MAX_MAX_BYTES: u64 = 64 << 20;
 
+/// A read's `max_records` and `max_bytes`, defaulted and checked.
+pub(crate) fn read_limits(max_records: Option<u32>, max_bytes: Option<u64>) -> ApiResult<(u32, u64)> {
+    let max_records = max_records.unwrap_or(DEFAULT_MAX_RECORDS);
+    if max_records == 0 || max_records > MAX_MAX_RECORDS {
+        return Err(ApiError::bad_request(format!("max_records must be between 1 and {MAX_MAX_RECORDS}")));
+    }
+    let max_bytes = max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+    if max_bytes == 0 || max_bytes > MAX_MAX_BYTES {
+        return Err(ApiError::bad_request(format!("max_bytes must be between 1 and {MAX_MAX_BYTES}")));
+    }
+    Ok((max_records, max_bytes))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ProduceParams {
@@ -495,14 +508,7 @@ pub async fn consume(
     let Path((topic, partition)) = path.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
     let wait = timeout(&state, q.timeout_ms, 0)?;
-    let max_records = q.max_records.unwrap_or(DEFAULT_MAX_RECORDS);
-    if max_records == 0 || max_records > MAX_MAX_RECORDS {
-        return Err(ApiError::bad_request(format!("max_records must be between 1 and {MAX_MAX_RECORDS}")));
-    }
-    let max_bytes = q.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-    if max_bytes == 0 || max_bytes > MAX_MAX_BYTES {
-        return Err(ApiError::bad_request(format!("max_bytes must be between 1 and {MAX_MAX_BYTES}")));
-    }
+    let (max_records, max_bytes) = read_limits(q.max_records, q.max_bytes)?;
     let stream = wants_event_stream(&headers);
     let resume = if stream { last_event_offset(&headers, partition)? } else { None };
     let start = match (q.offset.as_deref(), q.timestamp) {
