@@ -5,155 +5,28 @@
 //! produce and create — for having changed nothing: no high watermark moved and no topic
 //! appeared (a rejected produce must not auto-create its topic).
 
+mod common;
+
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, Method, Request, StatusCode};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use bytes::Bytes;
-use fjord_coordinator::{Coordinator, EmbeddedCoordinator};
-use fjord_gateway::{AppState, GatewayConfig, SingleNode};
-use fjord_storage_node::{NodeConfig, StorageNode};
+use common::Harness;
+use fjord_gateway::GatewayConfig;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use tempfile::TempDir;
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------------------
-// Harness
+// Harness: the shared one (common/mod.rs) plus what these tests compare
 // ---------------------------------------------------------------------------------------
-
-/// One gateway over one storage node with its own data directory.
-struct Harness {
-    app: Router,
-    node: Arc<StorageNode>,
-    // Dropped last: RocksDB lives in it.
-    _dir: TempDir,
-}
-
-/// A response, fully read.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}); status {}: {}", self.status, self.text()))
-    }
-
-    /// Asserts the status and returns the JSON body.
-    #[track_caller]
-    fn expect_status(&self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text());
-        self.json()
-    }
-
-    /// Asserts an error response: status, the `{"error": {"code", "message", "retriable"}}`
-    /// shape, the code, and `Retry-After` exactly on retriable errors. Returns the message.
-    #[track_caller]
-    fn expect_error(&self, status: u16, code: &str) -> String {
-        let body = self.expect_status(status);
-        let error = body.get("error").unwrap_or_else(|| panic!("no `error` object in {body}"));
-        assert_eq!(error["code"], code, "wrong error code in {body}");
-        let message = error["message"].as_str().unwrap_or_else(|| panic!("no message in {body}"));
-        assert!(!message.is_empty(), "empty message in {body}");
-        let retriable = error["retriable"].as_bool().unwrap_or_else(|| panic!("no retriable flag in {body}"));
-        assert_eq!(
-            self.headers.contains_key(header::RETRY_AFTER),
-            retriable,
-            "Retry-After must be sent exactly on retriable errors: {body}"
-        );
-        let content_type = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert!(content_type.starts_with("application/json"), "error content type is `{content_type}`");
-        message.to_owned()
-    }
-}
 
 /// What the tests compare to prove a request changed nothing: every topic with the high
 /// watermark of each of its partitions.
 type Snapshot = BTreeMap<String, Vec<u64>>;
 
 impl Harness {
-    async fn new() -> Self {
-        Self::with_config(GatewayConfig::default()).await
-    }
-
-    async fn with_config(config: GatewayConfig) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
-        let node_config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            // Many of these run in parallel; keep each RocksDB small.
-            block_cache_bytes: 8 << 20,
-            write_buffer_bytes: 8 << 20,
-            ..Default::default()
-        };
-        let node = StorageNode::start(&node_config, coordinator.clone(), "in-process".into())
-            .await
-            .expect("storage node starts");
-        let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api: node.clone() }), config);
-        Self { app: fjord_gateway::app(state), node, _dir: dir }
-    }
-
-    /// Stops the node's background tasks so RocksDB closes before its directory goes.
-    async fn shutdown(self) {
-        self.node.shutdown().await;
-    }
-
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.expect("the router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("read response body").to_bytes();
-        Reply { status, headers, body }
-    }
-
-    async fn request(&self, method: Method, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
-        let mut builder = Request::builder().method(method).uri(uri);
-        if let Some(ct) = content_type {
-            builder = builder.header(header::CONTENT_TYPE, ct);
-        }
-        self.send(builder.body(body.into()).expect("valid request")).await
-    }
-
-    async fn get(&self, uri: &str) -> Reply {
-        self.request(Method::GET, uri, None, Body::empty()).await
-    }
-
-    async fn post(&self, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
-        self.request(Method::POST, uri, content_type, body).await
-    }
-
-    async fn post_json(&self, uri: &str, body: &Value) -> Reply {
-        self.post(uri, Some("application/json"), body.to_string()).await
-    }
-
-    async fn patch_json(&self, uri: &str, body: &Value) -> Reply {
-        self.request(Method::PATCH, uri, Some("application/json"), body.to_string()).await
-    }
-
-    /// Creates a topic, asserting 201.
-    async fn create_topic(&self, spec: Value) -> Value {
-        self.post_json("/v1/topics", &spec).await.expect_status(201)
-    }
-
-    /// Produces `records` to the topic route, asserting 200; returns the `offsets` array.
-    async fn produce(&self, topic: &str, records: Value) -> Vec<Value> {
-        let reply = self.post_json(&format!("/v1/topics/{topic}/records"), &json!({ "records": records })).await;
-        let body = reply.expect_status(200);
-        body["offsets"].as_array().expect("offsets array").clone()
-    }
-
     /// Consumes, asserting 200.
     async fn consume(&self, topic: &str, partition: u32, query: &str) -> Value {
         self.get(&format!("/v1/topics/{topic}/partitions/{partition}/records?{query}")).await.expect_status(200)
