@@ -476,12 +476,15 @@ impl GroupCoordinator {
     }
 
     /// Evicts members whose session expired and rebalances groups whose subscribed
-    /// topics changed partition count, in every shard this node leads.
+    /// topics changed partition count, in every shard this node leads; forgets the
+    /// shards it no longer leads.
     pub(crate) async fn sweep(&self, node: &StorageNode) {
         let meta = node.metadata.borrow().clone();
         let Some(topic) = meta.topic(OFFSETS_TOPIC) else { return };
         let led: Vec<u32> =
             topic.partitions.iter().filter(|p| p.leader == Some(node.id)).map(|p| p.partition).collect();
+        // Shards this node no longer leads free their memory; leading one again reloads it.
+        self.shards.lock().retain(|p, _| led.contains(p));
         for partition in led {
             let Ok((mut shard, _)) = self.lock_shard(node, partition).await else { continue };
             let now = Instant::now();
