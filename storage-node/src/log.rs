@@ -166,6 +166,25 @@ fn batch_range(bytes: &[u8]) -> Option<(u64, u64)> {
     Some((base, base.saturating_add(u64::from(count))))
 }
 
+impl PartitionLog {
+    /// Calls `f(batch, stored_len)` on each batch from the one holding `offset` on, in
+    /// order, until it answers `Ok(false)`. A stored batch that does not parse, or an
+    /// error from `f`, ends the scan with that error.
+    fn scan_batches(&self, offset: u64, mut f: impl FnMut(Batch, u64) -> LogResult<bool>) -> LogResult<()> {
+        let mut failed = None;
+        self.engine.scan(&self.name, offset, &mut |_base, bytes| {
+            let step = Batch::parse(Bytes::copy_from_slice(bytes))
+                .map_err(LogError::from)
+                .and_then(|b| f(b, bytes.len() as u64));
+            step.unwrap_or_else(|e| {
+                failed = Some(e);
+                false
+            })
+        })?;
+        failed.map_or(Ok(()), Err)
+    }
+}
+
 /// One batch holding `records` (a run of consecutive offsets starting at `base`), with
 /// the leader epoch and record timestamps they were written with.
 fn rebuild_run(records: &[codec::RecordView], base: u64, leader_epoch: u32) -> LogResult<Batch> {
@@ -416,24 +435,13 @@ impl PartitionLog {
         }
         let mut first_removed = None;
         let mut removed_bytes = 0u64;
-        let mut err = None;
-        self.engine.scan(&self.name, offset, &mut |base, bytes| {
-            match Batch::parse(Bytes::copy_from_slice(bytes)) {
-                Ok(b) if b.next_offset() <= offset => {}
-                Ok(_) => {
-                    first_removed.get_or_insert(base);
-                    removed_bytes += bytes.len() as u64;
-                }
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
+        self.scan_batches(offset, |b, len| {
+            if b.next_offset() > offset {
+                first_removed.get_or_insert(b.base_offset());
+                removed_bytes += len;
             }
-            true
+            Ok(true)
         })?;
-        if let Some(e) = err {
-            return Err(e.into());
-        }
         let Some(first_removed) = first_removed else { return Ok(log_end) };
         // The batch before the first one removed ends the log now; with a gap before it
         // that is below `first_removed`.
@@ -546,31 +554,20 @@ impl PartitionLog {
             (s.log_start, s.high_watermark)
         };
         let mut found = None;
-        let mut err = None;
-        self.engine.scan(&self.name, log_start, &mut |base, bytes| {
-            if base >= hw {
-                return false;
+        self.scan_batches(log_start, |batch, _| {
+            if batch.base_offset() >= hw {
+                return Ok(false);
             }
-            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
-                Ok(b) => b,
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            };
             if batch.max_timestamp() < ts {
-                return true;
+                return Ok(true);
             }
             found = batch
                 .records()
                 .find(|r| r.offset >= log_start && r.offset < hw && r.timestamp >= ts)
                 .map(|r| (r.offset, r.timestamp));
-            found.is_none()
+            Ok(found.is_none())
         })?;
-        match err {
-            Some(e) => Err(e.into()),
-            None => Ok(found),
-        }
+        Ok(found)
     }
 
     /// Deletes whole batches from the log start while they are older than
@@ -588,33 +585,21 @@ impl PartitionLog {
         };
         let mut new_start = log_start;
         let mut removed = Removed::default();
-        let mut err = None;
-        self.engine.scan(&self.name, log_start, &mut |_base, bytes| {
-            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
-                Ok(b) => b,
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            };
+        self.scan_batches(log_start, |batch, len| {
             if batch.next_offset() > hw {
-                return false;
+                return Ok(false);
             }
-            let len = bytes.len() as u64;
             let too_old = retention_ms >= 0 && batch.max_timestamp() < now_ms.saturating_sub(retention_ms);
             let too_big = retention_bytes >= 0 && size.saturating_sub(len) >= retention_bytes as u64;
             if !(too_old || too_big) {
-                return false;
+                return Ok(false);
             }
             new_start = batch.next_offset();
             size -= len;
             removed.batches += 1;
             removed.bytes += len;
-            true
+            Ok(true)
         })?;
-        if let Some(e) = err {
-            return Err(e.into());
-        }
         if new_start == log_start {
             return Ok(removed);
         }
@@ -696,18 +681,10 @@ impl PartitionLog {
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut cleanable_end = log_start;
         let mut cleanable = true;
-        let mut err = None;
-        self.engine.scan(&self.name, log_start, &mut |base, bytes| {
-            if base >= hw {
-                return false;
+        self.scan_batches(log_start, |batch, _| {
+            if batch.base_offset() >= hw {
+                return Ok(false);
             }
-            let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
-                Ok(b) => b,
-                Err(e) => {
-                    err = Some(e);
-                    return false;
-                }
-            };
             if cleanable {
                 let committed = batch.next_offset() <= hw;
                 let last = batch.next_offset() >= log_end;
@@ -731,28 +708,18 @@ impl PartitionLog {
                     }
                 }
             }
-            true
+            Ok(true)
         })?;
-        if let Some(e) = err {
-            return Err(e.into());
-        }
 
         // Pass 2: what each cleanable batch keeps.
         let mut plan: Vec<Rewrite> = Vec::new();
         let mut removed_records = 0u64;
-        let mut failed: Option<LogError> = None;
         if cleanable_end > log_start {
-            self.engine.scan(&self.name, log_start, &mut |base, bytes| {
+            self.scan_batches(log_start, |batch, len| {
+                let base = batch.base_offset();
                 if base >= cleanable_end {
-                    return false;
+                    return Ok(false);
                 }
-                let batch = match Batch::parse(Bytes::copy_from_slice(bytes)) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        failed = Some(e.into());
-                        return false;
-                    }
-                };
                 let mut kept = Vec::new();
                 let mut dropped = 0u64;
                 for r in batch.records() {
@@ -773,29 +740,20 @@ impl PartitionLog {
                     }
                 }
                 if dropped == 0 {
-                    return true;
+                    return Ok(true);
                 }
                 removed_records += dropped;
                 let mut runs = Vec::new();
                 let mut start = 0;
                 for i in 1..=kept.len() {
                     if i == kept.len() || kept[i].offset != kept[i - 1].offset + 1 {
-                        match rebuild_run(&kept[start..i], kept[start].offset, batch.leader_epoch()) {
-                            Ok(run) => runs.push(run),
-                            Err(e) => {
-                                failed = Some(e);
-                                return false;
-                            }
-                        }
+                        runs.push(rebuild_run(&kept[start..i], kept[start].offset, batch.leader_epoch())?);
                         start = i;
                     }
                 }
-                plan.push(Rewrite { base, len: bytes.len() as u64, runs });
-                true
+                plan.push(Rewrite { base, len, runs });
+                Ok(true)
             })?;
-        }
-        if let Some(e) = failed {
-            return Err(e);
         }
         let mut done = Compacted { due_ms, ..Compacted::default() };
         if plan.is_empty() {
