@@ -3,7 +3,7 @@
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, ApiResult};
 use fjord_coordinator::{ClusterMetadata, Coordinator, NewTopic, TopicConfig, TopicMetadata};
-use fjord_protocol::group::{coordinator_partition, GroupRequest, GroupResponse, OFFSETS_TOPIC};
+use fjord_protocol::group::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
 use fjord_protocol::{ErrorCode, FjordError, NodeApi, NodeId, TopicPartition};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
@@ -121,12 +121,7 @@ impl AppState {
     /// it names), retrying while the coordinator moves, until `deadline`.
     pub async fn call_group(&self, req: GroupRequest, deadline: Instant) -> ApiResult<GroupResponse> {
         let count = self.offsets_topic().await?;
-        let partition = match (&req, req.group()) {
-            (GroupRequest::List { partition }, _) => *partition,
-            (_, Some(group)) => coordinator_partition(group, count),
-            (_, None) => return Err(ApiError::new(ErrorCode::Internal, "group call without a group")),
-        };
-        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let tp = TopicPartition::new(OFFSETS_TOPIC, req.partition(count));
         self.call_leader(&tp, deadline, |node| {
             let req = req.clone();
             async move { node.group(req).await }

@@ -137,6 +137,14 @@ impl GroupRequest {
             Self::List { .. } => None,
         }
     }
+
+    /// The partition of [`OFFSETS_TOPIC`] (of `partitions`) whose leader serves this call.
+    pub fn partition(&self, partitions: u32) -> u32 {
+        match self {
+            Self::List { partition } => *partition,
+            other => coordinator_partition(other.group().unwrap_or_default(), partitions),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,5 +254,7 @@ mod tests {
         assert!(json.contains("\"op\":\"commit\""), "{json}");
         assert_eq!(serde_json::from_str::<GroupRequest>(&json).expect("parses"), req);
         assert_eq!(req.group(), Some("g"));
+        assert_eq!(GroupRequest::Describe { group: "hello".into() }.partition(50), 99_162_322 % 50);
+        assert_eq!(GroupRequest::List { partition: 3 }.partition(16), 3);
     }
 }

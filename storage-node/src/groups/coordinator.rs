@@ -27,8 +27,8 @@ use super::assign::{self, Assignor, MemberSpec};
 use crate::node::{internal, Replica, StorageNode};
 use fjord_coordinator::ClusterMetadata;
 use fjord_protocol::group::{
-    coordinator_partition, CommitOffset, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary,
-    JoinGroup, MemberDescription, Membership, OffsetReset, PollPlan, OFFSETS_TOPIC,
+    CommitOffset, CommittedOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, JoinGroup,
+    MemberDescription, Membership, OffsetReset, PollPlan, OFFSETS_TOPIC,
 };
 use fjord_protocol::{
     Acks, Batch, BatchBuilder, ErrorCode, FjordError, NodeApi, ProduceRequest, Result, TopicPartition,
@@ -287,6 +287,14 @@ impl Group {
         self.commit(group, due)
     }
 
+    /// Whether a subscribed topic appeared, went, or changed partition count since the
+    /// targets were computed.
+    fn topics_changed(&self, meta: &ClusterMetadata) -> bool {
+        let subscribed: BTreeSet<&str> =
+            self.members.values().flat_map(|m| m.config.topics.iter().map(String::as_str)).collect();
+        !self.members.is_empty() && partition_counts(meta, subscribed.into_iter()) != self.partition_counts
+    }
+
     fn expired(&self, now: Instant) -> Vec<String> {
         self.members
             .iter()
@@ -329,11 +337,7 @@ impl GroupCoordinator {
             ));
         };
         let count = topic.partitions.len() as u32;
-        let partition = match (&req, req.group()) {
-            (GroupRequest::List { partition }, _) => *partition,
-            (_, Some(group)) => coordinator_partition(group, count),
-            (_, None) => return Err(FjordError::new(ErrorCode::InvalidRequest, "group call without a group")),
-        };
+        let partition = req.partition(count);
         if partition >= count {
             return Err(FjordError::new(
                 ErrorCode::UnknownPartition,
@@ -389,15 +393,14 @@ impl GroupCoordinator {
                 let writes = g.auto_commit(&group, &member_id);
                 g.hand_over(&member_id);
                 let generation = g.generation;
-                let offsets = g.offsets.clone();
-                let owned = g.owned_by(&member_id);
-                let Some(m) = g.members.get_mut(&member_id) else { return Err(unknown_member(&group, &member_id)) };
-                m.last_seen = now;
-                m.polled_generation = generation;
-                m.sought.clear();
-                let positions = owned
-                    .iter()
-                    .map(|tp| (tp.clone(), m.positions.get(tp).copied().or_else(|| offsets.get(tp).map(|c| c.offset))))
+                let Some(m) = g.members.get(&member_id) else { return Err(unknown_member(&group, &member_id)) };
+                let positions = g
+                    .owned_by(&member_id)
+                    .into_iter()
+                    .map(|tp| {
+                        let at = m.positions.get(&tp).copied().or_else(|| g.offsets.get(&tp).map(|c| c.offset));
+                        (tp, at)
+                    })
                     .collect();
                 let plan = PollPlan {
                     session_timeout_ms: m.config.session_timeout_ms,
@@ -405,6 +408,11 @@ impl GroupCoordinator {
                     positions,
                     membership: g.membership(&member_id),
                 };
+                if let Some(m) = g.members.get_mut(&member_id) {
+                    m.last_seen = now;
+                    m.polled_generation = generation;
+                    m.sought.clear();
+                }
                 self.store(node, partition, &mut shard, &group, g, &before, writes).await?;
                 Ok(GroupResponse::Poll(plan))
             }
@@ -488,19 +496,21 @@ impl GroupCoordinator {
         for partition in led {
             let Ok((mut shard, _)) = self.lock_shard(node, partition).await else { continue };
             let now = Instant::now();
-            let names: Vec<String> = shard.groups.keys().cloned().collect();
-            for name in names {
+            // Only groups with something to do are copied and written.
+            let due: Vec<String> = shard
+                .groups
+                .iter()
+                .filter(|(_, g)| !g.expired(now).is_empty() || g.topics_changed(&meta))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in due {
                 let Some(mut g) = shard.groups.get(&name).cloned() else { continue };
                 let before = g.record();
                 for member_id in g.expired(now) {
                     info!(group = %name, member = %member_id, "session expired; evicting member");
                     g.remove_member(&member_id, &meta);
                 }
-                let subscribed: BTreeSet<String> =
-                    g.members.values().flat_map(|m| m.config.topics.iter().cloned()).collect();
-                if !g.members.is_empty()
-                    && partition_counts(&meta, subscribed.iter().map(String::as_str)) != g.partition_counts
-                {
+                if g.topics_changed(&meta) {
                     info!(group = %name, "subscribed topics changed; rebalancing");
                     g.rebalance(&meta);
                 }
