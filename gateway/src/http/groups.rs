@@ -547,8 +547,9 @@ async fn fetch_all(
     while let Some((tp, from, result)) = calls.next().await {
         match result {
             Ok(r) => {
-                let has_records = r.batches.iter().any(|b| b.len() > fjord_protocol::codec::BATCH_HEADER_LEN)
-                    && from < r.high_watermark;
+                // A leader answers with batches only when it has a record at or after
+                // `from` below its high watermark.
+                let has_records = !r.batches.is_empty() && from < r.high_watermark;
                 out.push(Fetched { tp, from, batches: r.batches, high_watermark: r.high_watermark });
                 if has_records && !max_wait.is_zero() {
                     // Answer now; the other long polls are dropped.
