@@ -335,7 +335,22 @@ mod zk_only {
 
         let mut rx = a.metadata();
         eventually(&mut rx, "a's node registration back or kept", |m| m.nodes.contains_key(&1)).await;
-        b.create_topic(topic("after-restart", 1, 1)).await.expect("create after restart");
+        // b's client may still be reconnecting: a retriable answer is retried, as a
+        // client would, until the deadline.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut retried = false;
+        loop {
+            match b.create_topic(topic("after-restart", 1, 1)).await {
+                Ok(_) => break,
+                // A lost answer to an earlier attempt that did create it.
+                Err(e) if retried && e.code == ErrorCode::TopicAlreadyExists => break,
+                Err(e) if e.retriable() && tokio::time::Instant::now() < deadline => {
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("create after restart: {e}"),
+            }
+        }
         eventually(&mut rx, "a sees a topic created after the restart", |m| m.topics.contains_key("after-restart"))
             .await;
     }
