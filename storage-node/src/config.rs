@@ -1,6 +1,6 @@
 //! Storage node configuration.
 
-use crate::rocks::{RocksOptions, WalSync};
+use crate::rocks::{Compression, RocksOptions, WalSync};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -21,6 +21,9 @@ pub struct NodeConfig {
     pub block_cache_bytes: usize,
     /// Cap on all RocksDB memtables together.
     pub write_buffer_bytes: usize,
+    /// Block compression of partition files: `none` (default, as Kafka stores what
+    /// producers send) or `lz4` (see [`Compression`]).
+    pub compression: Compression,
     /// How often retention and compaction run over every partition.
     pub retention_check_interval_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR
@@ -43,6 +46,7 @@ impl Default for NodeConfig {
             wal_sync_interval_ms: 200,
             block_cache_bytes: rocks.block_cache_bytes,
             write_buffer_bytes: rocks.write_buffer_bytes,
+            compression: rocks.compression,
             retention_check_interval_ms: 30_000,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -57,6 +61,7 @@ impl NodeConfig {
             wal_sync: self.wal_sync,
             block_cache_bytes: self.block_cache_bytes,
             write_buffer_bytes: self.write_buffer_bytes,
+            compression: self.compression,
         }
     }
 

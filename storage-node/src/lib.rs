@@ -19,6 +19,7 @@
 //!   replica fetch and epoch look-up for followers.
 //! - [`config`] — [`NodeConfig`].
 
+mod append;
 pub mod config;
 pub mod engine;
 pub mod groups;
@@ -32,7 +33,7 @@ pub use config::NodeConfig;
 pub use engine::{Engine, MemEngine};
 pub use log::{PartitionLog, Role};
 pub use node::StorageNode;
-pub use rocks::{RocksEngine, RocksOptions, WalSync};
+pub use rocks::{Compression, RocksEngine, RocksOptions, WalSync};
 
 #[cfg(test)]
 mod conformance;

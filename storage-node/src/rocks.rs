@@ -32,6 +32,30 @@ pub enum WalSync {
     Interval,
 }
 
+/// How RocksDB compresses the blocks of a partition's files.
+///
+/// Kafka brokers store batches as the producer sent them (`compression.type=producer`,
+/// and producers default to no compression); Fjord likewise defaults to `none`: log
+/// values are written once and read sequentially, and compressing incompressible payloads
+/// cost 13% of the server's CPU under produce load (bench/README.md, "Profiles").
+/// Choose `lz4` for compressible data (JSON) when disk matters more than CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Lz4,
+}
+
+impl Compression {
+    fn rocks(self) -> rocksdb::DBCompressionType {
+        match self {
+            Compression::None => rocksdb::DBCompressionType::None,
+            Compression::Lz4 => rocksdb::DBCompressionType::Lz4,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RocksOptions {
     pub wal_sync: WalSync,
@@ -39,11 +63,17 @@ pub struct RocksOptions {
     pub block_cache_bytes: usize,
     /// Cap on all memtables together.
     pub write_buffer_bytes: usize,
+    pub compression: Compression,
 }
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        Self { wal_sync: WalSync::Interval, block_cache_bytes: 64 << 20, write_buffer_bytes: 128 << 20 }
+        Self {
+            wal_sync: WalSync::Interval,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 128 << 20,
+            compression: Compression::None,
+        }
     }
 }
 
@@ -74,7 +104,7 @@ impl RocksEngine {
 
         let mut cf_opts = Options::default();
         cf_opts.set_block_based_table_factory(&table);
-        cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        cf_opts.set_compression_type(opts.compression.rocks());
         cf_opts.set_write_buffer_size((opts.write_buffer_bytes / 4).max(1 << 20));
 
         let mut db_opts = cf_opts.clone();
@@ -82,6 +112,13 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
         db_opts.set_max_background_jobs(2);
+        // Flushes and compactions run at a lower CPU priority than request handling: on
+        // a small machine a 32 MiB flush otherwise competes with produce and fetch
+        // requests for the cores and shows up as their tail latency.
+        let mut env = rocksdb::Env::new().map_err(backend)?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
 
         let existing = match Db::list_cf(&db_opts, path) {
             Ok(names) => names,
