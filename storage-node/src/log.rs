@@ -313,17 +313,37 @@ impl PartitionLog {
     /// from the LEO. Returns the batch with its base offset and epoch stamped. Refused
     /// unless this log is unfenced or the leader in exactly that epoch.
     pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
-        let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut out = self.append_all(vec![batch], leader_epoch)?;
+        out.pop().unwrap_or(Err(LogError::BadMeta("append_all answered nothing")))
+    }
+
+    /// Group commit: appends several producers' batches, in order, in one storage write,
+    /// as [`append`](Self::append) would one after another — each stamped at the offset
+    /// after the previous one. A batch that does not parse gets its own error and the
+    /// others are written; an error of the whole write (fenced, storage) is the outer one
+    /// and nothing is written.
+    pub fn append_all(&self, batches: Vec<Bytes>, leader_epoch: u32) -> LogResult<Vec<LogResult<Batch>>> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
             Role::Leader { epoch, .. } if epoch == leader_epoch => {}
             role => return Err(LogError::Fenced { role }),
         }
-        let base = self.state.lock().log_end;
-        codec::stamp(&mut buf, base, leader_epoch)?;
-        let batch = Batch::parse(buf.freeze())?;
-        self.store(&writer, batch)
+        let mut next = self.state.lock().log_end;
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            let stamped = codec::stamp(&mut buf, next, leader_epoch).and_then(|()| Batch::parse(buf.freeze()));
+            if let Ok(b) = &stamped {
+                next = b.next_offset();
+            }
+            out.push(stamped.map_err(LogError::from));
+        }
+        let good: Vec<Batch> = out.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        if !good.is_empty() {
+            self.store(&writer, &good)?;
+        }
+        Ok(out)
     }
 
     /// Appends a batch its leader already stamped (a follower replicating in
@@ -361,29 +381,32 @@ impl PartitionLog {
         } else {
             batch
         };
-        self.store(&writer, batch)?;
+        self.store(&writer, std::slice::from_ref(&batch))?;
         Ok(true)
     }
 
-    /// Writes a stamped batch at or after the LEO. The caller holds the writer lock.
-    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batch: Batch) -> LogResult<Batch> {
-        let epoch = batch.leader_epoch();
-        let base = batch.base_offset();
+    /// Writes stamped batches, consecutive and of one leader epoch, at or after the LEO,
+    /// in one storage write. The caller holds the writer lock.
+    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batches: &[Batch]) -> LogResult<()> {
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            return Ok(());
+        };
+        let epoch = first.leader_epoch();
+        let base = first.base_offset();
         let (size_before, history) = {
             let s = self.state.lock();
             let new_epoch = s.epochs.last().is_none_or(|(e, _)| epoch > *e);
             (s.size_bytes, new_epoch.then(|| s.epochs.clone()))
         };
-        let size = size_before + batch.len() as u64;
+        let size = size_before + batches.iter().map(|b| b.len() as u64).sum::<u64>();
         let size_bytes = size.to_be_bytes();
         let epochs = history.map(|mut h| {
             h.push((epoch, base));
             encode_epochs(&h)
         });
-        let mut ops = vec![
-            WriteOp::PutBatch { base_offset: base, bytes: batch.as_bytes() },
-            WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
-        ];
+        let mut ops: Vec<WriteOp<'_>> =
+            batches.iter().map(|b| WriteOp::PutBatch { base_offset: b.base_offset(), bytes: b.as_bytes() }).collect();
+        ops.push(WriteOp::PutMeta { key: META_SIZE, value: &size_bytes });
         if let Some(epochs) = &epochs {
             ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: epochs });
         }
@@ -392,9 +415,9 @@ impl PartitionLog {
         if epochs.is_some() {
             s.epochs.push((epoch, base));
         }
-        s.log_end = batch.next_offset();
+        s.log_end = last.next_offset();
         s.size_bytes = size;
-        Ok(batch)
+        Ok(())
     }
 
     /// Removes every record at or after `offset` — whole batches, so a batch holding

@@ -6,6 +6,7 @@
 //! drops the stores of replicas no longer assigned (deleted topics). All RocksDB work
 //! runs on blocking threads.
 
+use crate::append::AppendQueue;
 use crate::config::NodeConfig;
 use crate::engine::Engine;
 use crate::groups::coordinator::GroupCoordinator;
@@ -75,6 +76,8 @@ pub(crate) struct Replica {
     /// What the last completed compaction pass saw, so an unchanged log is not scanned
     /// again on every tick.
     pub(crate) compacted: Mutex<Option<CompactionMark>>,
+    /// Produce appends waiting for the writer (group commit).
+    pub(crate) appends: Arc<AppendQueue>,
 }
 
 /// The state a compaction pass ran over: another pass can only do more once the HW,
@@ -334,10 +337,12 @@ impl StorageNode {
                     };
                     set_role(&log, self.id, rm.leader, rm.leader_epoch);
                     debug!(partition = %tp, store = %name, "opened replica");
+                    let log = Arc::new(log);
                     let r = Arc::new(Replica {
                         tp: tp.clone(),
                         topic_id: topic_id.clone(),
-                        log: Arc::new(log),
+                        appends: AppendQueue::new(log.clone()),
+                        log,
                         meta: RwLock::new(rm.clone()),
                         followers: Mutex::new(HashMap::new()),
                         leader_since: Mutex::new(Instant::now()),
@@ -594,13 +599,8 @@ impl NodeApi for StorageNode {
                 format!("{}: {isr} in-sync replica(s), min.insync.replicas is {min_isr}; nothing was written", req.tp),
             ));
         }
-        let log = replica.log.clone();
-        let mut hw_rx = log.subscribe_high_watermark();
-        let batch = req.batch;
-        let appended = tokio::task::spawn_blocking(move || log.append(batch, epoch))
-            .await
-            .map_err(|e| internal("append task", e))?
-            .map_err(FjordError::from)?;
+        let mut hw_rx = replica.log.subscribe_high_watermark();
+        let appended = replica.appends.append(req.batch, epoch).await?;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         self.maybe_advance_high_watermark(&replica);
         if req.acks == Acks::All {
