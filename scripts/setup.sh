@@ -13,6 +13,8 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_6
   need_apt+=(libclang-dev)
 fi
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+# tikv-jemalloc-sys (the fjord binary's allocator) builds jemalloc with configure + make.
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 for pkg in "$@"; do
   case "$pkg" in
     curl) command -v curl >/dev/null 2>&1 || need_apt+=(curl) ;;

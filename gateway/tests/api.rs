@@ -432,6 +432,76 @@ async fn body_above_gateway_limit_is_413() {
     h.shutdown().await;
 }
 
+/// One record in the `application/vnd.fjord.records` layout.
+fn binary_record(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    fjord_gateway::body::write_binary_record(&mut out, key, value, headers).expect("fits");
+    out
+}
+
+/// The binary body format: records with keys (hashed to Kafka's partition), headers,
+/// binary values and tombstones are written in order and read back byte for byte;
+/// `partition` and `timestamp` come from the query; malformed bodies (truncated, bad
+/// lengths, bad header names) are 400 and write nothing, nor auto-create a topic.
+#[tokio::test]
+async fn binary_records_round_trip_and_bad_ones_write_nothing() {
+    const CT: &str = "application/vnd.fjord.records";
+    let h = harness_with_topic(3).await;
+    let mut body = binary_record(None, Some(&[0, 159, 146, 150]), &[("trace", b"abc")]);
+    body.extend(binary_record(Some(b"user-42"), Some(br#"{"a":1}"#), &[]));
+    body.extend(binary_record(Some(b"gone"), None, &[]));
+    let reply = h.post("/v1/topics/t/partitions/1/records?timestamp=1700000000000", Some(CT), body.clone()).await;
+    let offsets = reply.expect_status(200)["offsets"].clone();
+    assert_eq!(
+        offsets,
+        json!([{"partition": 1, "offset": 0, "timestamp": 1_700_000_000_000i64},
+               {"partition": 1, "offset": 1, "timestamp": 1_700_000_000_000i64},
+               {"partition": 1, "offset": 2, "timestamp": 1_700_000_000_000i64}])
+    );
+    let read = h.consume("t", 1, "offset=earliest&format=base64").await["records"].clone();
+    assert_eq!(read[0]["value_base64"], B64.encode([0, 159, 146, 150]));
+    assert!(read[0]["key_base64"].is_null());
+    assert_eq!(read[0]["headers"], json!([{"name": "trace", "value_base64": B64.encode("abc")}]));
+    assert_eq!(read[1]["key_base64"], B64.encode("user-42"));
+    assert_eq!(read[1]["value_base64"], B64.encode(br#"{"a":1}"#));
+    assert!(read[2]["value"].is_null() && read[2]["value_base64"].is_null(), "a tombstone: {}", read[2]);
+
+    // The topic route: a key picks the partition Kafka would; `partition` pins all of them.
+    let keyed = binary_record(Some(b"user-42"), Some(b"v"), &[]);
+    let by_key = h.post("/v1/topics/t/records", Some(CT), keyed.clone()).await.expect_status(200);
+    let json_key = h.produce("t", json!([{"key": "user-42", "value": 1}])).await;
+    assert_eq!(by_key["offsets"][0]["partition"], json_key[0]["partition"]);
+    let pinned = h.post("/v1/topics/t/records?partition=2", Some(CT), body.clone()).await.expect_status(200);
+    assert!(pinned["offsets"].as_array().expect("offsets").iter().all(|o| o["partition"] == 2), "{pinned}");
+
+    let before = h.snapshot().await;
+    let mut negative = (-7i32).to_be_bytes().to_vec();
+    negative.extend_from_slice(&[0; 6]);
+    let mut bad_name = binary_record(None, Some(b"v"), &[("h", b"x")]);
+    let at = bad_name.len() - 6;
+    bad_name[at] = 0xff;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (body[..body.len() - 1].to_vec(), "record 2: the body ends inside"),
+        ([body.clone(), vec![0, 0]].concat(), "record 3: the body ends inside the key length"),
+        (negative, "record 0: the key length is -7"),
+        (vec![0x7f, 0xff, 0xff, 0xff, 0, 0], "record 0: the body ends inside the key"),
+        (bad_name, "not valid UTF-8"),
+        (Vec::new(), "no records"),
+    ];
+    for (bad, message) in &cases {
+        for topic in ["t", "fresh"] {
+            for uri in [format!("/v1/topics/{topic}/records"), format!("/v1/topics/{topic}/partitions/0/records")] {
+                let got = h.post(&uri, Some(CT), bad.clone()).await.expect_error(400, "invalid_request");
+                assert!(got.contains(message), "{got:?} should contain {message:?}");
+            }
+        }
+    }
+    h.post("/v1/topics/t/records?timestamp=-1", Some(CT), body.clone()).await.expect_error(400, "invalid_request");
+    h.post("/v1/topics/t/records?partition=9", Some(CT), body).await.expect_error(404, "unknown_partition");
+    assert_eq!(h.snapshot().await, before);
+    h.shutdown().await;
+}
+
 /// Bodies that are not JSON, NDJSON or raw bytes are 415 `unsupported_media_type` and
 /// change nothing; a missing Content-Type means JSON and works, as do media type
 /// parameters and case differences.

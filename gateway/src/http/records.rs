@@ -62,9 +62,11 @@ pub struct ProduceParams {
     timeout_ms: Option<u64>,
     /// For `application/octet-stream` bodies: the record key (UTF-8).
     key: Option<String>,
-    /// For `application/octet-stream` bodies on the topic route: the partition.
+    /// For `application/octet-stream` and `application/vnd.fjord.records` bodies on the
+    /// topic route: the partition (of every record).
     partition: Option<u32>,
-    /// For `application/octet-stream` bodies: the record timestamp (ms).
+    /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
+    /// records' timestamp (ms; default: when the gateway received them).
     timestamp: Option<i64>,
 }
 
@@ -117,6 +119,16 @@ pub(crate) fn query_error(r: QueryRejection) -> ApiError {
 }
 
 /// The media type of the body, lower-cased, without parameters. A missing header means JSON.
+/// The `timestamp` query parameter (octet and binary bodies).
+fn query_timestamp(ts: Option<i64>) -> ApiResult<Option<i64>> {
+    match ts {
+        Some(ts) if ts < 0 => {
+            Err(ApiError::bad_request(format!("timestamp must be milliseconds since the epoch, got {ts}")))
+        }
+        ts => Ok(ts),
+    }
+}
+
 fn media_type(headers: &HeaderMap) -> ApiResult<String> {
     match headers.get(header::CONTENT_TYPE) {
         None => Ok("application/json".to_owned()),
@@ -135,12 +147,18 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
     tag = "records",
     params(("topic" = String, Path, description = "Topic name"), ProduceParams),
     request_body(
-        description = "Records as JSON, as NDJSON (one record object per line), or one raw value \
-            (`application/octet-stream`, key and partition from the query).",
+        description = "Records as JSON, as NDJSON (one record object per line), one raw value \
+            (`application/octet-stream`, key and partition from the query), or length-prefixed \
+            binary records (`application/vnd.fjord.records`, for heavy producers: no JSON, no \
+            base64). Binary layout, records back to back, integers big-endian: \
+            `key_length` i32 (-1: no key), key bytes, `value_length` i32 (-1: tombstone), value \
+            bytes, `header_count` u16, then per header `name_length` u16, UTF-8 name, \
+            `value_length` i32 (>= 0), value bytes. Partition and timestamp from the query.",
         content(
             (body::ProduceBody<'static> = "application/json"),
             (String = "application/x-ndjson", example = json!("{\"key\":\"a\",\"value\":1}\n{\"value_base64\":\"AAE=\"}\n")),
             (body::OctetBody = "application/octet-stream"),
+            (body::BinaryBody = "application/vnd.fjord.records"),
         )
     ),
     responses(
@@ -182,6 +200,7 @@ pub async fn produce_to_topic(
             (body::ProduceBody<'static> = "application/json"),
             (String = "application/x-ndjson"),
             (body::OctetBody = "application/octet-stream"),
+            (body::BinaryBody = "application/vnd.fjord.records"),
         )
     ),
     responses(
@@ -302,9 +321,7 @@ async fn produce(
         "application/json" => body::parse_json(&body)?,
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => body::parse_ndjson(&body)?,
         "application/octet-stream" => {
-            if let Some(ts) = q.timestamp.filter(|ts| *ts < 0) {
-                return Err(ApiError::bad_request(format!("timestamp must be milliseconds since the epoch, got {ts}")));
-            }
+            query_timestamp(q.timestamp)?;
             vec![InRecord {
                 key: q.key.map(Bytes::from),
                 value: Some(body),
@@ -313,12 +330,14 @@ async fn produce(
                 timestamp: q.timestamp,
             }]
         }
+        body::BINARY_RECORDS => body::parse_binary(&body, q.partition, query_timestamp(q.timestamp)?)?,
         other => {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 format!(
-                    "Content-Type `{other}` is not supported; use application/json, application/x-ndjson \
-                     or application/octet-stream"
+                    "Content-Type `{other}` is not supported; use application/json, application/x-ndjson, \
+                     application/octet-stream or {}",
+                    body::BINARY_RECORDS
                 ),
             ))
         }
