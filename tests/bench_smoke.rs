@@ -80,11 +80,17 @@ async fn every_mode_reports_sane_figures() {
         );
         let e2e = run("e2e", &["--concurrency", "2", "--records-per-request", "5", "--rate", "100"]);
         let requests = run("requests", &["--format", "octet"]);
-        (produce, consume, e2e, requests)
+        let binary = run("produce", &["--concurrency", "2", "--records-per-request", "10", "--format", "binary"]);
+        (produce, consume, e2e, requests, binary)
     })
     .await
     .expect("bench runs");
-    let (produce, consume, e2e, requests) = reports;
+    let (produce, consume, e2e, requests, binary) = reports;
+
+    assert_sane(&binary, "");
+    assert_eq!(binary["settings"]["format"], "binary");
+    assert_eq!(num(&binary, "/records"), num(&binary, "/requests") * 10.0, "{binary}");
+    assert!(binary["errors"].as_object().is_some_and(|e| e.is_empty()), "{binary}");
 
     assert_eq!(produce["settings"]["mode"], "produce");
     assert_sane(&produce, "");

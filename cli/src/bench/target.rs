@@ -96,7 +96,7 @@ pub async fn offsets(client: &Client, base: &str, topic: &str, partition: u32) -
 pub struct ProduceOp {
     pub client: Client,
     /// One URL per partition, query included.
-    pub urls: Arc<Vec<String>>,
+    pub urls: Arc<Vec<reqwest::Url>>,
     pub next: usize,
     pub body: Arc<Body>,
     pub stamp: Option<WallClock>,
@@ -106,7 +106,7 @@ pub struct ProduceOp {
 
 impl Op for ProduceOp {
     async fn call(&mut self, intended: Instant) -> Outcome {
-        let url = &self.urls[self.next % self.urls.len()];
+        let url = self.urls[self.next % self.urls.len()].clone();
         self.next = self.next.wrapping_add(1);
         let body = match &self.stamp {
             Some(clock) => self.body.stamped(clock.micros(intended)),

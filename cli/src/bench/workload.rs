@@ -36,7 +36,8 @@ pub fn values(size: usize, count: usize, seed: u64) -> Vec<Vec<u8>> {
 pub struct Body {
     pub bytes: Bytes,
     pub content_type: &'static str,
-    /// Where each value starts in `bytes` (its raw bytes for octet, its base64 text otherwise).
+    /// Where each value starts in `bytes` (its raw bytes for octet and binary, its base64
+    /// text otherwise).
     value_starts: Vec<usize>,
     /// Byte 8 of each value (the 9th byte shares the 12th base64 character with the
     /// stamp); `None` for an 8-byte value.
@@ -71,6 +72,16 @@ impl Body {
                     out.extend_from_slice(b"\"}\n");
                 }
                 ("application/x-ndjson", true)
+            }
+            BodyFormat::Binary => {
+                for v in values {
+                    out.extend_from_slice(&(-1i32).to_be_bytes()); // no key
+                    out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    value_starts.push(out.len());
+                    out.extend_from_slice(v);
+                    out.extend_from_slice(&0u16.to_be_bytes()); // no headers
+                }
+                ("application/vnd.fjord.records", false)
             }
             BodyFormat::Octet => {
                 for v in values.iter().take(1) {
@@ -204,6 +215,18 @@ mod tests {
         let stamped = body.stamped(42);
         assert_eq!(stamped[..8], 42u64.to_be_bytes());
         assert_eq!(stamped[8..], vals[0][8..]);
+        // Binary: -1 (no key), length, value, 0 headers; each value's first 8 bytes stamped.
+        let body = Body::new(BodyFormat::Binary, &vals);
+        let stamped = body.stamped(42);
+        let record = 4 + 4 + 20 + 2;
+        assert_eq!(stamped.len(), 3 * record);
+        for (i, v) in vals.iter().enumerate() {
+            let r = &stamped[i * record..(i + 1) * record];
+            assert_eq!(r[..8], [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 20]);
+            assert_eq!(r[8..16], 42u64.to_be_bytes());
+            assert_eq!(r[16..28], v[8..]);
+            assert_eq!(r[28..], [0, 0]);
+        }
     }
 
     #[test]
