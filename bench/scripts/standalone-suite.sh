@@ -12,7 +12,8 @@ mkdir -p "$OUT"
 rm -rf "$DIR"
 setsid "$F" standalone --data-dir "$DIR" --listen 127.0.0.1:8080 </dev/null >"$OUT/standalone.log" 2>&1 &
 sa=$!
-trap 'kill $sa 2>/dev/null || true' EXIT
+# The runs write ~40 GB; the data dir goes when the script ends.
+trap 'kill $sa 2>/dev/null || true; sleep 1; rm -rf "$DIR"' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.1; done
 
 big=(--record-size 1KiB --records-per-request 1000 --concurrency 4 --partitions 4 --duration 10s --json)

@@ -112,13 +112,6 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_db_write_buffer_size(opts.write_buffer_bytes);
         db_opts.set_max_background_jobs(2);
-        // Flushes and compactions run at a lower CPU priority than request handling: on
-        // a small machine a 32 MiB flush otherwise competes with produce and fetch
-        // requests for the cores and shows up as their tail latency.
-        let mut env = rocksdb::Env::new().map_err(backend)?;
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
-        db_opts.set_env(&env);
 
         let existing = match Db::list_cf(&db_opts, path) {
             Ok(names) => names,
