@@ -3,11 +3,12 @@
 # standalone` on :8080 that this script starts (data in $DIR) and stops. One JSON line
 # per run in $OUT/<shape>.jsonl and a one-line summary per run on stdout.
 # Usage: F=… DIR=… OUT=… standalone-suite.sh [REQUESTS_HALF_RATE] [E2E_RATE] [E2E_SMALL_RATE]
-# The rates default to half of the peaks measured on 2026-11-21 (bench/README.md).
+# The rates default to the open-loop points of bench/README.md: 12,500 req/s (half of the
+# 25k target) and, for e2e, about half of what produce + consume together sustain here.
 set -euo pipefail
 F=${F:-$HOME/.cache/fjord/target/release/fjord}
 DIR=${DIR:?data dir} OUT=${OUT:?output dir}
-half_requests=${1:-19000} e2e_rate=${2:-225} e2e_small_rate=${3:-10000}
+half_requests=${1:-12500} e2e_rate=${2:-95} e2e_small_rate=${3:-5000}
 mkdir -p "$OUT"
 rm -rf "$DIR"
 setsid "$F" standalone --data-dir "$DIR" --listen 127.0.0.1:8080 </dev/null >"$OUT/standalone.log" 2>&1 &
