@@ -118,7 +118,6 @@ pub(crate) fn query_error(r: QueryRejection) -> ApiError {
     ApiError::bad_request(format!("bad query string: {}", r.body_text()))
 }
 
-/// The media type of the body, lower-cased, without parameters. A missing header means JSON.
 /// The `timestamp` query parameter (octet and binary bodies).
 fn query_timestamp(ts: Option<i64>) -> ApiResult<Option<i64>> {
     match ts {
@@ -129,6 +128,7 @@ fn query_timestamp(ts: Option<i64>) -> ApiResult<Option<i64>> {
     }
 }
 
+/// The media type of the body, lower-cased, without parameters. A missing header means JSON.
 fn media_type(headers: &HeaderMap) -> ApiResult<String> {
     match headers.get(header::CONTENT_TYPE) {
         None => Ok("application/json".to_owned()),
@@ -320,16 +320,13 @@ async fn produce(
     let records = match media.as_str() {
         "application/json" => body::parse_json(&body)?,
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => body::parse_ndjson(&body)?,
-        "application/octet-stream" => {
-            query_timestamp(q.timestamp)?;
-            vec![InRecord {
-                key: q.key.map(Bytes::from),
-                value: Some(body),
-                headers: Vec::new(),
-                partition: q.partition,
-                timestamp: q.timestamp,
-            }]
-        }
+        "application/octet-stream" => vec![InRecord {
+            key: q.key.map(Bytes::from),
+            value: Some(body),
+            headers: Vec::new(),
+            partition: q.partition,
+            timestamp: query_timestamp(q.timestamp)?,
+        }],
         body::BINARY_RECORDS => body::parse_binary(&body, q.partition, query_timestamp(q.timestamp)?)?,
         other => {
             return Err(ApiError::new(
