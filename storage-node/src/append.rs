@@ -120,9 +120,9 @@ mod tests {
         b.finish().expect("finish")
     }
 
-    /// Many concurrent appends to one partition each get their own dense, disjoint
-    /// offsets in arrival order of the log, every record is readable, and a corrupt
-    /// batch among them fails alone.
+    /// Many concurrent appends to one partition each get their own offsets: together
+    /// they cover the log densely from 0 without overlap, the log ends after the last
+    /// of them, and a corrupt batch among them fails alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_get_disjoint_dense_offsets() {
         let log = Arc::new(PartitionLog::open(Arc::new(MemEngine::default()), "p").expect("open"));
