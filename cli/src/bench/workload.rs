@@ -75,13 +75,12 @@ impl Body {
             }
             BodyFormat::Binary => {
                 for v in values {
-                    out.extend_from_slice(&(-1i32).to_be_bytes()); // no key
-                    out.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    value_starts.push(out.len());
-                    out.extend_from_slice(v);
-                    out.extend_from_slice(&0u16.to_be_bytes()); // no headers
+                    // No key (an i32 -1), then the value's i32 length: the value starts 8 bytes in.
+                    value_starts.push(out.len() + 8);
+                    // Cannot fail: values are far below 2 GiB (the body is capped at MAX_BODY_BYTES).
+                    let _ = fjord_gateway::body::write_binary_record(&mut out, None, Some(v), &[]);
                 }
-                ("application/vnd.fjord.records", false)
+                (fjord_gateway::body::BINARY_RECORDS, false)
             }
             BodyFormat::Octet => {
                 for v in values.iter().take(1) {
