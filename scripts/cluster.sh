@@ -8,7 +8,7 @@
 # name=pid line to $dir/pids (bench/scripts use it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh zookeeper
+source scripts/setup.sh && fjord_setup zookeeper
 if [ -n "${FJORD_BIN:-}" ]; then
   fjord="$FJORD_BIN"
 else

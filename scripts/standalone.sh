@@ -3,6 +3,6 @@
 # Extra arguments go to `fjord standalone`, e.g. --listen 127.0.0.1:9090 --data-dir /tmp/fjord.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+source scripts/setup.sh && fjord_setup
 cargo build --release --locked -p fjord --bin fjord
 exec "$CARGO_TARGET_DIR/release/fjord" standalone "$@"

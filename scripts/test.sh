@@ -6,7 +6,10 @@
 # of openapi.yaml against the OpenAPI 3 schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh curl python3-venv zookeeper
+source scripts/setup.sh && fjord_setup curl python3-venv zookeeper
+
+# The set-up's own detection (libclang, the caller's arguments), against stubs.
+./scripts/setup-test.sh >/dev/null
 
 cargo test --locked --workspace --all-targets
 
