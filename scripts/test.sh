@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh && fjord_setup curl python3-venv zookeeper
 
-# The set-up's own detection (libclang, the caller's arguments), against stubs.
+# The set-up's own detection (libclang, the caller's arguments), against stubs; and no
+# module of any crate imports a module that imports it back (ARCHITECTURE.md).
 ./scripts/setup-test.sh >/dev/null
+python3 scripts/check-module-cycles.py
 
 cargo test --locked --workspace --all-targets
 

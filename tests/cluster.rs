@@ -4,6 +4,8 @@
 mod common;
 
 use common::cluster::Cluster;
+use common::send;
+use fjord_client::{Acks, ProduceOptions, Record, Start, TopicChange};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -16,58 +18,44 @@ async fn replicated_produce_and_consume_through_any_gateway() {
     c.create_topic("orders", 3, 3, json!({"min.insync.replicas": 2})).await;
     c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
 
+    let acks_all = ProduceOptions { acks: Acks::All, timeout_ms: None };
     for i in 0..20u32 {
         let g = (i % 2) as usize;
-        let r = c
-            .client
-            .post(format!("{}/v1/topics/orders/partitions/{}/records?acks=all", c.gateway(g), i % 3))
-            .json(&json!({"records": [{"key": format!("k{i}"), "value": {"i": i}}]}))
-            .send()
-            .await
-            .expect("produce");
-        let status = r.status();
-        let body: Value = r.json().await.expect("json");
-        assert_eq!(status, 200, "{body}");
+        let record = Record::keyed(format!("k{i}"), json!({"i": i}));
+        let reply = c.api(g).produce("orders", Some(i % 3), &[record], &acks_all).await.expect("produce");
+        assert!(reply.all_written(), "{reply:?}");
     }
     for p in 0..3u32 {
         for g in 0..2 {
-            let body = c.get(g, &format!("/v1/topics/orders/partitions/{p}/records?offset=0")).await.expect("consume");
-            let records = body["records"].as_array().expect("records");
-            let values: Vec<u64> = records.iter().map(|r| r["value"]["i"].as_u64().expect("i")).collect();
+            let records = c.api(g).read_to_end("orders", p, Start::Offset(0)).await.expect("consume");
+            let values: Vec<u64> =
+                records.iter().map(|r| r.value.as_ref().and_then(|v| v["i"].as_u64()).expect("i")).collect();
             let expected: Vec<u64> = (0..20u64).filter(|i| i % 3 == u64::from(p)).collect();
             assert_eq!(values, expected, "partition {p} through gateway {g}");
-            let offsets: Vec<u64> = records.iter().map(|r| r["offset"].as_u64().expect("offset")).collect();
+            let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
             assert_eq!(offsets, (0..expected.len() as u64).collect::<Vec<_>>());
         }
     }
     let t = c.describe("orders").await.expect("describe");
-    for p in t["partitions"].as_array().expect("partitions") {
-        assert_eq!(p["isr"].as_array().map(Vec::len), Some(3), "{p}");
+    for p in &t.partitions {
+        assert_eq!(p.isr.len(), 3, "{p:?}");
     }
 
     // Growing the topic: the controller elects leaders for the new partitions, which
     // then take replicated writes.
-    let r = c
-        .client
-        .patch(format!("{}/v1/topics/orders", c.gateway(1)))
-        .json(&json!({"partitions": 5}))
-        .send()
-        .await
-        .expect("alter");
-    assert_eq!(r.status(), 200);
+    let change = TopicChange { partitions: Some(5), config: None };
+    c.api(1).alter_topic("orders", &change).await.expect("alter");
     c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
-    let (status, body) = c.produce(0, "orders", 4, "all", &json!({"new": true})).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["offsets"][0]["offset"], 0);
+    let r = c.produce(0, "orders", 4, Acks::All, &json!({"new": true})).await;
+    assert_eq!(r.offset(), Some(0), "{r:?}");
 
     // Deleting it through one gateway: both gateways forget it.
-    let r = c.client.delete(format!("{}/v1/topics/orders", c.gateway(1))).send().await.expect("delete");
-    assert_eq!(r.status(), 204);
+    c.api(1).delete_topic("orders").await.expect("delete");
     c.wait_until("both gateways answer 404 for the deleted topic", Duration::from_secs(10), |c| async move {
         let mut gone = true;
         for g in 0..2 {
-            let r = c.client.get(format!("{}/v1/topics/orders", c.gateway(g))).send().await;
-            gone &= r.is_ok_and(|r| r.status() == 404);
+            let (status, _) = send(c.client.get(format!("{}/v1/topics/orders", c.gateway(g)))).await;
+            gone &= status == 404;
         }
         gone
     })
@@ -93,29 +81,22 @@ async fn leader_kill_under_load_loses_no_acknowledged_record() {
     // partition -> offset -> id, for every acknowledged record.
     let acked: Arc<Mutex<BTreeMap<u32, BTreeMap<u64, String>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let gateways: Vec<String> = (0..2).map(|g| c.gateway(g)).collect();
     let mut producers = Vec::new();
-    for (g, base) in gateways.into_iter().enumerate() {
-        let (acked, stop, client) = (acked.clone(), stop.clone(), c.client.clone());
+    for g in 0..2 {
+        let (acked, stop, api) = (acked.clone(), stop.clone(), c.api(g));
         producers.push(tokio::spawn(async move {
+            let opts = ProduceOptions { acks: Acks::All, timeout_ms: Some(5000) };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let p = (n % 3) as u32;
                 let id = format!("g{g}-{n}");
                 n += 1;
-                let r = client
-                    .post(format!("{base}/v1/topics/load/partitions/{p}/records?acks=all&timeout_ms=5000"))
-                    .json(&json!({"records": [{"value": {"id": id}}]}))
-                    .timeout(Duration::from_secs(15))
-                    .send()
-                    .await;
-                if let Ok(r) = r {
-                    if r.status() == 200 {
-                        let body: Value = r.json().await.expect("json");
-                        let offset = body["offsets"][0]["offset"].as_u64().expect("offset");
-                        let prev = acked.lock().expect("lock").entry(p).or_default().insert(offset, id.clone());
-                        assert!(prev.is_none(), "offset {offset} of partition {p} acknowledged twice");
-                    }
+                let records = [Record::value(json!({"id": id}))];
+                let sent = tokio::time::timeout(Duration::from_secs(15), api.produce("load", Some(p), &records, &opts));
+                let Ok(Ok(reply)) = sent.await else { continue };
+                if let Some(offset) = reply.offsets.first().and_then(|o| o.offset) {
+                    let prev = acked.lock().expect("lock").entry(p).or_default().insert(offset, id.clone());
+                    assert!(prev.is_none(), "offset {offset} of partition {p} acknowledged twice");
                 }
             }
         }));
@@ -159,7 +140,7 @@ async fn leader_kill_under_load_loses_no_acknowledged_record() {
         c.wait_until("the high watermark covers every acknowledged offset", Duration::from_secs(20), |c| async move {
             c.describe("load")
                 .await
-                .and_then(|t| t["partitions"][p as usize]["high_watermark"].as_u64())
+                .and_then(|t| t.partitions.get(p as usize)?.high_watermark)
                 .is_some_and(|hw| hw >= need)
         })
         .await;
@@ -193,28 +174,22 @@ async fn divergent_log_is_truncated_by_epoch() {
     c.create_topic("div", 1, 3, json!({"min.insync.replicas": 2})).await;
     c.wait_for_isr("div", 3, Duration::from_secs(30)).await;
     let t = c.describe("div").await.expect("describe");
-    let replicas: Vec<usize> = t["partitions"][0]["replicas"]
-        .as_array()
-        .expect("replicas")
-        .iter()
-        .map(|r| r.as_u64().expect("id") as usize)
-        .collect();
+    let replicas: Vec<usize> = t.partitions[0].replicas.iter().map(|r| *r as usize).collect();
     let old_leader = c.leader("div", 0).await.expect("leader") as usize;
     assert_eq!(old_leader, replicas[0], "the preferred replica leads");
 
     let mut committed = Vec::new();
     for i in 0..5 {
-        let (s, b) = c.produce(0, "div", 0, "all", &json!({"phase": "before", "i": i})).await;
-        assert_eq!(s, 200, "{b}");
-        committed.push((b["offsets"][0]["offset"].as_u64().expect("offset"), json!({"phase": "before", "i": i})));
+        let r = c.produce(0, "div", 0, Acks::All, &json!({"phase": "before", "i": i})).await;
+        committed.push((r.offset().unwrap_or_else(|| panic!("{r:?}")), json!({"phase": "before", "i": i})));
     }
     // Followers stop fetching; the leader appends what nobody else will ever have.
     for f in &replicas[1..] {
         c.node(*f).pause();
     }
     for i in 0..3 {
-        let (s, b) = c.produce(0, "div", 0, "1", &json!({"phase": "divergent", "i": i})).await;
-        assert_eq!(s, 200, "{b}");
+        let r = c.produce(0, "div", 0, Acks::Leader, &json!({"phase": "divergent", "i": i})).await;
+        assert!(r.offset().is_some(), "{r:?}");
     }
     c.node(old_leader).kill9();
     for f in &replicas[1..] {
@@ -228,11 +203,11 @@ async fn divergent_log_is_truncated_by_epoch() {
         let value = json!({"phase": "after", "i": i});
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let offset = loop {
-            let (status, body) = c.produce(1, "div", 0, "all", &value).await;
-            if status == 200 {
-                break body["offsets"][0]["offset"].as_u64().expect("offset");
+            let r = c.produce(1, "div", 0, Acks::All, &value).await;
+            if let Some(offset) = r.offset() {
+                break offset;
             }
-            assert!(std::time::Instant::now() < deadline, "the new leader refuses acks=all writes: {status} {body}");
+            assert!(std::time::Instant::now() < deadline, "the new leader refuses acks=all writes: {r:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         committed.push((offset, value));
@@ -245,15 +220,15 @@ async fn divergent_log_is_truncated_by_epoch() {
         Duration::from_secs(60),
         |c| async move {
             let Some(t) = c.describe("div").await else { return false };
-            let p = &t["partitions"][0];
-            p["leader"].as_u64() == Some(old_leader as u64) && p["isr"].as_array().map(Vec::len) == Some(3)
+            let p = &t.partitions[0];
+            p.leader == Some(old_leader as u32) && p.isr.len() == 3
         },
     )
     .await;
     // The returning leader's HW catches up on its followers' next fetch.
     let need = reference.len() as u64;
     c.wait_until("the high watermark covers the new leader's log", Duration::from_secs(20), |c| async move {
-        c.describe("div").await.and_then(|t| t["partitions"][0]["high_watermark"].as_u64()).is_some_and(|hw| hw >= need)
+        c.describe("div").await.and_then(|t| t.partitions[0].high_watermark).is_some_and(|hw| hw >= need)
     })
     .await;
     let log = c.read_all(0, "div", 0).await.expect("read");

@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::cluster::{Cluster, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
-use serde_json::{json, Value};
+use common::cluster::{Cluster, Produced, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
+use fjord_client::{Acks, PartitionDescription};
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -21,15 +22,14 @@ fn node_loss_deadline() -> Duration {
 }
 
 /// Produces `{"i": i}` to `topic`/`partition` through gateway `g`.
-async fn produce(c: &Cluster, g: usize, topic: &str, partition: u32, acks: &str, i: u64) -> (u16, Value) {
+async fn produce(c: &Cluster, g: usize, topic: &str, partition: u32, acks: Acks, i: u64) -> Produced {
     c.produce(g, topic, partition, acks, &json!({"i": i})).await
 }
 
 /// Produces `{"i": i}` with `acks=all` and asserts it was acknowledged; returns its offset.
 async fn produce_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i: u64) -> u64 {
-    let (status, body) = produce(c, g, topic, partition, "all", i).await;
-    assert_eq!(status, 200, "acks=all produce of {i} to {topic}/{partition}: {body}");
-    body["offsets"][0]["offset"].as_u64().expect("offset")
+    let r = produce(c, g, topic, partition, Acks::All, i).await;
+    r.offset().unwrap_or_else(|| panic!("acks=all produce of {i} to {topic}/{partition}: {r:?}"))
 }
 
 /// Retries an `acks=all` produce of `{"i": i}` until it is acknowledged, failing after
@@ -37,13 +37,13 @@ async fn produce_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i: u64) 
 async fn produce_until_ok(c: &Cluster, g: usize, topic: &str, partition: u32, i: u64, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let (status, body) = produce(c, g, topic, partition, "all", i).await;
-        if status == 200 {
+        let r = produce(c, g, topic, partition, Acks::All, i).await;
+        if r.offset().is_some() {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < within,
-            "acks=all writes to {topic}/{partition} did not succeed within {within:?}; last answer {status}: {body}"
+            "acks=all writes to {topic}/{partition} did not succeed within {within:?}; last answer {r:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -74,29 +74,29 @@ async fn assert_log(c: &Cluster, topic: &str, partition: u32, expected: &[u64]) 
 }
 
 /// One partition's description (leader, leader_epoch, replicas, isr, ...).
-async fn partition(c: &Cluster, topic: &str, p: usize) -> Option<Value> {
-    Some(c.describe(topic).await?["partitions"][p].clone())
-}
-
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+async fn partition(c: &Cluster, topic: &str, p: usize) -> Option<PartitionDescription> {
+    c.describe(topic).await?.partitions.get(p).cloned()
 }
 
 /// The controller and the registered node ids, per gateway `g`.
-async fn cluster_view(c: &Cluster, g: usize) -> Option<(Option<u64>, BTreeSet<u64>)> {
-    let v = c.get(g, "/v1/cluster").await?;
-    let nodes = v["nodes"].as_array()?.iter().filter_map(|n| n["id"].as_u64()).collect();
-    Some((v["controller"].as_u64(), nodes))
+async fn cluster_view(c: &Cluster, g: usize) -> Option<(Option<u32>, BTreeSet<u32>)> {
+    let v = c.api(g).cluster().await.ok()?;
+    Some((v.controller, v.nodes.iter().map(|n| n.id).collect()))
 }
 
-async fn controller(c: &Cluster) -> Option<u64> {
+async fn controller(c: &Cluster) -> Option<u32> {
     cluster_view(c, 0).await?.0
 }
 
 /// A partition's `(high_watermark, log_end_offset)` from its leader.
 async fn offsets(c: &Cluster, topic: &str, p: u32) -> Option<(u64, u64)> {
-    let v = c.get(0, &format!("/v1/topics/{topic}/partitions/{p}/offsets")).await?;
-    Some((v["high_watermark"].as_u64()?, v["log_end_offset"].as_u64()?))
+    let o = c.api(0).offsets(topic, p, None).await.ok()?;
+    Some((o.high_watermark, o.log_end_offset))
+}
+
+/// Whether every partition of `topic` has a leader other than `node`.
+async fn led_without(c: &Cluster, topic: &str, node: u32) -> bool {
+    c.describe(topic).await.is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some_and(|l| l != node)))
 }
 
 /// **Follower pause.** A follower that stops fetching (SIGSTOP) leaves the ISR after about
@@ -119,7 +119,7 @@ async fn paused_follower_leaves_the_isr_and_rejoins_after_catching_up() {
     // (not a controller reacting to a lost session) can take it out of the ISR first.
     let leader = c.leader("paused", 0).await.expect("leader");
     let ctl = controller(&c).await;
-    let replicas = ids(&partition(&c, "paused", 0).await.expect("describe")["replicas"]);
+    let replicas = partition(&c, "paused", 0).await.expect("describe").replicas;
     let follower = replicas.iter().copied().find(|r| *r != leader && Some(*r) != ctl).expect("a plain follower");
     c.node(follower as usize).pause();
     let paused_at = Instant::now();
@@ -132,7 +132,7 @@ async fn paused_follower_leaves_the_isr_and_rejoins_after_catching_up() {
         produce_ok(&c, (i % 2) as usize, "paused", 0, i).await;
         expected.push(i);
         i += 1;
-        let isr = ids(&partition(&c, "paused", 0).await.expect("describe")["isr"]);
+        let isr = partition(&c, "paused", 0).await.expect("describe").isr;
         if !isr.contains(&follower) {
             shrunk_after = Some(paused_at.elapsed());
         }
@@ -152,7 +152,7 @@ async fn paused_follower_leaves_the_isr_and_rejoins_after_catching_up() {
 
     c.node(follower as usize).resume();
     c.wait_until(&format!("node {follower} rejoins the ISR"), Duration::from_secs(30), |c| async move {
-        partition(c, "paused", 0).await.is_some_and(|p| ids(&p["isr"]).contains(&follower) && ids(&p["isr"]).len() == 3)
+        partition(c, "paused", 0).await.is_some_and(|p| p.isr.contains(&follower) && p.isr.len() == 3)
     })
     .await;
     for _ in 0..5 {
@@ -166,7 +166,7 @@ async fn paused_follower_leaves_the_isr_and_rejoins_after_catching_up() {
         c.node(other as usize).kill9();
     }
     c.wait_until(&format!("node {follower} leads alone"), node_loss_deadline() * 2, |c| async move {
-        partition(c, "paused", 0).await.is_some_and(|p| p["leader"].as_u64() == Some(follower))
+        partition(c, "paused", 0).await.is_some_and(|p| p.leader == Some(follower))
     })
     .await;
     assert_log(&c, "paused", 0, &expected).await;
@@ -200,14 +200,8 @@ async fn a_new_controller_is_elected_and_handles_the_next_node_loss() {
     eprintln!("controller {old} killed; node {new} took over after {:?}", killed_at.elapsed());
 
     // The new controller handles the loss of the old one: leaders move off it.
-    c.wait_until("no partition is led by the dead controller", node_loss_deadline(), |c| async move {
-        c.describe("ctl").await.is_some_and(|t| {
-            t["partitions"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != old)))
-        })
-    })
-    .await;
+    c.wait_until("no partition is led by the dead controller", node_loss_deadline(), |c| led_without(c, "ctl", old))
+        .await;
 
     // Bring the old controller back so a second loss still leaves two in-sync replicas.
     c.restart_node(old as usize);
@@ -217,21 +211,13 @@ async fn a_new_controller_is_elected_and_handles_the_next_node_loss() {
     // Kill a leader that is not the new controller.
     let mut victim = None;
     c.wait_until("a partition led by a node other than the controller", Duration::from_secs(30), |c| async move {
-        c.describe("ctl").await.is_some_and(|t| {
-            t["partitions"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["leader"].as_u64().is_some_and(|l| l != new)))
-        })
+        c.describe("ctl").await.is_some_and(|t| t.partitions.iter().any(|p| p.leader.is_some_and(|l| l != new)))
     })
     .await;
     let t = c.describe("ctl").await.expect("describe");
-    for p in t["partitions"].as_array().expect("partitions") {
-        if let Some(l) = p["leader"].as_u64().filter(|l| *l != new) {
-            victim = Some((
-                p["partition"].as_u64().expect("partition") as u32,
-                l,
-                p["leader_epoch"].as_u64().expect("epoch"),
-            ));
+    for p in &t.partitions {
+        if let Some(l) = p.leader.filter(|l| *l != new) {
+            victim = Some((p.partition, l, p.leader_epoch));
             break;
         }
     }
@@ -242,9 +228,9 @@ async fn a_new_controller_is_elected_and_handles_the_next_node_loss() {
     eprintln!("leader {dead_leader} of ctl/{p} killed; writes succeeded again after {took:?}");
 
     let after = partition(&c, "ctl", p as usize).await.expect("describe");
-    let new_leader = after["leader"].as_u64().expect("a new leader");
+    let new_leader = after.leader.expect("a new leader");
     assert_ne!(new_leader, dead_leader);
-    assert!(after["leader_epoch"].as_u64().expect("epoch") > epoch, "epoch bumped: {after}");
+    assert!(after.leader_epoch > epoch, "epoch bumped: {after:?}");
     assert_eq!(controller(&c).await, Some(new), "the same controller handled it");
     for (p, exp) in expected.iter().enumerate() {
         assert_log(&c, "ctl", p as u32, exp).await;
@@ -257,29 +243,23 @@ async fn a_new_controller_is_elected_and_handles_the_next_node_loss() {
 async fn create_topic_until_ok(c: &Cluster, g: usize, name: &str, within: Duration) {
     let start = Instant::now();
     let mut attempts = 0;
+    let spec = fjord_client::NewTopic {
+        name: name.into(),
+        partitions: Some(1),
+        replication_factor: Some(3),
+        config: json!({"min.insync.replicas": 2}).as_object().cloned().unwrap_or_default(),
+    };
     loop {
         attempts += 1;
-        let r = c
-            .client
-            .post(format!("{}/v1/topics", c.gateway(g)))
-            .json(
-                &json!({"name": name, "partitions": 1, "replication_factor": 3, "config": {"min.insync.replicas": 2}}),
-            )
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        let (status, body) = match r {
-            Ok(r) => (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null)),
-            Err(e) => (0, json!({"transport": e.to_string()})),
+        let created = tokio::time::timeout(Duration::from_secs(10), c.api(g).create_topic(&spec)).await;
+        let e = match created {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) if attempts > 1 && e.code() == Some("topic_already_exists") => return,
+            Ok(Err(e)) => e,
+            Err(_) => fjord_client::Error::Transport("no answer within 10 s".into()),
         };
-        if status == 201 || (attempts > 1 && body["error"]["code"] == "topic_already_exists") {
-            return;
-        }
-        assert!(
-            body["error"]["retriable"] == true || body.get("transport").is_some(),
-            "creating {name} via gateway {g}: {status} {body}"
-        );
-        assert!(start.elapsed() < within, "could not create {name} via gateway {g} within {within:?}: {status} {body}");
+        assert!(e.retriable(), "creating {name} via gateway {g}: {e}");
+        assert!(start.elapsed() < within, "could not create {name} via gateway {g} within {within:?}: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -336,7 +316,7 @@ async fn nodes_and_gateways_recover_from_a_zookeeper_restart() {
     // The nodes' coordination works again: a node loss and return is handled.
     let leader = c.leader("zk", 0).await.expect("leader");
     let ctl = controller(&c).await.expect("controller");
-    let victim = (1..=3u64).find(|n| *n != leader && *n != ctl).expect("a plain follower");
+    let victim = (1..=3u32).find(|n| *n != leader && *n != ctl).expect("a plain follower");
     c.node(victim as usize).kill9();
     c.wait_for_isr("zk", 2, node_loss_deadline()).await;
     c.restart_node(victim as usize);
@@ -360,27 +340,26 @@ async fn acks_all_is_refused_below_min_insync_replicas_and_writes_nothing() {
     }
 
     let leader = c.leader("minisr", 0).await.expect("leader");
-    for other in (1..=3u64).filter(|n| *n != leader) {
+    for other in (1..=3u32).filter(|n| *n != leader) {
         c.node(other as usize).kill9();
     }
     c.wait_until("the ISR has shrunk to the leader alone", node_loss_deadline() * 2, |c| async move {
-        partition(c, "minisr", 0)
-            .await
-            .is_some_and(|p| p["leader"].as_u64() == Some(leader) && ids(&p["isr"]) == vec![leader])
+        partition(c, "minisr", 0).await.is_some_and(|p| p.leader == Some(leader) && p.isr == vec![leader])
     })
     .await;
     let before = offsets(&c, "minisr", 0).await.expect("offsets");
     assert_eq!(before, (5, 5), "(high watermark, log end offset) before");
 
-    let (status, body) = produce(&c, 0, "minisr", 0, "all", 5).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "not_enough_replicas", "{body}");
-    assert_eq!(body["error"]["retriable"], true, "{body}");
+    match produce(&c, 0, "minisr", 0, Acks::All, 5).await {
+        Produced::Failed(fjord_client::Error::Api { status, code, retriable, .. }) => {
+            assert_eq!((status, code.as_str(), retriable), (503, "not_enough_replicas", true));
+        }
+        other => panic!("acks=all below min.insync.replicas: {other:?}"),
+    }
     assert_eq!(offsets(&c, "minisr", 0).await, Some(before), "nothing was appended");
 
-    let (status, body) = produce(&c, 0, "minisr", 0, "1", 6).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["offsets"][0]["offset"], 5, "{body}");
+    let r = produce(&c, 0, "minisr", 0, Acks::Leader, 6).await;
+    assert_eq!(r.offset(), Some(5), "{r:?}");
     assert_eq!(offsets(&c, "minisr", 0).await, Some((6, 6)));
     assert_log(&c, "minisr", 0, &[0, 1, 2, 3, 4, 6]).await;
 }
@@ -388,10 +367,7 @@ async fn acks_all_is_refused_below_min_insync_replicas_and_writes_nothing() {
 /// Every partition of `spread` is led by its preferred replica with a full ISR.
 async fn preferred_everywhere(c: &Cluster) -> bool {
     c.describe("spread").await.is_some_and(|t| {
-        t["partitions"].as_array().is_some_and(|ps| {
-            ps.iter()
-                .all(|p| p["leader"].as_u64().is_some() && p["leader"] == p["replicas"][0] && ids(&p["isr"]).len() == 3)
-        })
+        t.partitions.iter().all(|p| p.leader.is_some() && p.leader == p.replicas.first().copied() && p.isr.len() == 3)
     })
 }
 
@@ -410,8 +386,8 @@ async fn preferred_leaders_are_restored_after_a_node_returns() {
         preferred_everywhere(c)
     })
     .await;
-    let leaders = |t: &Value| -> BTreeSet<u64> {
-        t["partitions"].as_array().expect("partitions").iter().filter_map(|p| p["leader"].as_u64()).collect()
+    let leaders = |t: &fjord_client::TopicDescription| -> BTreeSet<u32> {
+        t.partitions.iter().filter_map(|p| p.leader).collect()
     };
     assert_eq!(
         leaders(&c.describe("spread").await.expect("describe")),
@@ -421,16 +397,10 @@ async fn preferred_leaders_are_restored_after_a_node_returns() {
 
     // Kill a node that is not the controller (its leadership moves sooner).
     let ctl = controller(&c).await.expect("controller");
-    let victim = (1..=3u64).find(|n| *n != ctl).expect("victim");
+    let victim = (1..=3u32).find(|n| *n != ctl).expect("victim");
     c.node(victim as usize).kill9();
-    c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| async move {
-        c.describe("spread").await.is_some_and(|t| {
-            t["partitions"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != victim)))
-        })
-    })
-    .await;
+    c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| led_without(c, "spread", victim))
+        .await;
     for p in 0..3 {
         produce_until_ok(&c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
     }
@@ -464,20 +434,9 @@ async fn sigterm_moves_leaderships_before_the_node_exits() {
 
     let ctl = controller(&c).await.expect("controller");
     let t = c.describe("cs").await.expect("describe");
-    let victim = t["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .filter_map(|p| p["leader"].as_u64())
-        .find(|l| *l != ctl)
-        .expect("a leader that is not the controller");
-    let led: Vec<u32> = t["partitions"]
-        .as_array()
-        .expect("partitions")
-        .iter()
-        .filter(|p| p["leader"].as_u64() == Some(victim))
-        .map(|p| p["partition"].as_u64().expect("partition") as u32)
-        .collect();
+    let victim =
+        t.partitions.iter().filter_map(|p| p.leader).find(|l| *l != ctl).expect("a leader that is not the controller");
+    let led: Vec<u32> = t.partitions.iter().filter(|p| p.leader == Some(victim)).map(|p| p.partition).collect();
 
     let started = Instant::now();
     let exited = tokio::task::block_in_place(|| c.node(victim as usize).terminate(Duration::from_secs(15)));
@@ -494,13 +453,7 @@ async fn sigterm_moves_leaderships_before_the_node_exits() {
     c.wait_until(
         &format!("no partition is led by node {victim}"),
         Duration::from_millis(SESSION_TIMEOUT_MS / 3),
-        |c| async move {
-            c.describe("cs").await.is_some_and(|t| {
-                t["partitions"]
-                    .as_array()
-                    .is_some_and(|ps| ps.iter().all(|p| p["leader"].as_u64().is_some_and(|l| l != victim)))
-            })
-        },
+        |c| led_without(c, "cs", victim),
     )
     .await;
     for p in &led {

@@ -4,7 +4,9 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::Standalone;
+use common::groups::{assignments, commit, join, poll, settled, Member, Tp};
+use common::{create_topic, produce, wait_until, Standalone};
+use fjord_client::{Acks, Client, Event, EventStream, Join, Record, Start};
 use fjord_protocol::group::{coordinator_partition, OFFSETS_TOPIC};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,161 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-
-/// (topic, partition)
-type Tp = (String, u32);
-
-fn tps(v: &Value) -> BTreeSet<Tp> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|tp| {
-                    Some((tp["topic"].as_str()?.to_owned(), u32::try_from(tp["partition"].as_u64()?).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// One answer: status (0 when the request itself failed) and JSON body.
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    match req.timeout(Duration::from_secs(30)).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => (0, json!({"transport_error": e.to_string()})),
-    }
-}
-
-/// A member as a client sees it: its id and the generation of its last poll.
-#[derive(Debug, Clone)]
-struct Member {
-    group: String,
-    id: String,
-    generation: u64,
-}
-
-async fn join(client: &reqwest::Client, base: &str, group: &str, body: Value) -> Member {
-    let (status, v) = send(client.post(format!("{base}/v1/groups/{group}/members")).json(&body)).await;
-    assert_eq!(status, 200, "join: {v}");
-    Member {
-        group: group.to_owned(),
-        id: v["member_id"].as_str().expect("member_id").to_owned(),
-        generation: v["generation"].as_u64().expect("generation"),
-    }
-}
-
-struct Polled {
-    generation: u64,
-    assignment: BTreeSet<Tp>,
-    /// (topic, partition, offset, value)
-    records: Vec<(String, u32, u64, Value)>,
-}
-
-async fn poll(client: &reqwest::Client, base: &str, m: &Member, timeout_ms: u64) -> Result<Polled, (u16, Value)> {
-    let (status, v) =
-        send(client.get(format!(
-            "{base}/v1/groups/{}/members/{}/records?timeout_ms={timeout_ms}&max_records=200",
-            m.group, m.id
-        )))
-        .await;
-    if status != 200 {
-        return Err((status, v));
-    }
-    let records = v["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            (
-                r["topic"].as_str().expect("topic").to_owned(),
-                r["partition"].as_u64().expect("partition") as u32,
-                r["offset"].as_u64().expect("offset"),
-                r["value"].clone(),
-            )
-        })
-        .collect();
-    Ok(Polled { generation: v["generation"].as_u64().expect("generation"), assignment: tps(&v["assignment"]), records })
-}
-
-/// Commits, per partition, the offset after the last record of `records`.
-async fn commit(
-    client: &reqwest::Client,
-    base: &str,
-    m: &Member,
-    records: &[(String, u32, u64, Value)],
-) -> (u16, Value) {
-    let mut next: BTreeMap<Tp, u64> = BTreeMap::new();
-    for (t, p, o, _) in records {
-        let e = next.entry((t.clone(), *p)).or_default();
-        *e = (*e).max(o + 1);
-    }
-    let offsets: Vec<Value> = next.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o})).collect();
-    send(client.post(format!("{base}/v1/groups/{}/offsets", m.group)).json(&json!({
-        "member_id": m.id, "generation": m.generation, "offsets": offsets
-    })))
-    .await
-}
-
-async fn produce(client: &reqwest::Client, base: &str, topic: &str, records: Vec<Value>) {
-    let (status, v) =
-        send(client.post(format!("{base}/v1/topics/{topic}/records?acks=all")).json(&json!({"records": records})))
-            .await;
-    assert_eq!(status, 200, "produce: {v}");
-}
-
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The members' current assignments per the group description.
-async fn assignments(
-    client: &reqwest::Client,
-    base: &str,
-    group: &str,
-) -> Option<BTreeMap<String, (BTreeSet<Tp>, usize)>> {
-    let (status, v) = send(client.get(format!("{base}/v1/groups/{group}"))).await;
-    if status != 200 {
-        return None;
-    }
-    Some(
-        v["members"]
-            .as_array()?
-            .iter()
-            .map(|m| {
-                let pending = m["pending"].as_array().map_or(0, Vec::len);
-                (m["member_id"].as_str().unwrap_or_default().to_owned(), (tps(&m["assignment"]), pending))
-            })
-            .collect(),
-    )
-}
-
-/// Whether `members` are exactly the group's members, with disjoint assignments that
-/// together cover `all`, and nothing pending.
-fn settled(a: &BTreeMap<String, (BTreeSet<Tp>, usize)>, members: &BTreeSet<String>, all: &BTreeSet<Tp>) -> bool {
-    let ids: BTreeSet<String> = a.keys().cloned().collect();
-    if ids != *members || a.values().any(|(_, pending)| *pending > 0) {
-        return false;
-    }
-    let mut seen = BTreeSet::new();
-    for (set, _) in a.values() {
-        for tp in set {
-            if !seen.insert(tp.clone()) {
-                return false;
-            }
-        }
-    }
-    seen == *all
-}
 
 /// What every consumer task saw.
 #[derive(Default)]
@@ -180,8 +27,7 @@ struct Log {
 /// A consumer loop: poll, then commit what the poll returned; `crash` makes it stop
 /// right after a poll, before committing (a process dying mid-batch).
 fn spawn_consumer(
-    client: reqwest::Client,
-    base: String,
+    api: Client,
     mut m: Member,
     log: Arc<Mutex<Log>>,
     crash: Arc<AtomicBool>,
@@ -189,9 +35,9 @@ fn spawn_consumer(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
-            let polled = match poll(&client, &base, &m, 200).await {
+            let polled = match poll(&api, &m, 200).await {
                 Ok(p) => p,
-                Err((status, v)) => panic!("member {} poll failed: {status} {v}", m.id),
+                Err(e) => panic!("member {} poll failed: {e}", m.id),
             };
             m.generation = polled.generation;
             assert!(
@@ -210,8 +56,9 @@ fn spawn_consumer(
                 }
             }
             if !polled.records.is_empty() {
-                let (status, v) = commit(&client, &base, &m, &polled.records).await;
-                assert_eq!(status, 204, "member {} commit failed: {v}", m.id);
+                commit(&api, &m, &polled.records)
+                    .await
+                    .unwrap_or_else(|e| panic!("member {} commit failed: {e}", m.id));
             }
         }
     })
@@ -228,22 +75,19 @@ fn spawn_consumer(
 async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fjord = Standalone::start(&dir.path().join("data")).await;
-    let client = reqwest::Client::new();
-    let base = fjord.base.clone();
-    let (status, v) =
-        send(client.post(format!("{base}/v1/topics")).json(&json!({"name": "events", "partitions": 6}))).await;
-    assert_eq!(status, 201, "{v}");
+    let api = fjord.api();
+    create_topic(&api, "events", 6).await;
     let all: BTreeSet<Tp> = (0..6).map(|p| ("events".to_owned(), p)).collect();
 
     // Producers write keyed records (spread over all partitions) for the whole test.
     let stop_producing = Arc::new(AtomicBool::new(false));
     let producer = {
-        let (client, base, stop) = (client.clone(), base.clone(), stop_producing.clone());
+        let (api, stop) = (api.clone(), stop_producing.clone());
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let batch = (0..10).map(|k| json!({"key": format!("k{}", i + k), "value": i + k})).collect();
-                produce(&client, &base, "events", batch).await;
+                let batch = (0..10).map(|k| Record::keyed(format!("k{}", i + k), json!(i + k))).collect();
+                produce(&api, "events", batch).await;
                 i += 10;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -251,8 +95,14 @@ async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted
         })
     };
 
-    let spec = json!({"topics": ["events"], "session_timeout_ms": 2000, "auto_offset_reset": "earliest",
-        "auto_commit": false, "assignor": "sticky"});
+    let spec = Join {
+        topics: vec!["events".into()],
+        session_timeout_ms: Some(2000),
+        auto_offset_reset: Some("earliest".into()),
+        auto_commit: Some(false),
+        assignor: Some("sticky".into()),
+        client_id: None,
+    };
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut crash = BTreeMap::new();
@@ -262,33 +112,28 @@ async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted
     let mut start = |m: Member, crash: &mut BTreeMap<String, Arc<AtomicBool>>| {
         let flag = Arc::new(AtomicBool::new(false));
         crash.insert(m.id.clone(), flag.clone());
-        tasks.push(spawn_consumer(client.clone(), base.clone(), m, log.clone(), flag, stop.clone()));
+        tasks.push(spawn_consumer(api.clone(), m, log.clone(), flag, stop.clone()));
     };
 
     for name in ["a", "b"] {
-        let mut s = spec.clone();
-        s["client_id"] = json!(name);
-        let m = join(&client, &base, "workers", s).await;
+        let m = join(&api, "workers", &Join { client_id: Some(name.into()), ..spec.clone() }).await;
         members.insert(m.id.clone());
         ids.push(m.id.clone());
         start(m, &mut crash);
     }
     wait_until("two members share all six partitions", Duration::from_secs(20), || async {
-        assignments(&client, &base, "workers").await.is_some_and(|a| settled(&a, &members, &all))
+        assignments(&api, "workers").await.is_some_and(|a| settled(&a, &members, &all))
     })
     .await;
-    let (_, d) = send(client.get(format!("{base}/v1/groups/workers"))).await;
-    let generation_before = d["generation"].as_u64().expect("generation");
+    let generation_before = api.describe_group("workers").await.expect("describe").generation;
 
-    let mut s = spec.clone();
-    s["client_id"] = json!("c");
-    let c = join(&client, &base, "workers", s).await;
+    let c = join(&api, "workers", &Join { client_id: Some("c".into()), ..spec.clone() }).await;
     assert!(c.generation > generation_before, "a join starts a new generation");
     members.insert(c.id.clone());
     ids.push(c.id.clone());
     start(c, &mut crash);
     wait_until("three members share all six partitions, two each", Duration::from_secs(20), || async {
-        assignments(&client, &base, "workers")
+        assignments(&api, "workers")
             .await
             .is_some_and(|a| settled(&a, &members, &all) && a.values().all(|(s, _)| s.len() == 2))
     })
@@ -300,7 +145,7 @@ async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted
     members.remove(&b);
     let crashed_at = Instant::now();
     wait_until("b is evicted and a and c share all six partitions", Duration::from_secs(20), || async {
-        assignments(&client, &base, "workers").await.is_some_and(|a| settled(&a, &members, &all))
+        assignments(&api, "workers").await.is_some_and(|a| settled(&a, &members, &all))
     })
     .await;
     let moved_after = crashed_at.elapsed();
@@ -311,16 +156,12 @@ async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted
     let produced = producer.await.expect("producer");
     let mut hw: BTreeMap<u32, u64> = BTreeMap::new();
     for p in 0..6 {
-        let (_, o) = send(client.get(format!("{base}/v1/topics/events/partitions/{p}/offsets"))).await;
-        hw.insert(p, o["high_watermark"].as_u64().expect("hw"));
+        hw.insert(p, api.offsets("events", p, None).await.expect("offsets").high_watermark);
     }
     assert_eq!(hw.values().sum::<u64>(), produced, "every produced record is in the log");
     wait_until("the group has committed every partition to its high watermark", Duration::from_secs(30), || async {
-        let (_, o) = send(client.get(format!("{base}/v1/groups/workers/offsets"))).await;
-        o["offsets"].as_array().is_some_and(|rows| {
-            (0..6).all(|p| {
-                rows.iter().any(|r| r["partition"] == p && r["offset"].as_u64() == Some(hw[&p]) && r["lag"] == 0)
-            })
+        api.group_offsets("workers").await.is_ok_and(|o| {
+            (0..6).all(|p| o.offsets.iter().any(|r| r.partition == p && r.offset == Some(hw[&p]) && r.lag == Some(0)))
         })
     })
     .await;
@@ -353,36 +194,20 @@ async fn rebalances_and_eviction_lose_nothing_and_duplicate_only_the_uncommitted
     );
 }
 
-/// Reads Server-Sent Events from `resp` until `want` record events arrived, returning
-/// their ids and data; fails after `within`.
-async fn sse_records(resp: &mut reqwest::Response, want: usize, within: Duration) -> Vec<(String, Value)> {
+/// Reads a stream until `want` record events arrived, returning their ids and data;
+/// fails after `within`.
+async fn sse_records(stream: &mut EventStream, want: usize, within: Duration) -> Vec<(String, Value)> {
     let deadline = Instant::now() + within;
-    let mut buf = String::new();
     let mut out = Vec::new();
     while out.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, resp.chunk())
+        let event: Event = tokio::time::timeout(left, stream.next_event())
             .await
             .unwrap_or_else(|_| panic!("only {} of {want} events within {within:?}: {out:?}", out.len()))
-            .expect("stream chunk")
+            .expect("stream")
             .expect("stream ended early");
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let mut kind = "";
-            let (mut id, mut data) = (String::new(), String::new());
-            for line in event.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    kind = if v.trim() == "record" { "record" } else { "other" };
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_owned();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            if kind == "record" {
-                out.push((id, serde_json::from_str(&data).expect("event data is JSON")));
-            }
+        if event.event == "record" {
+            out.push((event.id.clone().unwrap_or_default(), event.json().expect("event data is JSON")));
         }
     }
     out
@@ -396,60 +221,50 @@ async fn sse_records(resp: &mut reqwest::Response, want: usize, within: Duration
 async fn sse_streams_deliver_live_records_and_resume_from_last_event_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fjord = Standalone::start(&dir.path().join("data")).await;
-    let client = reqwest::Client::new();
-    let base = fjord.base.clone();
-    let (status, v) =
-        send(client.post(format!("{base}/v1/topics")).json(&json!({"name": "feed", "partitions": 1}))).await;
-    assert_eq!(status, 201, "{v}");
-    produce(&client, &base, "feed", (0..3).map(|i| json!({"value": i})).collect()).await;
+    let api = fjord.api();
+    let values = |r: std::ops::Range<u64>| r.map(|i| Record::value(json!(i))).collect::<Vec<_>>();
+    create_topic(&api, "feed", 1).await;
+    produce(&api, "feed", values(0..3)).await;
 
-    let url = format!("{base}/v1/topics/feed/partitions/0/records?offset=earliest&heartbeat_ms=200");
-    let mut resp = client.get(&url).header("accept", "text/event-stream").send().await.expect("open stream");
+    // The wire format itself: status and content type of a stream.
+    let url = format!("{}/v1/topics/feed/partitions/0/records?offset=earliest", fjord.base);
+    let resp = reqwest::Client::new().get(&url).header("accept", "text/event-stream").send().await.expect("open");
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap_or_default().to_owned();
     assert!(ct.starts_with("text/event-stream"), "content type {ct}");
-    let first = sse_records(&mut resp, 3, Duration::from_secs(10)).await;
-    // Produced after the stream opened: must arrive live.
-    produce(&client, &base, "feed", (3..6).map(|i| json!({"value": i})).collect()).await;
-    let live = sse_records(&mut resp, 3, Duration::from_secs(10)).await;
     drop(resp);
+
+    let mut stream = api.stream("feed", 0, Start::Earliest, None, Some(200)).await.expect("open stream");
+    let first = sse_records(&mut stream, 3, Duration::from_secs(10)).await;
+    // Produced after the stream opened: must arrive live.
+    produce(&api, "feed", values(3..6)).await;
+    let live = sse_records(&mut stream, 3, Duration::from_secs(10)).await;
+    drop(stream);
     let got: Vec<(String, Value)> = first.into_iter().chain(live).collect();
     let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["0:0", "0:1", "0:2", "0:3", "0:4", "0:5"]);
     assert!(got.iter().enumerate().all(|(i, (_, r))| r["value"] == i as u64 && r["offset"] == i as u64));
 
-    produce(&client, &base, "feed", (6..9).map(|i| json!({"value": i})).collect()).await;
-    let mut resp = client
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .header("last-event-id", "0:5")
-        .send()
-        .await
-        .expect("reopen stream");
-    assert_eq!(resp.status(), 200);
-    let resumed = sse_records(&mut resp, 3, Duration::from_secs(10)).await;
+    produce(&api, "feed", values(6..9)).await;
+    let mut stream = api.stream("feed", 0, Start::Earliest, Some("0:5"), Some(200)).await.expect("reopen stream");
+    let resumed = sse_records(&mut stream, 3, Duration::from_secs(10)).await;
     let offsets: Vec<u64> = resumed.iter().map(|(_, r)| r["offset"].as_u64().expect("offset")).collect();
     assert_eq!(offsets, [6, 7, 8], "resumed after the last event id, no gap and no repeat");
-    drop(resp);
+    drop(stream);
 
     // A member's poll as a stream.
-    let m = join(
-        &client,
-        &base,
-        "readers",
-        json!({"topics": ["feed"], "auto_offset_reset": "earliest", "session_timeout_ms": 10000}),
-    )
-    .await;
-    let mut resp = client
-        .get(format!("{base}/v1/groups/readers/members/{}/records?timeout_ms=1000", m.id))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("open member stream");
-    assert_eq!(resp.status(), 200);
-    let backlog = sse_records(&mut resp, 9, Duration::from_secs(10)).await;
-    produce(&client, &base, "feed", vec![json!({"value": 9})]).await;
-    let live = sse_records(&mut resp, 1, Duration::from_secs(10)).await;
+    let spec = Join {
+        topics: vec!["feed".into()],
+        auto_offset_reset: Some("earliest".into()),
+        session_timeout_ms: Some(10_000),
+        ..Join::default()
+    };
+    let m = join(&api, "readers", &spec).await;
+    let opts = fjord_client::ReadOptions { timeout_ms: Some(1000), ..Default::default() };
+    let mut stream = api.poll_stream("readers", &m.id, &opts).await.expect("open member stream");
+    let backlog = sse_records(&mut stream, 9, Duration::from_secs(10)).await;
+    produce(&api, "feed", values(9..10)).await;
+    let live = sse_records(&mut stream, 1, Duration::from_secs(10)).await;
     let ids: Vec<String> = backlog.iter().chain(&live).map(|(id, _)| id.clone()).collect();
     let want: Vec<String> = (0..10).map(|o| format!("feed:0:{o}")).collect();
     assert_eq!(ids, want);
@@ -466,13 +281,17 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
     let mut c = Cluster::start(3, 2).await;
     c.create_topic("orders", 4, 3, json!({})).await;
     c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
-    let client = c.client.clone();
-    let spec = json!({"topics": ["orders"], "auto_offset_reset": "earliest", "auto_commit": false,
-        "session_timeout_ms": 30000});
-    let mut m = join(&client, &c.gateway(0), "billing", spec.clone()).await;
+    let spec = Join {
+        topics: vec!["orders".into()],
+        auto_offset_reset: Some("earliest".into()),
+        auto_commit: Some(false),
+        session_timeout_ms: Some(30_000),
+        ..Join::default()
+    };
+    let mut m = join(&c.api(0), "billing", &spec).await;
     for i in 0..200u64 {
-        let (status, v) = c.produce(i as usize % 2, "orders", (i % 4) as u32, "all", &json!(i)).await;
-        assert_eq!(status, 200, "{v}");
+        let r = c.produce(i as usize % 2, "orders", (i % 4) as u32, Acks::All, &json!(i)).await;
+        assert!(r.offset().is_some(), "{r:?}");
     }
 
     let mut consumed: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
@@ -485,16 +304,14 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
         assert!(Instant::now() < deadline, "consumed only {consumed:?}");
         let g = turn % 2;
         turn += 1;
-        let polled =
-            poll(&client, &c.gateway(g), &m, 500).await.unwrap_or_else(|e| panic!("poll via gateway {g}: {e:?}"));
+        let polled = poll(&c.api(g), &m, 500).await.unwrap_or_else(|e| panic!("poll via gateway {g}: {e}"));
         m.generation = polled.generation;
         for (_, p, o, _) in &polled.records {
             consumed.entry(*p).or_default().push(*o);
             commits.insert(*p, o + 1);
         }
         if !polled.records.is_empty() {
-            let (status, v) = commit(&client, &c.gateway(1 - g), &m, &polled.records).await;
-            assert_eq!(status, 204, "{v}");
+            commit(&c.api(1 - g), &m, &polled.records).await.expect("commit");
         }
     }
     for (p, offsets) in &consumed {
@@ -504,7 +321,7 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
 
     // Kill the coordinator of the group.
     let offsets_topic = c.describe(OFFSETS_TOPIC).await.expect("offsets topic exists");
-    let count = offsets_topic["partitions"].as_array().expect("partitions").len() as u32;
+    let count = offsets_topic.partitions.len() as u32;
     let p = coordinator_partition("billing", count) as usize;
     let coordinator = c.leader(OFFSETS_TOPIC, p).await.expect("coordinator") as usize;
     c.node(coordinator).kill9();
@@ -515,10 +332,8 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
     c.wait_until("the new coordinator serves the committed offsets", Duration::from_secs(30), |c| {
         let commits = &commits;
         async move {
-            let Some(o) = c.get(survivor, "/v1/groups/billing/offsets").await else { return false };
-            o["offsets"].as_array().is_some_and(|rows| {
-                commits.iter().all(|(p, off)| rows.iter().any(|r| r["partition"] == *p && r["offset"] == *off))
-            })
+            let Ok(o) = c.api(survivor).group_offsets("billing").await else { return false };
+            commits.iter().all(|(p, off)| o.offsets.iter().any(|r| r.partition == *p && r.offset == Some(*off)))
         }
     })
     .await;
@@ -526,8 +341,8 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
 
     // More records; the member carries on (re-joining if it must) and reads exactly them.
     for i in 200..240u64 {
-        let (status, v) = c.produce(0, "orders", (i % 4) as u32, "all", &json!(i)).await;
-        assert_eq!(status, 200, "{v}");
+        let r = c.produce(0, "orders", (i % 4) as u32, Acks::All, &json!(i)).await;
+        assert!(r.offset().is_some(), "{r:?}");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut rejoined = false;
@@ -535,26 +350,26 @@ async fn any_gateway_serves_a_member_and_offsets_survive_coordinator_failover() 
         assert!(Instant::now() < deadline, "consumed only {consumed:?}");
         let g = turn % 2;
         turn += 1;
-        let polled = match poll(&client, &c.gateway(g), &m, 500).await {
+        let polled = match poll(&c.api(g), &m, 500).await {
             Ok(p) => p,
-            Err((404, v)) if v["error"]["code"] == "unknown_member_id" => {
-                m = join(&client, &c.gateway(g), "billing", spec.clone()).await;
+            Err(e) if e.code() == Some("unknown_member_id") => {
+                m = join(&c.api(g), "billing", &spec).await;
                 rejoined = true;
                 continue;
             }
-            Err((status, v)) if status == 503 || status == 0 => {
-                eprintln!("retriable poll failure while the coordinator moves: {status} {v}");
+            Err(e) if e.retriable() => {
+                eprintln!("retriable poll failure while the coordinator moves: {e}");
                 continue;
             }
-            Err(e) => panic!("poll via gateway {g}: {e:?}"),
+            Err(e) => panic!("poll via gateway {g}: {e}"),
         };
         m.generation = polled.generation;
         for (_, p, o, _) in &polled.records {
             consumed.entry(*p).or_default().push(*o);
         }
         if !polled.records.is_empty() {
-            let (status, v) = commit(&client, &c.gateway(1 - g), &m, &polled.records).await;
-            assert!(status == 204 || status == 503, "{v}");
+            let committed = commit(&c.api(1 - g), &m, &polled.records).await;
+            assert!(committed.as_ref().map_or_else(|e| e.status() == Some(503), |_| true), "{committed:?}");
         }
     }
     for (p, offsets) in &consumed {

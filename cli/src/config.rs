@@ -184,7 +184,7 @@ mod tests {
             let c: StandaloneConfig = load(Some(Path::new("f.toml")), &[]).expect("load");
             assert_eq!(c.gateway.listen, "127.0.0.1:9000");
             assert_eq!(c.gateway.max_request_bytes, 8192, "env beats file");
-            assert_eq!(c.storage.wal_sync, fjord_storage_node::WalSync::Always);
+            assert_eq!(c.storage.wal_sync, fjord_log::WalSync::Always);
             let flags = [("gateway.listen", Some("127.0.0.1:9001".into())), ("storage.data_dir", Some("d".into()))];
             let c: StandaloneConfig = load(Some(Path::new("f.toml")), &flags).expect("load");
             assert_eq!(c.gateway.listen, "127.0.0.1:9001", "flags beat env and file");

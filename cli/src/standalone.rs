@@ -1,5 +1,6 @@
-//! `fjord standalone`: one storage node, the gateway and the embedded coordinator in one
-//! process, with no ZooKeeper.
+//! `fjord standalone`: one storage node, its controller, the gateway and the embedded
+//! metadata store in one process, with no ZooKeeper. The controller is the same one a
+//! cluster runs (ARCHITECTURE.md, "One control path").
 
 use crate::config::StandaloneConfig;
 use anyhow::Context;
@@ -18,6 +19,9 @@ pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + 
     let node = StorageNode::start(&config.storage, coordinator.clone(), "in-process".into())
         .await
         .context("starting the storage node")?;
+    // Started after the node registered: partitions it led before a restart keep their
+    // leader and epoch instead of going offline and back.
+    let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
     let nodes = Arc::new(SingleNode { id: node.id(), api: node.clone() });
     let state = AppState::new(coordinator, nodes, config.gateway.clone());
     let listener = TcpListener::bind(&config.gateway.listen)
@@ -26,6 +30,7 @@ pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + 
     tracing::info!(addr = %listener.local_addr()?, data_dir = %dir.display(), "fjord standalone is listening");
     let served = fjord_gateway::serve(listener, state, shutdown).await;
     tracing::info!("shutting down");
+    controller.stop().await;
     node.shutdown().await;
     served.context("serving HTTP")
 }

@@ -1,5 +1,6 @@
-//! The controller (DESIGN.md §5, §6): one storage node, elected through the
-//! coordinator, that decides partition leadership for the whole cluster.
+//! The controller: one storage node, elected through the coordinator, that decides
+//! partition leadership for the whole cluster — in a ZooKeeper cluster and, over the
+//! embedded store, in `fjord standalone` alike (ARCHITECTURE.md, "One control path").
 //!
 //! The decisions are a pure function, [`plan`], from a metadata snapshot to the partition
 //! states that should change; [`run`] campaigns for the role and, while it holds it,
@@ -12,8 +13,8 @@
 //! The rules are Kafka's (ZooKeeper-mode `PartitionStateMachine` /
 //! `PartitionLeaderElectionAlgorithms`), with the differences noted on [`plan`].
 
+use crate::api::Coordinator;
 use crate::model::{ClusterMetadata, PartitionState};
-use crate::Coordinator;
 use fjord_protocol::{ErrorCode, NodeId};
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -122,15 +123,54 @@ fn plan_partition(p: &PartitionState, live: &BTreeSet<NodeId>, unclean: bool) ->
 /// Writes are conditional on the partition's version; a [`ErrorCode::StaleVersion`]
 /// answer means someone else (a leader changing its ISR, say) wrote first, and the next
 /// snapshot brings a fresh plan. Other errors are logged and retried on the next tick.
-///
-/// Do not run this against a backend that elects leaders itself (the default
-/// [`EmbeddedCoordinator`](crate::EmbeddedCoordinator)): the two would undo each other's
-/// work. Use [`EmbeddedCoordinator::in_memory_with_external_controller`](crate::EmbeddedCoordinator::in_memory_with_external_controller).
 pub async fn run(coordinator: Arc<dyn Coordinator>, node: NodeId, shutdown: impl Future<Output = ()>) {
     tokio::select! {
         () = shutdown => info!(node, "controller loop stopped"),
         () = control(&*coordinator, node) => warn!(node, "controller loop ended: the metadata feed closed"),
     }
+}
+
+/// A controller loop for `node` running in the background (see [`run`]); it stops when
+/// this is dropped.
+#[must_use = "the controller stops when its task handle is dropped"]
+pub struct ControllerTask(Option<tokio::task::JoinHandle<()>>);
+
+impl ControllerTask {
+    /// Stops the loop and waits until it has let go of the coordinator.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ControllerTask {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Campaigns once for `node` (so that, with no other candidate, it is the controller
+/// when this returns), then runs the loop as [`spawn`] does.
+pub async fn start(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask {
+    let vacant = coordinator.metadata().borrow().controller.is_none();
+    if vacant {
+        if let Err(e) = coordinator.campaign_controller(node).await {
+            warn!(node, error = %e, "controller campaign failed; the loop retries");
+        }
+    }
+    spawn(coordinator, node)
+}
+
+/// Starts [`run`]'s loop for `node` on the current runtime until the handle is dropped.
+pub fn spawn(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask {
+    ControllerTask(Some(tokio::spawn(async move {
+        control(&*coordinator, node).await;
+        warn!(node, "controller loop ended: the metadata feed closed");
+    })))
 }
 
 /// The loop behind [`run`]; returns only if the metadata watch closes. Cancelling it (on
@@ -517,7 +557,7 @@ mod tests {
         /// passive throughout.
         #[tokio::test]
         async fn elects_leaders_handles_controlled_shutdown_and_stops() {
-            let c = Arc::new(EmbeddedCoordinator::in_memory_with_external_controller());
+            let c = Arc::new(EmbeddedCoordinator::in_memory());
             for id in [1, 2, 3] {
                 c.register_node(node(id)).await.expect("register");
             }

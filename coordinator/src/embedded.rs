@@ -1,16 +1,18 @@
-//! The single-process coordinator behind `fjord standalone`.
+//! The single-process metadata store behind `fjord standalone`.
 //!
-//! Topics are persisted to `metadata.json` in the data directory (written to a temp file,
-//! fsynced and renamed, so a crash leaves either the old or the new file); nodes are
-//! ephemeral, like ZooKeeper's `/brokers/ids`. Every change replaces the snapshot
+//! A plain store: it keeps what it is told and decides nothing. Topic changes are
+//! validated and placed by [`crate::topics`]; leaders, epochs and ISRs are written by the
+//! controller ([`crate::controller`]) through [`Coordinator::update_partition_state`],
+//! exactly as on ZooKeeper. Topics — with their partition states, so leader epochs and
+//! ISRs survive a restart — and the controller epoch are persisted to `metadata.json` in
+//! the data directory (written to a temp file, fsynced and renamed, so a crash leaves
+//! either the old or the new file); nodes, gateways and the controller are ephemeral,
+//! like ZooKeeper's `/brokers/ids` and `/controller`. Every change replaces the snapshot
 //! published on the watch channel.
 
-use crate::model::{
-    check_partition_count, unknown_topic, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState,
-    TopicChange, TopicMetadata,
-};
-use crate::placement::assign_replicas;
-use crate::{validate_topic_name, Coordinator};
+use crate::api::Coordinator;
+use crate::model::{ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata};
+use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,10 @@ const FILE_NAME: &str = "metadata.json";
 #[derive(Serialize, Deserialize)]
 struct Persisted {
     cluster_id: String,
+    /// Kept across restarts so a new controller's epoch is always higher (ZooKeeper's
+    /// `/controller_epoch`). Absent in files written before it was stored.
+    #[serde(default)]
+    controller_epoch: u32,
     topics: BTreeMap<String, TopicMetadata>,
 }
 
@@ -32,10 +38,6 @@ pub struct EmbeddedCoordinator {
     /// Serializes writers; readers use the watch channel.
     write: Mutex<()>,
     tx: watch::Sender<Arc<ClusterMetadata>>,
-    /// Whether this backend plays controller itself: makes the first registered node the
-    /// controller and elects leaders on every change. Off when a real controller
-    /// ([`crate::controller::run`]) does that job, since the two would fight.
-    self_managed: bool,
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> FjordError {
@@ -62,36 +64,20 @@ impl EmbeddedCoordinator {
         match loaded {
             Some(p) => {
                 meta.cluster_id = p.cluster_id;
+                meta.controller_epoch = p.controller_epoch;
                 meta.topics = p.topics;
             }
             None => meta.cluster_id = uuid::Uuid::new_v4().to_string(),
         }
-        // Nodes are ephemeral: no leader until its node registers again.
-        for t in meta.topics.values_mut() {
-            for p in &mut t.partitions {
-                p.leader = None;
-                p.isr.clear();
-            }
-        }
-        let this =
-            Self { path: Some(path), write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0, self_managed: true };
+        let this = Self { path: Some(path), write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0 };
         this.persist(&this.current()).await?;
         Ok(this)
     }
 
-    /// A coordinator that keeps nothing on disk (unit tests).
+    /// A store that keeps nothing on disk (tests).
     pub fn in_memory() -> Self {
         let meta = ClusterMetadata { cluster_id: uuid::Uuid::new_v4().to_string(), ..Default::default() };
-        Self { path: None, write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0, self_managed: true }
-    }
-
-    /// An in-memory coordinator that leaves the controller's job to an external
-    /// controller ([`crate::controller::run`]), as the ZooKeeper backend does: nobody is
-    /// controller until a node campaigns, and partitions get no leader and no ISR
-    /// changes except through [`Coordinator::update_partition_state`]. For tests of the
-    /// controller and of multi-node behaviour without ZooKeeper.
-    pub fn in_memory_with_external_controller() -> Self {
-        Self { self_managed: false, ..Self::in_memory() }
+        Self { path: None, write: Mutex::new(()), tx: watch::channel(Arc::new(meta)).0 }
     }
 
     fn current(&self) -> ClusterMetadata {
@@ -100,23 +86,24 @@ impl EmbeddedCoordinator {
 
     async fn persist(&self, meta: &ClusterMetadata) -> Result<()> {
         let Some(path) = self.path.clone() else { return Ok(()) };
-        let bytes =
-            serde_json::to_vec_pretty(&Persisted { cluster_id: meta.cluster_id.clone(), topics: meta.topics.clone() })
-                .map_err(|e| storage_error("encoding metadata", e))?;
+        let persisted = Persisted {
+            cluster_id: meta.cluster_id.clone(),
+            controller_epoch: meta.controller_epoch,
+            topics: meta.topics.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&persisted).map_err(|e| storage_error("encoding metadata", e))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .map_err(|e| storage_error("metadata writer", e))?
             .map_err(|e| storage_error("writing metadata", e))
     }
 
-    /// Applies `f` to a copy of the metadata, persists it and publishes it.
+    /// Applies `f` to a copy of the metadata, persists it and publishes it; on an error
+    /// nothing changes.
     async fn update<T>(&self, f: impl FnOnce(&mut ClusterMetadata) -> Result<T>) -> Result<T> {
         let _guard = self.write.lock().await;
         let mut meta = self.current();
         let out = f(&mut meta)?;
-        if self.self_managed {
-            elect_leaders(&mut meta);
-        }
         self.persist(&meta).await?;
         self.tx.send_replace(Arc::new(meta));
         Ok(out)
@@ -134,47 +121,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-/// Gives every leaderless partition the first live replica as leader (the embedded
-/// backend has no ISR history to consult: its one node is always in sync), bumping the
-/// leader epoch as every leader change does.
-fn elect_leaders(meta: &mut ClusterMetadata) {
-    for t in meta.topics.values_mut() {
-        for p in &mut t.partitions {
-            let live = |id: &u32| meta.nodes.contains_key(id);
-            if p.leader.is_some_and(|l| live(&l)) {
-                continue;
-            }
-            let leader = p.replicas.iter().copied().find(|id| live(id));
-            let isr: Vec<_> = p.replicas.iter().copied().filter(|id| live(id)).collect();
-            if leader != p.leader {
-                p.leader = leader;
-                p.leader_epoch += 1;
-            }
-            if leader != p.leader || isr != p.isr {
-                p.version += 1;
-            }
-            p.isr = isr;
-        }
-    }
-}
-
-fn new_partitions(meta: &ClusterMetadata, first: u32, count: u32, rf: u32, seed: usize) -> Result<Vec<PartitionState>> {
-    let nodes: Vec<_> = meta.nodes.keys().copied().collect();
-    let assignment = assign_replicas(&nodes, first, count, rf, seed, seed / 7)?;
-    Ok(assignment
-        .into_iter()
-        .zip(first..)
-        .map(|(replicas, partition)| PartitionState {
-            partition,
-            replicas,
-            leader: None,
-            leader_epoch: 0,
-            isr: vec![],
-            version: 0,
-        })
-        .collect())
 }
 
 #[async_trait]
@@ -237,44 +183,29 @@ impl Coordinator for EmbeddedCoordinator {
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {
-        let self_managed = self.self_managed;
         self.update(|m| {
-            if self_managed {
-                m.controller.get_or_insert(node.id);
-            }
             m.nodes.insert(node.id, node);
             Ok(())
         })
         .await
     }
 
-    async fn create_topic(&self, spec: NewTopic) -> Result<TopicMetadata> {
-        validate_topic_name(&spec.name)?;
-        check_partition_count(spec.partitions)?;
+    async fn unregister_node(&self, id: NodeId) -> Result<()> {
         self.update(|m| {
-            if m.topics.contains_key(&spec.name) {
-                return Err(FjordError::new(
-                    ErrorCode::TopicAlreadyExists,
-                    format!("topic `{}` already exists", spec.name),
-                ));
-            }
-            let topic_id = uuid::Uuid::new_v4();
-            let seed = topic_id.as_u128() as usize;
-            let partitions = new_partitions(m, 0, spec.partitions, spec.replication_factor, seed)?;
-            let name = spec.name.clone();
-            m.topics.insert(
-                name.clone(),
-                TopicMetadata {
-                    name: name.clone(),
-                    topic_id: topic_id.simple().to_string(),
-                    config: spec.config,
-                    partitions,
-                },
-            );
-            Ok(name)
+            m.nodes.remove(&id);
+            Ok(())
         })
         .await
-        .and_then(|name| self.tx.borrow().topics.get(&name).cloned().ok_or_else(|| unknown_topic(&name)))
+    }
+
+    async fn create_topic(&self, spec: NewTopic) -> Result<TopicMetadata> {
+        topics::check_new_topic(&spec)?;
+        self.update(|m| {
+            let topic = topics::plan_new_topic(m, spec)?;
+            m.topics.insert(topic.name.clone(), topic.clone());
+            Ok(topic)
+        })
+        .await
     }
 
     async fn delete_topic(&self, name: &str) -> Result<()> {
@@ -283,30 +214,20 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn alter_topic(&self, name: &str, change: TopicChange) -> Result<TopicMetadata> {
         self.update(|m| {
-            let topic = m.topics.get(name).ok_or_else(|| unknown_topic(name))?;
-            let current = topic.partitions.len() as u32;
-            let mut added = Vec::new();
-            if let Some(n) = change.partitions {
-                check_partition_count(n)?;
-                if n < current {
-                    return Err(FjordError::new(
-                        ErrorCode::InvalidPartitions,
-                        format!("topic `{name}` has {current} partitions; the count can only grow, not shrink to {n}"),
-                    ));
-                }
-                let rf = topic.replication_factor() as u32;
-                let seed = current as usize;
-                added = new_partitions(m, current, n - current, rf, seed)?;
-            }
+            let live = topics::live_nodes(m.nodes.values());
             let topic = m.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
-            topic.partitions.extend(added);
+            let current = topic.partitions.len() as u32;
+            let added = topics::added_partitions(name, current, &change)?;
+            if added > 0 {
+                let rf = topic.replication_factor() as u32;
+                topic.partitions.extend(topics::new_partitions(&live, current, added, rf)?);
+            }
             if let Some(config) = change.config {
                 topic.config = config;
             }
-            Ok(())
+            Ok(topic.clone())
         })
-        .await?;
-        self.tx.borrow().topics.get(name).cloned().ok_or_else(|| unknown_topic(name))
+        .await
     }
 }
 
@@ -323,28 +244,34 @@ mod tests {
         NewTopic { name: name.into(), partitions, replication_factor: 1, config: TopicConfig::default() }
     }
 
+    /// What the store is told survives a restart — topics with their partition states
+    /// (leader, epoch, ISR, version) and the controller epoch — while nodes and the
+    /// controller, which are ephemeral, do not; a new controller's epoch is higher.
+    /// The store elects nobody itself: a created partition stays leaderless.
     #[tokio::test]
-    async fn topics_survive_reopen_and_leaders_return_with_a_new_epoch() {
+    async fn topics_and_partition_states_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = EmbeddedCoordinator::open(dir.path()).await.expect("open");
         c.register_node(node(0)).await.expect("register");
         let t = c.create_topic(topic("orders", 3)).await.expect("create");
-        assert_eq!(t.partitions.len(), 3);
-        assert!(t.partitions.iter().all(|p| p.leader == Some(0) && p.leader_epoch == 1 && p.isr == vec![0]));
+        assert!(t.partitions.iter().all(|p| p.leader.is_none() && p.leader_epoch == 0 && p.isr == vec![0]), "{t:?}");
+        assert_eq!(c.metadata().borrow().topics["orders"].partitions, t.partitions, "no election of its own");
+        let first = c.campaign_controller(0).await.expect("campaign").expect("wins");
+        let p = &t.partitions[1];
+        let led = PartitionState { leader: Some(0), leader_epoch: 7, isr: vec![0], ..p.clone() };
+        let version = c.update_partition_state("orders", led.clone()).await.expect("write");
         let cluster_id = c.metadata().borrow().cluster_id.clone();
         drop(c);
 
         let c = EmbeddedCoordinator::open(dir.path()).await.expect("reopen");
-        {
-            let m = c.metadata();
-            let m = m.borrow();
-            assert_eq!(m.cluster_id, cluster_id);
-            assert_eq!(m.topics["orders"].topic_id, t.topic_id);
-            assert!(m.topics["orders"].partitions.iter().all(|p| p.leader.is_none()));
-        }
-        c.register_node(node(0)).await.expect("register");
         let m = c.metadata().borrow().clone();
-        assert!(m.topics["orders"].partitions.iter().all(|p| p.leader == Some(0) && p.leader_epoch == 2));
+        assert_eq!(m.cluster_id, cluster_id);
+        assert_eq!(m.topics["orders"].topic_id, t.topic_id);
+        assert_eq!(m.topics["orders"].partitions[1], PartitionState { version, ..led });
+        assert_eq!(m.topics["orders"].partitions[0], t.partitions[0]);
+        assert!(m.nodes.is_empty() && m.controller.is_none(), "nodes and the controller are ephemeral");
+        let second = c.campaign_controller(0).await.expect("campaign").expect("wins");
+        assert!(second > first, "controller epoch {second} must exceed {first}");
     }
 
     #[tokio::test]
@@ -360,7 +287,7 @@ mod tests {
 
         let grown = c.alter_topic("t", TopicChange { partitions: Some(4), config: None }).await.expect("grow");
         assert_eq!(grown.partitions.len(), 4);
-        assert_eq!(grown.partitions[3].leader, Some(0));
+        assert_eq!((grown.partitions[3].leader, grown.partitions[3].leader_epoch), (None, 0), "the controller elects");
         let shrink = c.alter_topic("t", TopicChange { partitions: Some(1), config: None }).await;
         assert_eq!(shrink.expect_err("shrink").code, ErrorCode::InvalidPartitions);
         assert_eq!(c.metadata().borrow().topics["t"].partitions.len(), 4, "a refused change changes nothing");

@@ -1,4 +1,4 @@
-//! The cluster metadata model (DESIGN.md §2, §6).
+//! The cluster metadata model: nodes, topics, partition states, topic config.
 
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
@@ -111,9 +111,8 @@ pub struct TopicConfig {
     /// Delete the oldest batches while the partition is larger than this; `-1`: no limit.
     #[serde(rename = "retention.bytes")]
     pub retention_bytes: i64,
-    /// `delete`, `compact` or `compact,delete` (normalized to that order).
     #[serde(rename = "cleanup.policy")]
-    pub cleanup_policy: String,
+    pub cleanup_policy: CleanupPolicy,
     /// How long a tombstone stays on a compacted topic (by its record timestamp), so
     /// consumers reading from the start see the delete.
     #[serde(rename = "delete.retention.ms", default = "default_delete_retention_ms")]
@@ -135,7 +134,7 @@ impl Default for TopicConfig {
         Self {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
-            cleanup_policy: "delete".to_owned(),
+            cleanup_policy: CleanupPolicy::Delete,
             delete_retention_ms: default_delete_retention_ms(),
             min_compaction_lag_ms: 0,
             min_insync_replicas: 1,
@@ -149,7 +148,57 @@ impl TopicConfig {
     /// The config of the internal `__consumer_offsets` topic: compacted, kept forever
     /// (the last record per key is a group's state).
     pub fn offsets_topic() -> Self {
-        Self { cleanup_policy: "compact".to_owned(), retention_ms: -1, ..Self::default() }
+        Self { cleanup_policy: CleanupPolicy::Compact, retention_ms: -1, ..Self::default() }
+    }
+}
+
+/// Kafka's `cleanup.policy`: what happens to old records of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CleanupPolicy {
+    /// Retention by time and size (`retention.ms`, `retention.bytes`).
+    #[default]
+    #[serde(rename = "delete")]
+    Delete,
+    /// Keep at least the latest record of every key.
+    #[serde(rename = "compact")]
+    Compact,
+    /// Both: compaction, and retention by time and size.
+    #[serde(rename = "compact,delete", alias = "delete,compact")]
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Compact => "compact",
+            Self::CompactDelete => "compact,delete",
+        }
+    }
+
+    pub const fn compacts(self) -> bool {
+        matches!(self, Self::Compact | Self::CompactDelete)
+    }
+
+    pub const fn deletes(self) -> bool {
+        matches!(self, Self::Delete | Self::CompactDelete)
+    }
+
+    /// A comma-separated list of `delete` and `compact`, in any order, spaces allowed.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let (mut compact, mut delete) = (false, false);
+        for part in text.trim().split(',').map(str::trim) {
+            match part {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                other => return Err(format!("unknown policy `{other}`; use `delete`, `compact` or `compact,delete`")),
+            }
+        }
+        Ok(match (compact, delete) {
+            (true, true) => Self::CompactDelete,
+            (true, false) => Self::Compact,
+            _ => Self::Delete,
+        })
     }
 }
 
@@ -195,12 +244,12 @@ impl TopicConfig {
 
     /// Whether `cleanup.policy` has `compact`: keep the latest record per key.
     pub fn compacts(&self) -> bool {
-        self.cleanup_policy.split(',').any(|p| p == "compact")
+        self.cleanup_policy.compacts()
     }
 
     /// Whether `cleanup.policy` has `delete`: retention by time and size.
     pub fn deletes(&self) -> bool {
-        self.cleanup_policy.split(',').any(|p| p == "delete")
+        self.cleanup_policy.deletes()
     }
 
     /// Applies `changes` (Kafka key → JSON value; `null` resets a key to its default)
@@ -231,31 +280,12 @@ impl TopicConfig {
                     }
                 }
                 "cleanup.policy" => {
-                    let policy = if reset {
-                        defaults.cleanup_policy.clone()
+                    c.cleanup_policy = if reset {
+                        defaults.cleanup_policy
                     } else {
-                        v.as_str().ok_or_else(|| bad_config(key, "expected a string"))?.trim().to_owned()
+                        let text = v.as_str().ok_or_else(|| bad_config(key, "expected a string"))?;
+                        CleanupPolicy::parse(text).map_err(|why| bad_config(key, why))?
                     };
-                    let mut compact = false;
-                    let mut delete = false;
-                    for part in policy.split(',').map(str::trim) {
-                        match part {
-                            "compact" => compact = true,
-                            "delete" => delete = true,
-                            other => {
-                                return Err(bad_config(
-                                    key,
-                                    format!("unknown policy `{other}`; use `delete`, `compact` or `compact,delete`"),
-                                ))
-                            }
-                        }
-                    }
-                    c.cleanup_policy = match (compact, delete) {
-                        (true, true) => "compact,delete",
-                        (true, false) => "compact",
-                        _ => "delete",
-                    }
-                    .to_owned();
                 }
                 "delete.retention.ms" | "min.compaction.lag.ms" => {
                     let n = if reset {
@@ -301,21 +331,6 @@ impl TopicConfig {
     }
 }
 
-pub(crate) fn unknown_topic(name: &str) -> FjordError {
-    FjordError::new(ErrorCode::UnknownTopic, format!("topic `{name}` does not exist"))
-}
-
-/// A partition count a topic may have: 1 to [`MAX_PARTITIONS`].
-pub(crate) fn check_partition_count(n: u32) -> Result<()> {
-    if n == 0 || n > MAX_PARTITIONS {
-        return Err(FjordError::new(
-            ErrorCode::InvalidPartitions,
-            format!("partition count must be between 1 and {MAX_PARTITIONS}, got {n}"),
-        ));
-    }
-    Ok(())
-}
-
 /// Kafka's topic-name rule: `[a-zA-Z0-9._-]{1,249}`, and not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let bad = |why: &str| FjordError::new(ErrorCode::InvalidTopicName, format!("invalid topic name {name:?}: {why}"));
@@ -328,7 +343,7 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if name == "." || name == ".." {
         return Err(bad("`.` and `..` are reserved"));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !fjord_protocol::names::is_valid_name(name, fjord_protocol::names::MAX_NAME_LEN) {
         return Err(bad("only ASCII letters, digits, `.`, `_` and `-` are allowed"));
     }
     Ok(())
@@ -398,6 +413,9 @@ mod tests {
         ] {
             let c = TopicConfig::default().with_changes(&changes(json!({"cleanup.policy": given}))).expect(given);
             assert_eq!((c.cleanup_policy.as_str(), c.compacts(), c.deletes()), (stored, compacts, deletes), "{given}");
+            let json = serde_json::to_value(c.cleanup_policy).expect("encode");
+            assert_eq!(json, stored, "stored under its Kafka spelling");
+            assert_eq!(serde_json::from_value::<CleanupPolicy>(json).expect("decode"), c.cleanup_policy);
         }
         let d = TopicConfig::default();
         assert!(d.deletes() && !d.compacts());
@@ -415,6 +433,13 @@ mod tests {
             ))
             .expect("reset");
         assert_eq!(reset, d);
+    }
+
+    /// `delete,compact` as stored by an earlier version still decodes.
+    #[test]
+    fn the_other_order_decodes() {
+        let p: CleanupPolicy = serde_json::from_value(json!("delete,compact")).expect("decode");
+        assert_eq!(p, CleanupPolicy::CompactDelete);
     }
 
     /// A config stored before the compaction keys existed still decodes, with their

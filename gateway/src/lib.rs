@@ -7,9 +7,10 @@
 //!
 //! # Layout
 //! - [`http`] — the axum router ([`http::app`]) and the OpenAPI spec ([`http::openapi`]),
-//!   one module per resource: `topics`, `records`, `cluster`.
+//!   one module per resource: `topics`, `produce`, `records`, `groups`, `cluster`.
 //! - [`body`] — record bodies in (JSON, NDJSON, raw) and out (`format=json|text|base64`).
-//! - [`remote`] — [`remote::RemoteNodes`]: storage nodes over their internal HTTP API.
+//! - [`remote`] — [`remote::RemoteNodes`]: storage nodes over their internal API
+//!   (`fjord-rpc`'s client).
 //! - [`state`] — [`AppState`], [`NodeDirectory`] and leader routing with retries.
 //! - [`error`] — [`ApiError`], the one error shape of the API.
 //! - [`config`] — [`GatewayConfig`].

@@ -95,6 +95,20 @@ impl AppState {
 }
 
 impl AppState {
+    /// `topic` as the metadata shows it once every partition has a leader (the
+    /// controller elects them after a create or a partition increase), or at
+    /// `deadline` as it is then; `topic` itself if that incarnation is not visible.
+    pub async fn await_leaders(&self, topic: TopicMetadata, deadline: Instant) -> TopicMetadata {
+        let mut rx = self.coordinator.metadata();
+        loop {
+            let current = rx.borrow_and_update().topic(&topic.name).filter(|t| t.topic_id == topic.topic_id).cloned();
+            let led = current.as_ref().is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()));
+            if led || !matches!(tokio::time::timeout_at(deadline, rx.changed()).await, Ok(Ok(()))) {
+                return current.unwrap_or(topic);
+            }
+        }
+    }
+
     /// The partition count of the offsets topic, creating the topic on first use.
     pub async fn offsets_topic(&self) -> ApiResult<u32> {
         if let Some(t) = self.metadata().topic(OFFSETS_TOPIC) {

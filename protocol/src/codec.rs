@@ -25,9 +25,26 @@
 //! As in Kafka's v2 batches, the CRC does not cover `base_offset` and `leader_epoch`,
 //! so the leader stamps them in place without re-hashing the batch.
 //!
-//! # RocksDB keys
-//! A partition's log column family maps [`offset_key`] (the batch's base offset,
-//! big-endian so byte order is numeric order) to the encoded batch.
+//! # Stores and RocksDB keys
+//! Each partition replica is one store (a RocksDB column family) named by
+//! [`StoreName`]: `p.{topic_id}.{partition}`, so a re-created topic of the same name never
+//! sees the old one's data. Its keys are [`offset_key`] (the batch's base offset,
+//! big-endian so byte order is numeric order) → the encoded batch.
+//!
+//!
+//! Beside its batches a store keeps a few values under [`MetaKey`]s: the log start
+//! offset and the size in bytes ([`encode_u64`]), and the leader-epoch history
+//! ([`encode_epochs`]: 12-byte `(epoch u32, start offset u64)` entries, ascending). The
+//! RocksDB engine keeps them in one shared column family under [`meta_key`]:
+//! `{store}\0{key}`.
+//!
+//! # Frames
+//! Batches travel between nodes as `[u32 length][bytes]` frames ([`encode_frames`]).
+//!
+//! # `__consumer_offsets` keys
+//! Records of the offsets topic are keyed by [`OffsetsKey`], a JSON array:
+//! `["group", group]` for a group's metadata, `["offset", group, topic, partition]` for a
+//! committed offset. The topic is compacted, so the last record per key is the state.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
@@ -65,6 +82,8 @@ pub enum CodecError {
     BadFrame,
     #[error("the batch's offsets run past the largest offset")]
     OffsetOverflow,
+    #[error("not a `__consumer_offsets` key: {0}")]
+    BadOffsetsKey(String),
 }
 
 /// One header: a name and opaque bytes. Names may repeat, as in Kafka.
@@ -295,6 +314,30 @@ impl Batch {
     }
 }
 
+/// One batch holding `records` (consecutive offsets from `base`) with the leader epoch
+/// and the record timestamps they were written with: how compaction rewrites a batch as
+/// its runs of survivors, and how a follower keeps the part of a batch past its log end.
+pub fn rebuild(records: &[RecordView], base: u64, leader_epoch: u32) -> Result<Batch, CodecError> {
+    let size = |r: &RecordView| {
+        RECORD_OVERHEAD
+            + r.key.as_ref().map_or(0, Bytes::len)
+            + r.value.as_ref().map_or(0, Bytes::len)
+            + r.headers.iter().map(|h| HEADER_OVERHEAD + h.name.len() + h.value.len()).sum::<usize>()
+    };
+    let mut builder = BatchBuilder::with_capacity(records.iter().map(size).sum());
+    for r in records {
+        builder.push_parts(
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|h| (h.name.as_str(), &h.value[..])),
+        )?;
+    }
+    let mut buf = BytesMut::from(&builder.finish()?[..]);
+    stamp(&mut buf, base, leader_epoch)?;
+    Batch::parse(buf.freeze())
+}
+
 /// A decoded record inside a [`Batch`]; key, value and header values share its buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView {
@@ -453,6 +496,79 @@ pub fn decode_offset_key(key: &[u8]) -> Result<u64, CodecError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// A per-store metadata value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetaKey {
+    /// The log start offset (u64): batches below it are gone.
+    LogStart,
+    /// The bytes of all stored batches (u64).
+    Size,
+    /// The leader-epoch history ([`encode_epochs`]).
+    Epochs,
+}
+
+impl MetaKey {
+    pub const ALL: [MetaKey; 3] = [MetaKey::LogStart, MetaKey::Size, MetaKey::Epochs];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MetaKey::LogStart => "log_start",
+            MetaKey::Size => "size",
+            MetaKey::Epochs => "epochs",
+        }
+    }
+}
+
+/// The RocksDB key of `store`'s value `key` in the shared metadata column family.
+pub fn meta_key(store: &str, key: MetaKey) -> Vec<u8> {
+    let mut k = meta_prefix(store);
+    k.extend_from_slice(key.as_str().as_bytes());
+    k
+}
+
+/// The `[start, end)` key range of every metadata value of `store`.
+pub fn meta_range(store: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = meta_prefix(store);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    (start, end)
+}
+
+fn meta_prefix(store: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(store.len() + 12);
+    k.extend_from_slice(store.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn encode_u64(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// A leader-epoch history: `(epoch, first offset of that epoch)`, ascending.
+pub fn encode_epochs(epochs: &[(u32, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(epochs.len() * 12);
+    for (e, o) in epochs {
+        out.extend_from_slice(&e.to_be_bytes());
+        out.extend_from_slice(&o.to_be_bytes());
+    }
+    out
+}
+
+/// The history [`encode_epochs`] wrote; `None` when the length is not a multiple of 12.
+pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<(u32, u64)>> {
+    if !bytes.len().is_multiple_of(12) {
+        return None;
+    }
+    Some(bytes.chunks_exact(12).map(|c| (read_u32(c, 0), read_u64(c, 4))).collect())
+}
+
 /// Concatenates byte strings as `[u32 length][bytes]` frames (batches in a fetch answer).
 pub fn encode_frames<'a>(parts: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> Result<(), CodecError> {
     for p in parts {
@@ -479,10 +595,129 @@ pub fn decode_frames(mut buf: Bytes) -> Result<Vec<Bytes>, CodecError> {
     Ok(out)
 }
 
+/// The store of one partition replica: `p.{topic_id}.{partition}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreName {
+    /// The topic's id (a hex UUID: no `.`), not its name.
+    pub topic_id: String,
+    pub partition: u32,
+}
+
+impl StoreName {
+    const PREFIX: &'static str = "p.";
+
+    pub fn new(topic_id: impl Into<String>, partition: u32) -> Self {
+        Self { topic_id: topic_id.into(), partition }
+    }
+
+    /// The name as the engine stores it.
+    pub fn encode(&self) -> String {
+        format!("{}{}.{}", Self::PREFIX, self.topic_id, self.partition)
+    }
+
+    /// The partition store `name` is, or `None` for any other store name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let (topic_id, partition) = name.strip_prefix(Self::PREFIX)?.rsplit_once('.')?;
+        if topic_id.is_empty() || topic_id.contains('.') || !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self { topic_id: topic_id.to_owned(), partition: partition.parse().ok()? })
+    }
+}
+
+impl fmt::Display for StoreName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// The key of a `__consumer_offsets` record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OffsetsKey {
+    /// `["group", group]`: the group's generation, members and ownership.
+    Group { group: String },
+    /// `["offset", group, topic, partition]`: a committed offset.
+    Offset { group: String, tp: crate::names::TopicPartition },
+}
+
+impl OffsetsKey {
+    pub fn encode(&self) -> Vec<u8> {
+        let json = match self {
+            Self::Group { group } => serde_json::json!(["group", group]),
+            Self::Offset { group, tp } => serde_json::json!(["offset", group, tp.topic, tp.partition]),
+        };
+        json.to_string().into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let bad = |why: &str| CodecError::BadOffsetsKey(why.to_owned());
+        let parts: Vec<serde_json::Value> = serde_json::from_slice(bytes).map_err(|_| bad("not a JSON array"))?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).ok_or_else(|| bad("a part is not a string"));
+        match parts.as_slice() {
+            [kind, group] if kind == "group" => Ok(Self::Group { group: text(group)? }),
+            [kind, group, topic, partition] if kind == "offset" => {
+                let partition = partition
+                    .as_u64()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .ok_or_else(|| bad("the partition is not a u32"))?;
+                Ok(Self::Offset { group: text(group)?, tp: crate::names::TopicPartition::new(text(topic)?, partition) })
+            }
+            _ => Err(bad("unknown kind or length")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn store_names_round_trip_and_other_names_are_not_partitions() {
+        let n = StoreName::new("3f2a9c", 12);
+        assert_eq!(n.encode(), "p.3f2a9c.12");
+        assert_eq!(StoreName::parse("p.3f2a9c.12"), Some(n));
+        for other in
+            ["default", "p.", "p.abc", "p..1", "p.a.b.1", "p.abc.x", "p.abc.-1", "q.abc.1", "p.abc.99999999999"]
+        {
+            assert_eq!(StoreName::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn meta_values_and_keys() {
+        let history = [(1u32, 0u64), (4, 17), (9, u64::MAX)];
+        assert_eq!(decode_epochs(&encode_epochs(&history)), Some(history.to_vec()));
+        assert_eq!(decode_epochs(&[0; 13]), None);
+        assert_eq!(decode_u64(&encode_u64(42)), Some(42));
+        assert_eq!(decode_u64(&[1, 2]), None);
+        assert_eq!(meta_key("p.a.0", MetaKey::Size), b"p.a.0\0size");
+        let (start, end) = meta_range("p.a.0");
+        for key in MetaKey::ALL {
+            let k = meta_key("p.a.0", key);
+            assert!(start <= k && k < end);
+            // Another store's keys are outside, even one whose name extends this one.
+            let other = meta_key("p.a.01", key);
+            assert!(!(start <= other && other < end));
+        }
+    }
+
+    #[test]
+    fn offsets_keys_keep_their_stored_bytes_and_round_trip() {
+        // The bytes earlier versions wrote (serde_json of a tuple), so stored groups load.
+        let g = OffsetsKey::Group { group: "billing".into() };
+        assert_eq!(g.encode(), br#"["group","billing"]"#);
+        let o = OffsetsKey::Offset { group: "billing".into(), tp: crate::names::TopicPartition::new("orders", 3) };
+        assert_eq!(o.encode(), br#"["offset","billing","orders",3]"#);
+        for k in [g, o] {
+            assert_eq!(OffsetsKey::decode(&k.encode()), Ok(k));
+        }
+        for bad in
+            [&b"nope"[..], b"[]", br#"["group"]"#, br#"["group",1]"#, br#"["offset","g","t",-1]"#, br#"["x","g"]"#]
+        {
+            assert!(OffsetsKey::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     fn record(ts: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Record {
         Record {

@@ -11,8 +11,9 @@
 //! drops it, after A's auto-commit) and only then given to B, so a member that commits
 //! before polling again hands over without duplicates.
 
-use crate::node::TopicPartition;
+use crate::names::TopicPartition;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -29,6 +30,11 @@ pub fn coordinator_partition(group: &str, partitions: u32) -> u32 {
     abs % partitions.max(1)
 }
 
+/// Session timeouts a member may ask for (Kafka's `group.{min,max}.session.timeout.ms`,
+/// with a lower minimum so tests and interactive clients can use short ones).
+pub const MIN_SESSION_TIMEOUT_MS: u64 = 1_000;
+pub const MAX_SESSION_TIMEOUT_MS: u64 = 1_800_000;
+
 /// Where a member starts in a partition the group has no committed offset for
 /// (Kafka's `auto.offset.reset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -39,6 +45,57 @@ pub enum OffsetReset {
     Latest,
     /// Fail the poll with `no_committed_offset`.
     None,
+}
+
+/// A partition assignment strategy, named as Kafka's `partition.assignment.strategy`
+/// names them. The group's coordinator computes the assignment; every member of a group
+/// must ask for the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignor {
+    /// Per topic, contiguous ranges of partitions to the members in member-id order; the
+    /// first `partitions % members` get one extra (Kafka's `RangeAssignor`, its default).
+    #[default]
+    Range,
+    /// All subscribed partitions, sorted by (topic, partition), dealt to the members in
+    /// turn (Kafka's `RoundRobinAssignor`).
+    RoundRobin,
+    /// Balanced, moving as few partitions as possible on a rebalance (Kafka's
+    /// `StickyAssignor`).
+    Sticky,
+}
+
+impl Assignor {
+    pub const ALL: [Assignor; 3] = [Assignor::Range, Assignor::RoundRobin, Assignor::Sticky];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Assignor::Range => "range",
+            Assignor::RoundRobin => "roundrobin",
+            Assignor::Sticky => "sticky",
+        }
+    }
+
+    /// The assignor named `s` (exactly as [`Assignor::as_str`] spells it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for Assignor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a group stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupState {
+    /// No members (committed offsets may remain).
+    Empty,
+    /// Members, each with its assignment (partitions may be waiting for a hand-over).
+    Stable,
 }
 
 /// A partition and an offset in it.
@@ -55,8 +112,8 @@ pub struct JoinGroup {
     pub topics: Vec<String>,
     pub session_timeout_ms: u64,
     pub auto_offset_reset: OffsetReset,
-    /// `range`, `roundrobin` or `sticky`; every member of a group must use the same one.
-    pub assignor: String,
+    /// Every member of a group must use the same one.
+    pub assignor: Assignor,
     /// The next poll commits what the previous poll returned.
     pub auto_commit: bool,
     #[serde(default)]
@@ -181,7 +238,7 @@ pub struct PollPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupSummary {
     pub group: String,
-    pub state: String,
+    pub state: GroupState,
     pub members: u32,
 }
 
@@ -216,10 +273,10 @@ pub struct CommittedOffset {
     "offsets": [{"topic": "orders", "partition": 0, "offset": 42, "metadata": null, "commit_timestamp": 1_700_000_000_000i64}]}))]
 pub struct GroupDescription {
     pub group: String,
-    /// `empty` (no members) or `stable`.
-    pub state: String,
+    pub state: GroupState,
     pub generation: u32,
-    pub assignor: Option<String>,
+    /// `null` until a member has joined.
+    pub assignor: Option<Assignor>,
     pub members: Vec<MemberDescription>,
     pub offsets: Vec<CommittedOffset>,
 }

@@ -5,29 +5,12 @@
 //! the gateway only sees this trait.
 
 use crate::error::Result;
+use crate::group::{GroupRequest, GroupResponse};
+use crate::names::TopicPartition;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::Duration;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        Self { topic: topic.into(), partition }
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
 
 /// Kafka's `acks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,11 +43,6 @@ impl Acks {
         }
     }
 }
-
-/// Response headers of the internal fetch route carrying the partition's offsets.
-pub const HEADER_HIGH_WATERMARK: &str = "x-fjord-high-watermark";
-pub const HEADER_LOG_START_OFFSET: &str = "x-fjord-log-start-offset";
-pub const HEADER_LOG_END_OFFSET: &str = "x-fjord-log-end-offset";
 
 #[derive(Debug, Clone)]
 pub struct ProduceRequest {
@@ -156,49 +134,6 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn list_offset(&self, tp: TopicPartition, spec: OffsetSpec) -> Result<ListOffsetResponse>;
     async fn partition_status(&self, tp: TopicPartition) -> Result<PartitionStatus>;
     /// A consumer-group call, served by the group's coordinator: the leader of the
-    /// group's partition of [`crate::group::OFFSETS_TOPIC`].
-    async fn group(&self, req: crate::group::GroupRequest) -> Result<crate::group::GroupResponse>;
-}
-
-/// A follower's fetch from one leader, for every partition it follows there
-/// (one fetcher per follower/leader node pair, as in Kafka).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaFetchRequest {
-    pub follower: crate::NodeId,
-    /// Long poll: wait up to this long for new data when none of the partitions has any.
-    pub max_wait_ms: u64,
-    /// Soft limit per partition.
-    pub max_bytes: usize,
-    pub partitions: Vec<ReplicaFetchPartition>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaFetchPartition {
-    pub topic: String,
-    pub partition: u32,
-    /// The follower's LEO: it has every record below this.
-    pub fetch_offset: u64,
-    /// The leader epoch the follower believes current; a mismatch is refused (fencing).
-    pub leader_epoch: u32,
-}
-
-/// One partition's part of a replica fetch answer. Its batches follow the header in the
-/// response body, `batches` frames of it, in partition order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaFetchResult {
-    pub topic: String,
-    pub partition: u32,
-    pub error: Option<crate::FjordError>,
-    pub high_watermark: u64,
-    pub log_start_offset: u64,
-    pub batches: u32,
-}
-
-/// KIP-279's OffsetsForLeaderEpoch answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochEndOffset {
-    /// The largest epoch of the leader's log `<=` the one asked about; `None` when the
-    /// leader has no such epoch (the follower then truncates to `end_offset`).
-    pub epoch: Option<u32>,
-    pub end_offset: u64,
+    /// group's partition of [`OFFSETS_TOPIC`](crate::group::OFFSETS_TOPIC).
+    async fn group(&self, req: GroupRequest) -> Result<GroupResponse>;
 }

@@ -1,8 +1,9 @@
 //! Storage node configuration.
 
-use crate::rocks::{Compression, RocksOptions, WalSync};
+use fjord_log::{Compression, RocksOptions, WalSync};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,5 +83,23 @@ impl NodeConfig {
             return Err("storage.write_buffer_bytes must be at least 4 MiB".into());
         }
         Ok(())
+    }
+}
+
+/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationSettings {
+    pub lag_time_max: Duration,
+    pub fetch_wait_max: Duration,
+    pub fetch_max_bytes: usize,
+}
+
+impl ReplicationSettings {
+    pub fn from_config(c: &NodeConfig) -> Self {
+        Self {
+            lag_time_max: Duration::from_millis(c.replica_lag_time_max_ms),
+            fetch_wait_max: Duration::from_millis(c.replica_fetch_wait_max_ms),
+            fetch_max_bytes: c.replica_fetch_max_bytes,
+        }
     }
 }

@@ -1,33 +1,22 @@
-//! The storage node's internal HTTP API: what gateways call to reach a partition leader
-//! (the [`NodeApi`] over the network) and what followers call to replicate.
-//!
-//! | route | body / answer |
-//! |---|---|
-//! | `POST /internal/v1/produce?topic&partition&acks&timeout_ms` | an encoded batch → `ProduceResponse` JSON |
-//! | `GET /internal/v1/fetch?topic&partition&offset&max_bytes&max_wait_ms` | framed batches; offsets in `x-fjord-*` headers |
-//! | `GET /internal/v1/list_offset?topic&partition&spec` | `spec` = `earliest`, `latest` or a timestamp → `ListOffsetResponse` |
-//! | `GET /internal/v1/status?topic&partition` | `PartitionStatus` |
-//! | `POST /internal/v1/replica_fetch` | `ReplicaFetchRequest` JSON → [`crate::replication::ReplicaFetchAnswer`] |
-//! | `GET /internal/v1/epoch_end?topic&partition&epoch` | `EpochEndOffset` |
-//! | `POST /internal/v1/group` | `GroupRequest` JSON → `GroupResponse` JSON |
-//!
-//! Errors are `FjordError` JSON (`{"code", "message"}`) with the code's HTTP status.
-//! Not for clients: bind it to an address only the cluster reaches.
+//! The server of the storage node's internal API: exactly the routes of
+//! [`fjord_rpc::contract`], mapped onto the node. Not for clients: bind it to an address
+//! only the cluster reaches.
 
 use crate::StorageNode;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use fjord_protocol::codec::encode_frames;
 use fjord_protocol::group::GroupRequest;
-use fjord_protocol::node::{HEADER_HIGH_WATERMARK, HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET};
-use fjord_protocol::{
-    Acks, ErrorCode, FetchRequest, FjordError, NodeApi, OffsetSpec, ProduceRequest, ReplicaFetchRequest, TopicPartition,
+use fjord_protocol::{Acks, ErrorCode, FetchRequest, FjordError, NodeApi, OffsetSpec, ProduceRequest, TopicPartition};
+use fjord_rpc::contract::{
+    EpochQuery, FetchQuery, ListOffsetQuery, Method, PartitionQuery, ProduceQuery, Route, HEADER_HIGH_WATERMARK,
+    HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET, HEALTH_PATH,
 };
-use serde::Deserialize;
+use fjord_rpc::ReplicaFetchRequest;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +28,10 @@ const MAX_FETCH_BYTES: usize = 64 << 20;
 /// Most a long poll may wait, whatever the caller asks.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Largest request body (a produce batch).
+const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// An error answered as `FjordError` JSON with its code's status.
 struct Failure(FjordError);
 
 impl IntoResponse for Failure {
@@ -54,76 +47,38 @@ impl From<FjordError> for Failure {
     }
 }
 
+type Answer = Result<Response, Failure>;
+
 fn bad(message: impl Into<String>) -> Failure {
     Failure(FjordError::new(ErrorCode::InvalidRequest, message))
 }
 
-#[derive(Deserialize)]
-struct PartitionQuery {
-    topic: String,
-    partition: u32,
+fn json<T: serde::Serialize>(r: fjord_protocol::Result<T>) -> Answer {
+    Ok(Json(r?).into_response())
 }
 
-#[derive(Deserialize)]
-struct ProduceQuery {
-    topic: String,
-    partition: u32,
-    acks: String,
-    timeout_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct FetchQuery {
-    topic: String,
-    partition: u32,
-    offset: u64,
-    max_bytes: usize,
-    max_wait_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct ListOffsetQuery {
-    topic: String,
-    partition: u32,
-    spec: String,
-}
-
-#[derive(Deserialize)]
-struct EpochQuery {
-    topic: String,
-    partition: u32,
-    epoch: u32,
-}
-
-async fn produce(State(node): State<Arc<StorageNode>>, Query(q): Query<ProduceQuery>, body: Bytes) -> Response {
-    let Some(acks) = Acks::parse(&q.acks) else { return bad("acks must be 0, 1 or all").into_response() };
+async fn produce(State(node): State<Arc<StorageNode>>, Query(q): Query<ProduceQuery>, body: Bytes) -> Answer {
+    let acks = Acks::parse(&q.acks).ok_or_else(|| bad("acks must be 0, 1 or all"))?;
     let req = ProduceRequest {
         tp: TopicPartition::new(q.topic, q.partition),
         batch: body,
         acks,
         timeout: Duration::from_millis(q.timeout_ms).min(MAX_WAIT),
     };
-    match node.produce(req).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => Failure(e).into_response(),
-    }
+    json(node.produce(req).await)
 }
 
-async fn fetch(State(node): State<Arc<StorageNode>>, Query(q): Query<FetchQuery>) -> Response {
+async fn fetch(State(node): State<Arc<StorageNode>>, Query(q): Query<FetchQuery>) -> Answer {
     let req = FetchRequest {
         tp: TopicPartition::new(q.topic, q.partition),
         offset: q.offset,
         max_bytes: q.max_bytes.clamp(1, MAX_FETCH_BYTES),
         max_wait: Duration::from_millis(q.max_wait_ms).min(MAX_WAIT),
     };
-    let r = match node.fetch(req).await {
-        Ok(r) => r,
-        Err(e) => return Failure(e).into_response(),
-    };
+    let r = node.fetch(req).await?;
     let mut body = Vec::with_capacity(r.batches.iter().map(|b| b.len() + 4).sum());
-    if let Err(e) = encode_frames(r.batches.iter().map(|b| &b[..]), &mut body) {
-        return Failure(FjordError::new(ErrorCode::Internal, e.to_string())).into_response();
-    }
+    encode_frames(r.batches.iter().map(|b| &b[..]), &mut body)
+        .map_err(|e| FjordError::new(ErrorCode::Internal, e.to_string()))?;
     let mut headers = HeaderMap::new();
     for (name, value) in [
         (HEADER_HIGH_WATERMARK, r.high_watermark),
@@ -132,59 +87,60 @@ async fn fetch(State(node): State<Arc<StorageNode>>, Query(q): Query<FetchQuery>
     ] {
         headers.insert(name, HeaderValue::from(value));
     }
-    (headers, body).into_response()
+    Ok((headers, body).into_response())
 }
 
-async fn list_offset(State(node): State<Arc<StorageNode>>, Query(q): Query<ListOffsetQuery>) -> Response {
-    let Some(spec) = OffsetSpec::parse(&q.spec) else {
-        return bad("spec must be earliest, latest or a timestamp").into_response();
+async fn list_offset(State(node): State<Arc<StorageNode>>, Query(q): Query<ListOffsetQuery>) -> Answer {
+    let spec = OffsetSpec::parse(&q.spec).ok_or_else(|| bad("spec must be earliest, latest or a timestamp"))?;
+    json(node.list_offset(TopicPartition::new(q.topic, q.partition), spec).await)
+}
+
+async fn status(State(node): State<Arc<StorageNode>>, Query(q): Query<PartitionQuery>) -> Answer {
+    json(node.partition_status(TopicPartition::new(q.topic, q.partition)).await)
+}
+
+async fn replica_fetch(State(node): State<Arc<StorageNode>>, Json(req): Json<ReplicaFetchRequest>) -> Answer {
+    Ok(node.replica_fetch(req).await.encode()?.into_response())
+}
+
+async fn epoch_end(State(node): State<Arc<StorageNode>>, Query(q): Query<EpochQuery>) -> Answer {
+    json(node.epoch_end_offset(&TopicPartition::new(q.topic, q.partition), q.epoch))
+}
+
+async fn group(State(node): State<Arc<StorageNode>>, Json(req): Json<GroupRequest>) -> Answer {
+    json(node.group(req).await)
+}
+
+/// `handler` under the method the contract gives `route`.
+macro_rules! on {
+    ($route:expr, $handler:expr) => {
+        match $route.method() {
+            Method::Get => get($handler),
+            Method::Post => post($handler),
+        }
     };
-    match node.list_offset(TopicPartition::new(q.topic, q.partition), spec).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => Failure(e).into_response(),
-    }
 }
 
-async fn status(State(node): State<Arc<StorageNode>>, Query(q): Query<PartitionQuery>) -> Response {
-    match node.partition_status(TopicPartition::new(q.topic, q.partition)).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => Failure(e).into_response(),
-    }
-}
-
-async fn replica_fetch(State(node): State<Arc<StorageNode>>, Json(req): Json<ReplicaFetchRequest>) -> Response {
-    match node.replica_fetch(req).await.encode() {
-        Ok(body) => body.into_response(),
-        Err(e) => Failure(e).into_response(),
-    }
-}
-
-async fn epoch_end(State(node): State<Arc<StorageNode>>, Query(q): Query<EpochQuery>) -> Response {
-    match node.epoch_end_offset(&TopicPartition::new(q.topic, q.partition), q.epoch) {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => Failure(e).into_response(),
-    }
-}
-
-async fn group(State(node): State<Arc<StorageNode>>, Json(req): Json<GroupRequest>) -> Response {
-    match node.group(req).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => Failure(e).into_response(),
+/// The handler of `route`.
+fn handler(route: Route) -> MethodRouter<Arc<StorageNode>> {
+    match route {
+        Route::Produce => on!(route, produce),
+        Route::Fetch => on!(route, fetch),
+        Route::ListOffset => on!(route, list_offset),
+        Route::Status => on!(route, status),
+        Route::ReplicaFetch => on!(route, replica_fetch),
+        Route::EpochEnd => on!(route, epoch_end),
+        Route::Group => on!(route, group),
     }
 }
 
 /// The internal API of `node`.
 pub fn router(node: Arc<StorageNode>) -> Router {
-    Router::new()
-        .route("/internal/v1/produce", post(produce))
-        .route("/internal/v1/fetch", get(fetch))
-        .route("/internal/v1/list_offset", get(list_offset))
-        .route("/internal/v1/status", get(status))
-        .route("/internal/v1/replica_fetch", post(replica_fetch))
-        .route("/internal/v1/epoch_end", get(epoch_end))
-        .route("/internal/v1/group", post(group))
-        .route("/healthz", get(|| async { "ok" }))
-        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+    Route::ALL
+        .into_iter()
+        .fold(Router::new(), |r, route| r.route(route.path(), handler(route)))
+        .route(HEALTH_PATH, get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
 }
 

@@ -1,39 +1,31 @@
-//! The Fjord storage node: partition logs in RocksDB, leader/follower partition state,
-//! retention, and the [`NodeApi`](fjord_protocol::NodeApi) that gateways call.
+//! The Fjord storage node: partition replicas as leader or follower, replication,
+//! log cleanup, the consumer-group coordinator, and the node's internal API. The log
+//! itself is `fjord-log`; the internal API's contract and client are `fjord-rpc`.
 //!
 //! # Layout
-//! - [`engine`] — the [`Engine`] seam a log is stored through, and [`MemEngine`], the
-//!   in-memory double for unit tests.
-//! - [`rocks`] — [`RocksEngine`], one column family per partition replica, and the WAL
-//!   sync policy ([`WalSync`]).
-//! - [`log`] — [`PartitionLog`], one replica's log: offsets, high watermark, epoch
-//!   history, reads, timestamp look-up, retention, compaction.
-//! - [`node`] — [`StorageNode`]: opens the replicas the metadata assigns to this node,
-//!   serves produce/fetch/offsets as their leader, runs retention, compaction and WAL
-//!   sync.
-//! - [`groups`] — the consumer-group coordinator (membership, server-side assignment,
-//!   committed offsets in the internal `__consumer_offsets` topic) and its assignors.
-//! - [`replication`] — leader side (follower progress, HW, ISR changes) and follower
-//!   side (one fetcher per leader node, truncation by epoch).
-//! - [`internal`] — the node's internal HTTP API: produce/fetch/offsets for gateways,
-//!   replica fetch and epoch look-up for followers.
+//! - [`node`] — [`StorageNode`]: follows the metadata, implements the
+//!   [`NodeApi`](fjord_protocol::NodeApi) (produce, fetch, offsets, groups) and runs the
+//!   background tasks.
+//! - [`replicas`] — the replicas open on this node, reconciled with the metadata.
+//! - [`replica`] — one replica: its log and, under one lock, what the metadata says
+//!   and what its leader knows of its followers.
+//! - [`leader`] — replication, leader side: replica fetches, HW, ISR changes.
+//! - [`follower`] — replication, follower side: one fetcher per leader node, truncation
+//!   by epoch.
+//! - [`cleanup`] — retention and compaction runs.
+//! - [`groups`] — the consumer-group coordinator and its assignors.
+//! - [`internal`] — the internal API's server.
 //! - [`config`] — [`NodeConfig`].
 
-mod append;
+pub mod cleanup;
 pub mod config;
-pub mod engine;
+pub mod follower;
 pub mod groups;
 pub mod internal;
-pub mod log;
+pub mod leader;
 pub mod node;
-pub mod replication;
-pub mod rocks;
+pub mod replica;
+pub mod replicas;
 
-pub use config::NodeConfig;
-pub use engine::{Engine, MemEngine};
-pub use log::{PartitionLog, Role};
+pub use config::{NodeConfig, ReplicationSettings};
 pub use node::StorageNode;
-pub use rocks::{Compression, RocksEngine, RocksOptions, WalSync};
-
-#[cfg(test)]
-mod conformance;

@@ -3,14 +3,14 @@
 //! killed (`kill -9`), restarted, paused (`SIGSTOP`) and resumed; every process's log is
 //! printed when the test fails.
 
+use super::{free_port, wait_until};
+use fjord_client::{Acks, ProduceOptions, ProduceReply, Record, Start, TopicDescription};
 use fjord_coordinator::testing::ZkServer;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use super::free_port;
 
 /// One `fjord` process that can be stopped and started again with the same arguments.
 pub struct Proc {
@@ -188,6 +188,11 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.gateways[i].port)
     }
 
+    /// A client of gateway `g`.
+    pub fn api(&self, g: usize) -> fjord_client::Client {
+        fjord_client::Client::with_http(self.client.clone(), &self.gateway(g))
+    }
+
     /// GET through gateway `g`; `None` on any failure.
     pub async fn get(&self, g: usize, path: &str) -> Option<Value> {
         let r =
@@ -198,47 +203,28 @@ impl Cluster {
         r.json().await.ok()
     }
 
-    /// Produces one record with `value` to `topic`/`partition` through gateway `g`:
-    /// `(status, body)`, status 0 and a `transport_error` body when the request itself
-    /// failed.
-    pub async fn produce(&self, g: usize, topic: &str, partition: u32, acks: &str, value: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!(
-                "{}/v1/topics/{topic}/partitions/{partition}/records?acks={acks}&timeout_ms=10000",
-                self.gateway(g)
-            ))
-            .json(&json!({"records": [{"value": value}]}))
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await;
-        match r {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(e) => (0, json!({"transport_error": e.to_string()})),
+    /// Produces one record with `value` to `topic`/`partition` through gateway `g`,
+    /// waiting up to 10 s for it.
+    pub async fn produce(&self, g: usize, topic: &str, partition: u32, acks: Acks, value: &Value) -> Produced {
+        let opts = ProduceOptions { acks, timeout_ms: Some(10_000) };
+        let api = fjord_client::Client::with_http(self.client.clone(), &self.gateway(g));
+        let sent = tokio::time::timeout(
+            Duration::from_secs(15),
+            api.produce(topic, Some(partition), &[Record::value(value.clone())], &opts),
+        )
+        .await;
+        match sent {
+            Ok(Ok(reply)) => Produced::Reply(reply),
+            Ok(Err(e)) => Produced::Failed(e),
+            Err(_) => Produced::Failed(fjord_client::Error::Transport("no answer within 15 s".into())),
         }
     }
 
     /// Every record of a partition below its high watermark, as `(offset, value)`, read
     /// through gateway `g`; `None` if any read fails.
     pub async fn read_all(&self, g: usize, topic: &str, partition: u32) -> Option<Vec<(u64, Value)>> {
-        let mut out = Vec::new();
-        let mut offset = 0;
-        loop {
-            let body = self
-                .get(g, &format!("/v1/topics/{topic}/partitions/{partition}/records?offset={offset}&max_records=5000"))
-                .await?;
-            for r in body["records"].as_array()? {
-                out.push((r["offset"].as_u64()?, r["value"].clone()));
-            }
-            let next = body["next_offset"].as_u64()?;
-            if next >= body["high_watermark"].as_u64()? || next == offset {
-                return Some(out);
-            }
-            offset = next;
-        }
+        let records = self.api(g).read_to_end(topic, partition, Start::Offset(0)).await.ok()?;
+        Some(records.into_iter().map(|r| (r.offset, r.value.unwrap_or(Value::Null))).collect())
     }
 
     /// Polls `cond` until it holds, failing the test after `within`.
@@ -247,30 +233,23 @@ impl Cluster {
         F: Fn(&'a Cluster) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + within;
-        loop {
-            if cond(self).await {
-                return;
-            }
-            assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(what, within, || cond(self)).await;
     }
 
+    /// Creates a topic through gateway 0, asserting it was created.
     pub async fn create_topic(&self, name: &str, partitions: u32, rf: u32, config: Value) {
-        let r = self
-            .client
-            .post(format!("{}/v1/topics", self.gateway(0)))
-            .json(&json!({"name": name, "partitions": partitions, "replication_factor": rf, "config": config}))
-            .send()
-            .await
-            .expect("create topic");
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        let spec = fjord_client::NewTopic {
+            name: name.into(),
+            partitions: Some(partitions),
+            replication_factor: Some(rf),
+            config: config.as_object().cloned().unwrap_or_else(Map::new),
+        };
+        self.api(0).create_topic(&spec).await.unwrap_or_else(|e| panic!("create topic {name}: {e}"));
     }
 
     /// The topic's description through gateway 0.
-    pub async fn describe(&self, topic: &str) -> Option<Value> {
-        self.get(0, &format!("/v1/topics/{topic}")).await
+    pub async fn describe(&self, topic: &str) -> Option<TopicDescription> {
+        self.api(0).describe_topic(topic).await.ok()
     }
 
     /// Waits until every partition of `topic` has a leader and `isr` in-sync replicas.
@@ -279,20 +258,17 @@ impl Cluster {
             &format!("every partition of {topic} has a leader and {isr} in-sync replicas"),
             within,
             |c| async move {
-                match c.describe(topic).await {
-                    Some(t) => t["partitions"].as_array().is_some_and(|ps| {
-                        ps.iter().all(|p| !p["leader"].is_null() && p["isr"].as_array().map(Vec::len) == Some(isr))
-                    }),
-                    None => false,
-                }
+                c.describe(topic)
+                    .await
+                    .is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some() && p.isr.len() == isr))
             },
         )
         .await;
     }
 
     /// The leader node id (1-based) of a partition, per gateway 0.
-    pub async fn leader(&self, topic: &str, partition: usize) -> Option<u64> {
-        self.describe(topic).await?["partitions"][partition]["leader"].as_u64()
+    pub async fn leader(&self, topic: &str, partition: usize) -> Option<u32> {
+        self.describe(topic).await?.partitions.get(partition)?.leader
     }
 
     /// Restarts a stopped storage node (`id` 1-based) with its data.
@@ -302,6 +278,33 @@ impl Cluster {
 
     pub fn node(&mut self, id: usize) -> &mut Proc {
         &mut self.nodes[id - 1]
+    }
+}
+
+/// What a produce through a gateway came to.
+#[derive(Debug)]
+pub enum Produced {
+    /// An answer (some records may carry an error: see [`Produced::offset`]).
+    Reply(ProduceReply),
+    Failed(fjord_client::Error),
+}
+
+impl Produced {
+    /// The offset of the (one) record, if it was written.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Produced::Reply(r) if r.all_written() => r.offsets.first()?.offset,
+            _ => None,
+        }
+    }
+
+    /// The error code of a failed produce (the API's, or `transport`).
+    pub fn code(&self) -> Option<String> {
+        match self {
+            Produced::Reply(r) => r.offsets.iter().find_map(|o| o.error.as_ref().map(|e| e.code.clone())),
+            Produced::Failed(fjord_client::Error::Api { code, .. }) => Some(code.clone()),
+            Produced::Failed(_) => Some("transport".into()),
+        }
     }
 }
 

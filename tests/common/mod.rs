@@ -1,93 +1,60 @@
-//! Test harness: runs the real `fjord` binary on a free loopback port with a temp data
-//! dir, waits on conditions with deadlines, and prints the process's log only when the
-//! test fails.
+//! The one harness of every real-process test: the real `fjord` binary — as
+//! `fjord standalone` ([`Standalone`]) or as a ZooKeeper cluster of storage nodes and
+//! gateways ([`cluster::Cluster`]) — on free loopback ports with temp data dirs, reached
+//! through `fjord-client`; waits are conditions polled against deadlines, never sleeps;
+//! a process's log is printed only when its test fails.
+//!
+//! Each test binary uses a different subset of it.
 
 #![allow(dead_code)]
 
 pub mod cluster;
-
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod groups;
+mod standalone;
 
 pub use fjord_coordinator::testing::free_port;
+#[allow(unused_imports)]
+pub use standalone::Standalone;
 
-/// A running `fjord standalone`.
-pub struct Standalone {
-    child: Option<Child>,
-    pub port: u16,
-    pub base: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-}
+use serde_json::{json, Value};
+use std::future::Future;
+use std::time::{Duration, Instant};
 
-impl Standalone {
-    /// Starts `fjord standalone` on `data_dir` and waits until it is ready.
-    pub async fn start(data_dir: &Path) -> Self {
-        let port = free_port();
-        let log = data_dir.with_extension(format!("{port}.log"));
-        let out = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["standalone", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn fjord");
-        let mut s = Self {
-            child: Some(child),
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_owned(),
-            log,
-        };
-        s.wait_ready().await;
-        s
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("fjord exited during start-up ({status}); log:\n{}", self.log_text());
-            }
-            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "fjord not ready within 60 s; log:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`: no shutdown path runs.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("SIGKILL");
-            c.wait().expect("reap");
-        }
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+/// Polls `cond` until it holds, failing the test after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            eprintln!("----- fjord log ({}) -----\n{}", self.log.display(), self.log_text());
+/// One raw answer, for tests of what goes over the wire: the status (0 when the request
+/// itself failed) and the JSON body (`null` if it is not JSON).
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    match req.timeout(Duration::from_secs(30)).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
         }
+        Err(e) => (0, json!({"transport_error": e.to_string()})),
     }
+}
+
+/// Produces `records` to `topic` with `acks=all`, asserting every one was written.
+pub async fn produce(api: &fjord_client::Client, topic: &str, records: Vec<fjord_client::Record>) {
+    let opts = fjord_client::ProduceOptions { acks: fjord_client::Acks::All, timeout_ms: None };
+    let reply = api.produce(topic, None, &records, &opts).await.unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
+    assert!(reply.all_written(), "produce to {topic}: {reply:?}");
+}
+
+/// Creates `name` with `partitions`, asserting it was created.
+pub async fn create_topic(api: &fjord_client::Client, name: &str, partitions: u32) -> fjord_client::TopicDescription {
+    api.create_topic(&fjord_client::NewTopic::new(name, partitions))
+        .await
+        .unwrap_or_else(|e| panic!("create topic {name}: {e}"))
 }

@@ -17,8 +17,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use fjord_log::{Engine, PartitionLog, RocksEngine};
 use fjord_protocol::Batch;
-use fjord_storage_node::{Engine, NodeConfig, PartitionLog, RocksEngine};
+use fjord_storage_node::NodeConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +89,7 @@ impl Op for AppendOp {
         let done = tokio::task::spawn_blocking(move || {
             let stored = log.append(batch, 1)?;
             log.advance_high_watermark(stored.next_offset());
-            Ok::<_, fjord_storage_node::log::LogError>(())
+            Ok::<_, fjord_log::Error>(())
         })
         .await;
         match done {

@@ -46,7 +46,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use target::{ConsumeOp, ProduceOp};
-use workload::{Body, WallClock};
+use workload::{Body, BodyFormat, WallClock};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,30 +68,6 @@ impl Mode {
             Mode::Consume => "consume",
             Mode::E2e => "e2e",
             Mode::Requests => "requests",
-        }
-    }
-}
-
-/// Produce body format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BodyFormat {
-    /// `{"records":[{"value_base64":…},…]}`
-    Json,
-    /// One `{"value_base64":…}` per line.
-    Ndjson,
-    /// One raw record per request (`application/octet-stream`).
-    Octet,
-    /// Length-prefixed binary records (`application/vnd.fjord.records`): no JSON, no base64.
-    Binary,
-}
-
-impl BodyFormat {
-    fn name(self) -> &'static str {
-        match self {
-            BodyFormat::Json => "json",
-            BodyFormat::Ndjson => "ndjson",
-            BodyFormat::Octet => "octet",
-            BodyFormat::Binary => "binary",
         }
     }
 }

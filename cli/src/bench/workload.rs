@@ -7,12 +7,35 @@
 //! per request (for base64 bodies, the first 12 base64 characters of each value, which
 //! encode exactly its first 9 bytes).
 
-use super::BodyFormat;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use fjord_protocol::BatchBuilder;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Produce body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BodyFormat {
+    /// `{"records":[{"value_base64":…},…]}`
+    Json,
+    /// One `{"value_base64":…}` per line.
+    Ndjson,
+    /// One raw record per request (`application/octet-stream`).
+    Octet,
+    /// Length-prefixed binary records (`application/vnd.fjord.records`): no JSON, no base64.
+    Binary,
+}
+
+impl BodyFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "json",
+            BodyFormat::Ndjson => "ndjson",
+            BodyFormat::Octet => "octet",
+            BodyFormat::Binary => "binary",
+        }
+    }
+}
 
 /// `count` values of `size` bytes each, different per `seed`.
 pub fn values(size: usize, count: usize, seed: u64) -> Vec<Vec<u8>> {

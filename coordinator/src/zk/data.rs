@@ -1,5 +1,6 @@
-//! What Fjord stores in its znodes: JSON in Kafka's spirit (DESIGN.md §6), decoded with
-//! typed errors so one bad znode is skipped and logged rather than taken as truth.
+//! What Fjord stores in its znodes: JSON in Kafka's spirit (ARCHITECTURE.md,
+//! "ZooKeeper layout"), decoded with typed errors so one bad znode is skipped and logged
+//! rather than taken as truth.
 
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::de::DeserializeOwned;

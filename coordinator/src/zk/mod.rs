@@ -1,4 +1,4 @@
-//! The ZooKeeper backend of [`Coordinator`] (DESIGN.md §6), laid out like Kafka's
+//! The ZooKeeper backend of [`Coordinator`], laid out like Kafka's
 //! ZooKeeper mode under a chroot (default `/fjord`).
 //!
 //! Reads come from a snapshot kept by a background task: every watch event or session
@@ -23,12 +23,12 @@ mod data;
 mod session;
 mod snapshot;
 
+use crate::api::Coordinator;
 use crate::model::{
-    check_partition_count, unknown_topic, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState,
-    TopicChange, TopicConfig, TopicMetadata,
+    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig,
+    TopicMetadata,
 };
-use crate::placement::assign_replicas_rack_aware;
-use crate::{validate_topic_name, Coordinator};
+use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
 use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
@@ -82,12 +82,6 @@ struct Inner {
     requested: AtomicU64,
     refreshed: watch::Sender<u64>,
     closed: AtomicBool,
-}
-
-/// Kafka draws the placement's start index and shift at random per topic.
-fn random_rotation() -> (usize, usize) {
-    let r = uuid::Uuid::new_v4().as_u128();
-    (r as usize, (r >> 64) as usize)
 }
 
 impl ZkCoordinator {
@@ -416,28 +410,35 @@ impl Coordinator for ZkCoordinator {
         Ok(())
     }
 
+    async fn unregister_node(&self, id: NodeId) -> Result<()> {
+        let inner = &self.inner;
+        let path = inner.paths.broker(id);
+        if inner.ephemerals.lock().remove(&path).is_none() {
+            return Ok(());
+        }
+        match inner.session().delete(&path).await {
+            Ok(()) | Err(ZkError::NoNode) => {}
+            Err(e) => return Err(zk_error(&format!("deleting {path}"), e)),
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
     async fn create_topic(&self, spec: NewTopic) -> Result<TopicMetadata> {
-        validate_topic_name(&spec.name)?;
-        check_partition_count(spec.partitions)?;
+        topics::check_new_topic(&spec)?;
         let inner = &self.inner;
         let s = inner.session();
         let nodes = inner.live_nodes(&s).await?;
-        let (start, shift) = random_rotation();
-        let assignment = assign_replicas_rack_aware(&nodes, 0, spec.partitions, spec.replication_factor, start, shift)?;
+        let partitions = topics::new_partitions(&nodes, 0, spec.partitions, spec.replication_factor)?;
         let znode = TopicZnode {
-            topic_id: uuid::Uuid::new_v4().simple().to_string(),
-            partitions: (0..).zip(assignment.iter().cloned()).collect(),
+            topic_id: topics::new_topic_id(),
+            partitions: partitions.iter().map(|p| (p.partition, p.replicas.clone())).collect(),
         };
         let path = inner.paths.topic(&spec.name);
         // The topic znode is the claim on the name: a concurrent creator gets NodeExists.
         match s.create(&path, encode(&path, &znode)?, false).await {
             Ok(_) => {}
-            Err(ZkError::NodeExists) => {
-                return Err(FjordError::new(
-                    ErrorCode::TopicAlreadyExists,
-                    format!("topic `{}` already exists", spec.name),
-                ))
-            }
+            Err(ZkError::NodeExists) => return Err(topics::already_exists(&spec.name)),
             Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
         }
         if let Err(e) = inner.create_topic_znodes(&s, &spec, &znode).await {
@@ -452,18 +453,7 @@ impl Coordinator for ZkCoordinator {
             name: spec.name.clone(),
             topic_id: znode.topic_id.clone(),
             config: spec.config.clone(),
-            partitions: assignment
-                .iter()
-                .zip(0..)
-                .map(|(replicas, partition)| PartitionState {
-                    partition,
-                    replicas: replicas.clone(),
-                    leader: None,
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    version: 0,
-                })
-                .collect(),
+            partitions,
         }))
     }
 
@@ -496,21 +486,14 @@ impl Coordinator for ZkCoordinator {
             let (bytes, stat) = s.get(&path, false).await.map_err(zk_read)?.ok_or_else(|| unknown_topic(name))?;
             let mut znode: TopicZnode = data::decode(&path, &bytes)?;
             let current = znode.partitions.len() as u32;
-            let Some(n) = change.partitions else { break znode.topic_id };
-            check_partition_count(n)?;
-            if n < current {
-                return Err(FjordError::new(
-                    ErrorCode::InvalidPartitions,
-                    format!("topic `{name}` has {current} partitions; the count can only grow, not shrink to {n}"),
-                ));
-            }
-            if n == current {
+            let count = topics::added_partitions(name, current, &change)?;
+            if count == 0 {
                 break znode.topic_id;
             }
             let rf = znode.partitions.values().next().map_or(1, |r| r.len() as u32);
             let nodes = inner.live_nodes(&s).await?;
-            let (start, shift) = random_rotation();
-            let added = assign_replicas_rack_aware(&nodes, current, n - current, rf, start, shift)?;
+            let added: Vec<Vec<NodeId>> =
+                topics::new_partitions(&nodes, current, count, rf)?.into_iter().map(|p| p.replicas).collect();
             // States first: readers only look at partitions the topic znode lists, so
             // the topic never shows a partition without its state.
             inner.create_partition_states(&s, name, current, &added).await?;

@@ -1,5 +1,5 @@
-//! Every ZooKeeper path Fjord uses, built in one place (DESIGN.md §6). Paths include
-//! the chroot: the client itself is not chrooted, so what is logged is what is stored.
+//! Every ZooKeeper path Fjord uses, built in one place. Paths include the chroot: the
+//! client itself is not chrooted, so what is logged is what is stored.
 
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 

@@ -4,7 +4,8 @@
 //! `zookeeper-async` queues requests while it reconnects and, with the server gone,
 //! retries the TCP connect forever; every call here therefore has a deadline, so a
 //! caller gets a retriable error instead of hanging. It never revives an expired session
-//! (DESIGN.md §11): it reports [`ZkState::NotConnected`] and we replace the whole client.
+//! (ARCHITECTURE.md, "ZooKeeper layout"): it reports [`ZkState::NotConnected`] and we
+//! replace the whole client.
 
 use fjord_protocol::{ErrorCode, FjordError, Result};
 use std::future::Future;

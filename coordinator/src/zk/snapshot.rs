@@ -1,7 +1,7 @@
 //! Reads the whole metadata tree into a [`ClusterMetadata`], leaving a watch on every
 //! znode it depends on. Watches are one-shot and set by the same read that returns the
 //! data, so a change after the read fires a watch and a change before it is in the data
-//! (DESIGN.md §11: re-arm before re-reading).
+//! (re-arm before re-reading; ARCHITECTURE.md, "ZooKeeper layout").
 //!
 //! The result is always internally consistent: a topic whose config or partition states
 //! are not all there yet (being created or deleted) is left out, with an `exists` watch

@@ -8,23 +8,26 @@
 
 use crate::body::{self, Format};
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
-use crate::http::records::{path_error, query_error, read_limits, render_batches, sse_error_event, timeout};
-use crate::http::topics::require_json;
+use crate::http::extract::{require_json, ApiPath, ApiQuery};
+use crate::http::params;
+use crate::http::records::render_batches;
+use crate::http::sse::{self, EventSource};
 use crate::state::AppState;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use fjord_protocol::group::{
-    CommitOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, JoinGroup, Membership, OffsetReset,
-    PartitionOffset, PollPlan,
+    Assignor, CommitOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, JoinGroup, Membership,
+    OffsetReset, PartitionOffset, PollPlan,
 };
+use fjord_protocol::names::{is_valid_name, MAX_CLIENT_ID_LEN, MAX_NAME_LEN};
 use fjord_protocol::{ErrorCode, FetchRequest, FjordError, OffsetSpec, TopicPartition};
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,10 +58,7 @@ const STREAM_POLL_WAIT: Duration = Duration::from_secs(1);
 
 /// A group id: `[a-zA-Z0-9._-]{1,249}`, like a topic name.
 fn validate_group(group: &str) -> ApiResult<()> {
-    let ok = !group.is_empty()
-        && group.len() <= 249
-        && group.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_valid_name(group, MAX_NAME_LEN) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -123,9 +123,8 @@ pub async fn list_groups(State(state): State<AppState>) -> ApiResult<Json<GroupL
 )]
 pub async fn describe_group(
     State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
+    ApiPath(group): ApiPath<String>,
 ) -> ApiResult<Json<GroupDescription>> {
-    let Path(group) = group.map_err(path_error)?;
     validate_group(&group)?;
     match call(&state, GroupRequest::Describe { group }).await? {
         GroupResponse::Described(d) => Ok(Json(d)),
@@ -147,37 +146,10 @@ pub async fn describe_group(
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
     )
 )]
-pub async fn delete_group(
-    State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
-) -> ApiResult<StatusCode> {
-    let Path(group) = group.map_err(path_error)?;
+pub async fn delete_group(State(state): State<AppState>, ApiPath(group): ApiPath<String>) -> ApiResult<StatusCode> {
     validate_group(&group)?;
     call(&state, GroupRequest::Delete { group }).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Kafka's partition assignors, computed by the group's coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AssignorName {
-    /// Per topic, contiguous ranges of partitions (Kafka's RangeAssignor).
-    #[default]
-    Range,
-    /// All partitions dealt out in turn (Kafka's RoundRobinAssignor).
-    Roundrobin,
-    /// Balanced, and moves as few partitions as possible on a rebalance (Kafka's StickyAssignor).
-    Sticky,
-}
-
-impl AssignorName {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Range => "range",
-            Self::Roundrobin => "roundrobin",
-            Self::Sticky => "sticky",
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -193,7 +165,7 @@ pub struct JoinRequest {
     /// Where to start in a partition without a committed offset (default `latest`).
     pub auto_offset_reset: Option<OffsetReset>,
     /// Every member of a group must use the same assignor (default `range`).
-    pub assignor: Option<AssignorName>,
+    pub assignor: Option<Assignor>,
     /// Each poll commits what the member's previous poll returned (default `true`).
     pub auto_commit: Option<bool>,
     /// Shown in the group description and prefixed to the member id; `[a-zA-Z0-9._-]{1,100}`.
@@ -241,11 +213,10 @@ impl From<Membership> for MemberAssignment {
 )]
 pub async fn join_group(
     State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
+    ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<MemberAssignment>> {
-    let Path(group) = group.map_err(path_error)?;
     validate_group(&group)?;
     require_json(&headers)?;
     let req: JoinRequest = parse_json(&body?)?;
@@ -256,10 +227,7 @@ pub async fn join_group(
         state.topic(t)?;
     }
     if let Some(c) = &req.client_id {
-        let ok = !c.is_empty()
-            && c.len() <= 100
-            && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !ok {
+        if !is_valid_name(c, MAX_CLIENT_ID_LEN) {
             return Err(ApiError::bad_request(format!(
                 "client_id `{c}` is invalid: use 1 to 100 characters from [a-zA-Z0-9._-]"
             )));
@@ -271,7 +239,7 @@ pub async fn join_group(
         topics: req.topics,
         session_timeout_ms,
         auto_offset_reset: req.auto_offset_reset.unwrap_or_default(),
-        assignor: req.assignor.unwrap_or_default().as_str().to_owned(),
+        assignor: req.assignor.unwrap_or_default(),
         auto_commit: req.auto_commit.unwrap_or(true),
         client_id: req.client_id,
     };
@@ -297,9 +265,8 @@ pub async fn join_group(
 )]
 pub async fn leave_group(
     State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    ApiPath((group, member_id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let Path((group, member_id)) = path.map_err(path_error)?;
     validate_group(&group)?;
     call(&state, GroupRequest::Leave { group, member_id }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -318,6 +285,10 @@ pub struct PollParams {
     /// How keys and values are shown (default `json`).
     #[param(inline)]
     format: Option<Format>,
+    /// With `Accept: text/event-stream`: how often (ms) a heartbeat comment is sent while
+    /// no record arrives (default 15000).
+    #[param(minimum = 100, maximum = 60000)]
+    heartbeat_ms: Option<u64>,
 }
 
 /// A member's poll answer. `records` are in partition order, offsets ascending in each.
@@ -364,18 +335,17 @@ pub struct PollResponse {
 )]
 pub async fn poll(
     State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<PollParams>, QueryRejection>,
+    ApiPath((group, member_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PollParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Path((group, member_id)) = path.map_err(path_error)?;
-    let Query(q) = query.map_err(query_error)?;
     validate_group(&group)?;
-    let wait = timeout(&state, q.timeout_ms, 0)?;
-    let (max_records, max_bytes) = read_limits(q.max_records, q.max_bytes)?;
+    let wait = params::timeout(&state, q.timeout_ms, 0)?;
+    let (max_records, max_bytes) = params::read_limits(q.max_records, q.max_bytes)?;
+    let heartbeat = params::heartbeat(q.heartbeat_ms)?;
     let opts = PollOptions { wait, max_records, max_bytes: max_bytes as usize, format: q.format.unwrap_or_default() };
-    if crate::http::records::wants_event_stream(&headers) {
-        return Ok(poll_stream(state, group, member_id, opts).await?.into_response());
+    if sse::wants_event_stream(&headers) {
+        return poll_stream(state, group, member_id, opts, heartbeat).await;
     }
     let out = poll_once(&state, &group, &member_id, &opts).await?;
     let mut body = Vec::with_capacity(out.records.iter().map(|(_, r)| r.len() + 1).sum::<usize>() + 256);
@@ -400,6 +370,7 @@ fn json_bytes<T: Serialize + ?Sized>(v: &T) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
+#[derive(Clone, Copy)]
 struct PollOptions {
     wait: Duration,
     max_records: u32,
@@ -569,55 +540,62 @@ async fn fetch_all(
     Ok(out)
 }
 
-/// The member poll as a Server-Sent Events stream.
+/// A member's polls as Server-Sent Events: `event: assignment` whenever the generation
+/// or assignment changes, then the poll's records as `event: record` with
+/// `id: topic:partition:offset`.
+struct MemberSource {
+    state: AppState,
+    group: String,
+    member_id: String,
+    opts: PollOptions,
+    last: Option<(u32, Vec<TopicPartition>)>,
+}
+
+impl MemberSource {
+    fn events(&mut self, out: PollOutcome) -> Vec<Event> {
+        let mut events = Vec::with_capacity(out.records.len() + 1);
+        let now = (out.membership.generation, out.membership.assignment.clone());
+        if self.last.as_ref() != Some(&now) {
+            let data = serde_json::to_string(&MemberAssignment::from(out.membership)).unwrap_or_default();
+            events.push(Event::default().event("assignment").data(data));
+            self.last = Some(now);
+        }
+        for ((tp, offset), r) in out.records {
+            events.push(
+                Event::default()
+                    .event("record")
+                    .id(format!("{}:{}:{offset}", tp.topic, tp.partition))
+                    .data(String::from_utf8_lossy(&r)),
+            );
+        }
+        events
+    }
+}
+
+impl EventSource for MemberSource {
+    async fn next_events(&mut self) -> ApiResult<Vec<Event>> {
+        // Idle polls are short so that a rebalance is announced (and partitions handed
+        // over) within about a second, not after a whole long poll.
+        let wait = if self.opts.wait.is_zero() { STREAM_POLL_WAIT } else { self.opts.wait.min(STREAM_POLL_WAIT) };
+        let opts = PollOptions { wait, ..self.opts };
+        let out = poll_once(&self.state, &self.group, &self.member_id, &opts).await?;
+        Ok(self.events(out))
+    }
+}
+
+/// The member poll as a Server-Sent Events stream. The first poll runs before the
+/// stream starts, so a bad member gets a plain error.
 async fn poll_stream(
     state: AppState,
     group: String,
     member_id: String,
     opts: PollOptions,
-) -> ApiResult<Sse<impl futures::Stream<Item = Result<Event, std::convert::Infallible>>>> {
-    // The first poll runs before the stream starts, so a bad member gets a plain error.
+    heartbeat: Duration,
+) -> ApiResult<Response> {
     let first = poll_once(&state, &group, &member_id, &PollOptions { wait: Duration::ZERO, ..opts }).await?;
-    let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(64);
-    let heartbeat = Duration::from_secs(15);
-    tokio::spawn(async move {
-        let mut last: Option<(u32, Vec<TopicPartition>)> = None;
-        let mut outcome: ApiResult<PollOutcome> = Ok(first);
-        loop {
-            let out = match outcome {
-                Ok(out) => out,
-                Err(e) => {
-                    let _ = tx.send(sse_error_event(&e.0)).await;
-                    return;
-                }
-            };
-            let now = (out.membership.generation, out.membership.assignment.clone());
-            if last.as_ref() != Some(&now) {
-                let data = serde_json::to_string(&MemberAssignment::from(out.membership.clone())).unwrap_or_default();
-                if tx.send(Event::default().event("assignment").data(data)).await.is_err() {
-                    return;
-                }
-                last = Some(now);
-            }
-            for ((tp, offset), r) in out.records {
-                let event = Event::default()
-                    .event("record")
-                    .id(format!("{}:{}:{offset}", tp.topic, tp.partition))
-                    .data(String::from_utf8_lossy(&r));
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-            }
-            if tx.is_closed() {
-                return;
-            }
-            // Idle polls are short so that a rebalance is announced (and partitions
-            // handed over) within about a second, not after a whole long poll.
-            let wait = if opts.wait.is_zero() { STREAM_POLL_WAIT } else { opts.wait.min(STREAM_POLL_WAIT) };
-            outcome = poll_once(&state, &group, &member_id, &PollOptions { wait, ..opts }).await;
-        }
-    });
-    Ok(Sse::new(rx.map(Ok)).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
+    let mut source = MemberSource { state, group, member_id, opts, last: None };
+    let first = source.events(first);
+    Ok(sse::stream(source, Ok(first), heartbeat).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -663,11 +641,10 @@ pub struct CommitEntry {
 )]
 pub async fn commit_offsets(
     State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
+    ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    let Path(group) = group.map_err(path_error)?;
     validate_group(&group)?;
     require_json(&headers)?;
     let req: CommitRequest = parse_json(&body?)?;
@@ -733,9 +710,8 @@ pub struct GroupOffsets {
 )]
 pub async fn group_offsets(
     State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
+    ApiPath(group): ApiPath<String>,
 ) -> ApiResult<Json<GroupOffsets>> {
-    let Path(group) = group.map_err(path_error)?;
     validate_group(&group)?;
     let d = match call(&state, GroupRequest::Describe { group: group.clone() }).await? {
         GroupResponse::Described(d) => d,
@@ -854,11 +830,10 @@ pub struct SeekedOffset {
 )]
 pub async fn seek(
     State(state): State<AppState>,
-    group: Result<Path<String>, PathRejection>,
+    ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<SeekResponse>> {
-    let Path(group) = group.map_err(path_error)?;
     validate_group(&group)?;
     require_json(&headers)?;
     let req: SeekRequest = parse_json(&body?)?;

@@ -1,9 +1,17 @@
 //! The router: every route registered through utoipa-axum, so the served routes and the
 //! OpenAPI spec come from the same place and cannot drift.
+//!
+//! One module per resource (`topics`, `produce` and `records`, `groups`, `cluster`),
+//! plus what they share: `extract` (extractors whose rejections are API errors),
+//! `params` (shared parameters, checked once) and `sse` (the one Server-Sent Events pump).
 
 pub mod cluster;
+pub mod extract;
 pub mod groups;
+pub mod params;
+pub mod produce;
 pub mod records;
+pub mod sse;
 pub mod topics;
 
 use crate::error::ApiError;

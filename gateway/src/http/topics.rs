@@ -1,10 +1,11 @@
 //! Topic administration.
 
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
+use crate::http::extract::{require_json, ApiPath};
 use crate::state::{unknown_topic, AppState};
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use fjord_coordinator::{NewTopic, TopicChange, TopicConfig, TopicMetadata};
@@ -17,6 +18,10 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+/// How long a create or alter waits for the controller to elect the new partitions'
+/// leaders before it answers (with whatever leaders there are by then).
+const LEADERS_WAIT: Duration = Duration::from_secs(5);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_topics, create_topic)).routes(routes!(
@@ -97,20 +102,6 @@ pub struct TopicDescription {
     pub config: Value,
 }
 
-/// A JSON body: `Content-Type` absent or `application/json`.
-pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
-    let Some(v) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
-    let media = v.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if media == "application/json" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("Content-Type `{media}` is not supported; use application/json"),
-        ))
-    }
-}
-
 /// Refuses changes to the internal offsets topic (reading it is allowed, as in Kafka).
 pub(crate) fn refuse_internal(topic: &str) -> ApiResult<()> {
     if topic == OFFSETS_TOPIC {
@@ -119,11 +110,6 @@ pub(crate) fn refuse_internal(topic: &str) -> ApiResult<()> {
         )));
     }
     Ok(())
-}
-
-fn path_topic(p: Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    let Path(t) = p.map_err(|r| ApiError::bad_request(format!("bad path: {}", r.body_text())))?;
-    Ok(t)
 }
 
 async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
@@ -210,6 +196,7 @@ pub async fn create_topic(
         config,
     };
     let created = state.coordinator.create_topic(spec).await?;
+    let created = state.await_leaders(created, Instant::now() + LEADERS_WAIT).await;
     Ok((StatusCode::CREATED, Json(describe(&state, created).await)))
 }
 
@@ -227,9 +214,9 @@ pub async fn create_topic(
 )]
 pub async fn get_topic(
     State(state): State<AppState>,
-    topic: Result<Path<String>, PathRejection>,
+    ApiPath(topic): ApiPath<String>,
 ) -> ApiResult<Json<TopicDescription>> {
-    let t = state.topic(&path_topic(topic)?)?;
+    let t = state.topic(&topic)?;
     Ok(Json(describe(&state, t).await))
 }
 
@@ -249,11 +236,10 @@ pub async fn get_topic(
 )]
 pub async fn alter_topic(
     State(state): State<AppState>,
-    topic: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<TopicDescription>> {
-    let name = path_topic(topic)?;
     refuse_internal(&name)?;
     require_json(&headers)?;
     let req: AlterTopic = parse_json(&body?)?;
@@ -266,6 +252,7 @@ pub async fn alter_topic(
         None => None,
     };
     let altered = state.coordinator.alter_topic(&name, TopicChange { partitions: req.partitions, config }).await?;
+    let altered = state.await_leaders(altered, Instant::now() + LEADERS_WAIT).await;
     Ok(Json(describe(&state, altered).await))
 }
 
@@ -281,11 +268,7 @@ pub async fn alter_topic(
         (status = 404, description = "Unknown topic", body = ErrorBody),
     )
 )]
-pub async fn delete_topic(
-    State(state): State<AppState>,
-    topic: Result<Path<String>, PathRejection>,
-) -> ApiResult<StatusCode> {
-    let name = path_topic(topic)?;
+pub async fn delete_topic(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
     refuse_internal(&name)?;
     state.topic(&name)?;
     match state.coordinator.delete_topic(&name).await {

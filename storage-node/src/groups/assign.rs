@@ -12,51 +12,10 @@
 //! - [`Assignor::Sticky`] — Kafka's `StickyAssignor` goals: balanced first, then as few
 //!   partitions moved as the algorithm finds; see [`assign`] for what is and is not optimal.
 
+pub use fjord_protocol::group::Assignor;
 use fjord_protocol::TopicPartition;
-use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::fmt;
-
-/// A partition assignment strategy, named as Kafka's `partition.assignment.strategy`
-/// names them (`range`, `roundrobin`, `sticky`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Assignor {
-    /// Per topic, the subscribed members in member-id order get contiguous ranges; the
-    /// first `partitions % members` get one extra. Kafka's default.
-    #[default]
-    Range,
-    /// All subscribed partitions, sorted by (topic, partition), dealt to the members in
-    /// turn, skipping members not subscribed to the partition's topic.
-    RoundRobin,
-    /// Balanced as evenly as the subscriptions allow, keeping partitions with their
-    /// previous owners where balance permits.
-    Sticky,
-}
-
-impl Assignor {
-    pub const ALL: [Assignor; 3] = [Assignor::Range, Assignor::RoundRobin, Assignor::Sticky];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Assignor::Range => "range",
-            Assignor::RoundRobin => "roundrobin",
-            Assignor::Sticky => "sticky",
-        }
-    }
-
-    /// The assignor named `s` (exactly as [`Assignor::as_str`] spells it).
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-}
-
-impl fmt::Display for Assignor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What the assignor knows about one member.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,9 +7,12 @@
 //! Profiled reason: with many small concurrent produce requests, a blocking-pool hand-off
 //! and a RocksDB write per request made context switches the largest cost of the server
 //! (bench/README.md, "Profiles").
+//!
+//! Answers are [`FjordError`]s, not this crate's [`Error`]: the queue serves the node's
+//! produce path, whose errors go out as they are.
 
-use crate::log::PartitionLog;
-use crate::node::internal;
+use crate::error::Error;
+use crate::partition::PartitionLog;
 use bytes::Bytes;
 use fjord_protocol::codec::Batch;
 use fjord_protocol::FjordError;
@@ -20,7 +23,7 @@ use tokio::sync::oneshot;
 type Waiter = (Bytes, u32, oneshot::Sender<Result<Batch, FjordError>>);
 
 /// The appends waiting for one partition's writer.
-pub(crate) struct AppendQueue {
+pub struct AppendQueue {
     log: Arc<PartitionLog>,
     state: Mutex<QueueState>,
 }
@@ -33,13 +36,13 @@ struct QueueState {
 }
 
 impl AppendQueue {
-    pub(crate) fn new(log: Arc<PartitionLog>) -> Arc<Self> {
+    pub fn new(log: Arc<PartitionLog>) -> Arc<Self> {
         Arc::new(Self { log, state: Mutex::new(QueueState::default()) })
     }
 
     /// Appends `batch` as the leader in `leader_epoch` ([`PartitionLog::append`]),
     /// possibly in one write with other producers' batches.
-    pub(crate) async fn append(self: &Arc<Self>, batch: Bytes, leader_epoch: u32) -> Result<Batch, FjordError> {
+    pub async fn append(self: &Arc<Self>, batch: Bytes, leader_epoch: u32) -> Result<Batch, FjordError> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut s = self.state.lock();
@@ -50,7 +53,7 @@ impl AppendQueue {
             let queue = self.clone();
             tokio::task::spawn_blocking(move || queue.drain());
         }
-        rx.await.map_err(|_| internal("append", "the append task ended without an answer"))?
+        rx.await.map_err(|_| FjordError::from(Error::Aborted("the append task")))?
     }
 
     /// Writes what is waiting, in arrival order, until nothing is.

@@ -1,22 +1,14 @@
 //! The storage engine seam: what a partition log needs from its key-value store.
 //!
-//! [`PartitionLog`](crate::log::PartitionLog) holds all log logic (offsets, high
+//! [`PartitionLog`](crate::partition::PartitionLog) holds all log logic (offsets, high
 //! watermark, retention, epochs) on top of this small trait, so the same logic and the
 //! same conformance suite run over RocksDB ([`crate::rocks::RocksEngine`]) and the
 //! in-memory test double ([`MemEngine`]).
 
+use crate::error::{Error, Result};
+use fjord_protocol::codec::MetaKey;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("partition store `{0}` does not exist")]
-    NoSuchPartition(String),
-    #[error("storage engine: {0}")]
-    Backend(String),
-}
-
-pub type EngineResult<T> = Result<T, EngineError>;
 
 /// One part of an atomic write to a partition's store.
 #[derive(Debug, Clone, Copy)]
@@ -29,36 +21,36 @@ pub enum WriteOp<'a> {
     /// range tombstone, so many of them do not slow RocksDB's reads down).
     DeleteBatch { base_offset: u64 },
     /// Set one of the partition's metadata values.
-    PutMeta { key: &'static str, value: &'a [u8] },
+    PutMeta { key: MetaKey, value: &'a [u8] },
 }
 
 /// A key-value store holding many partition logs. Calls block: async code runs them on
 /// a blocking thread.
 pub trait Engine: Send + Sync + 'static {
     /// Names of the partition stores that exist.
-    fn list_partitions(&self) -> EngineResult<Vec<String>>;
+    fn list_partitions(&self) -> Result<Vec<String>>;
     /// Creates an empty partition store; a no-op if it exists.
-    fn create_partition(&self, name: &str) -> EngineResult<()>;
+    fn create_partition(&self, name: &str) -> Result<()>;
     /// Removes a partition store and its metadata; a no-op if it does not exist.
-    fn drop_partition(&self, name: &str) -> EngineResult<()>;
+    fn drop_partition(&self, name: &str) -> Result<()>;
     /// Applies `ops` atomically and in order (a later op on the same key wins), durable
     /// per the engine's sync policy.
-    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()>;
-    fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>>;
+    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()>;
+    fn get_meta(&self, name: &str, key: MetaKey) -> Result<Option<Vec<u8>>>;
     /// Calls `f(base_offset, batch)` for the batch holding `offset` (the last batch whose
     /// base offset is `<= offset`; the first batch if none is) and every later batch, in
     /// order, until `f` returns `false`.
-    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()>;
+    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()>;
     /// The batch with the highest base offset.
-    fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>>;
+    fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Makes every write so far durable (used by the interval sync policy).
-    fn sync(&self) -> EngineResult<()>;
+    fn sync(&self) -> Result<()>;
 }
 
 #[derive(Default)]
 struct MemPartition {
     batches: BTreeMap<u64, Vec<u8>>,
-    meta: HashMap<String, Vec<u8>>,
+    meta: HashMap<MetaKey, Vec<u8>>,
 }
 
 /// An in-memory [`Engine`] for unit tests. "Restarting" a log over the same `MemEngine`
@@ -75,23 +67,23 @@ impl MemEngine {
 }
 
 impl Engine for MemEngine {
-    fn list_partitions(&self) -> EngineResult<Vec<String>> {
+    fn list_partitions(&self) -> Result<Vec<String>> {
         Ok(self.partitions.lock().keys().cloned().collect())
     }
 
-    fn create_partition(&self, name: &str) -> EngineResult<()> {
+    fn create_partition(&self, name: &str) -> Result<()> {
         self.partitions.lock().entry(name.to_owned()).or_default();
         Ok(())
     }
 
-    fn drop_partition(&self, name: &str) -> EngineResult<()> {
+    fn drop_partition(&self, name: &str) -> Result<()> {
         self.partitions.lock().remove(name);
         Ok(())
     }
 
-    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()> {
+    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
         let mut all = self.partitions.lock();
-        let p = all.get_mut(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))?;
+        let p = all.get_mut(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
         for op in ops {
             match *op {
                 WriteOp::PutBatch { base_offset, bytes } => {
@@ -107,24 +99,24 @@ impl Engine for MemEngine {
                     p.batches.remove(&base_offset);
                 }
                 WriteOp::PutMeta { key, value } => {
-                    p.meta.insert(key.to_owned(), value.to_vec());
+                    p.meta.insert(key, value.to_vec());
                 }
             }
         }
         Ok(())
     }
 
-    fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+    fn get_meta(&self, name: &str, key: MetaKey) -> Result<Option<Vec<u8>>> {
         let all = self.partitions.lock();
-        let p = all.get(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))?;
-        Ok(p.meta.get(key).cloned())
+        let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
+        Ok(p.meta.get(&key).cloned())
     }
 
-    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()> {
+    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
         // Copy out under the lock so `f` may take its time.
         let batches: Vec<(u64, Vec<u8>)> = {
             let all = self.partitions.lock();
-            let p = all.get(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))?;
+            let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
             let start = p.batches.range(..=offset).next_back().map_or(0, |(k, _)| *k);
             p.batches.range(start..).map(|(k, v)| (*k, v.clone())).collect()
         };
@@ -136,13 +128,13 @@ impl Engine for MemEngine {
         Ok(())
     }
 
-    fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+    fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let all = self.partitions.lock();
-        let p = all.get(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))?;
+        let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
         Ok(p.batches.values().next_back().cloned())
     }
 
-    fn sync(&self) -> EngineResult<()> {
+    fn sync(&self) -> Result<()> {
         Ok(())
     }
 }

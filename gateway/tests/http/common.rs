@@ -1,12 +1,6 @@
-//! The harness shared by the gateway's HTTP handler tests (`api.rs`, `groups_api.rs`):
-//! the whole router over a real storage node (RocksDB in a temp dir, background tasks
-//! running) and the embedded coordinator, driven with `oneshot` (no socket).
-//!
-//! Only what every test file can use lives here; helpers specific to one file's routes
-//! are added there, in its own `impl Harness` block.
-
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+//! The harness of every HTTP handler test: the whole router over a real storage node
+//! (RocksDB in a temp dir, background tasks running), the embedded metadata store and
+//! its controller, driven with `oneshot` (no socket); plus the helpers several areas use.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
@@ -17,6 +11,7 @@ use fjord_gateway::{AppState, GatewayConfig, SingleNode};
 use fjord_storage_node::{NodeConfig, StorageNode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -25,6 +20,8 @@ use tower::ServiceExt;
 pub struct Harness {
     pub app: Router,
     pub node: Arc<StorageNode>,
+    /// The controller over the embedded store, as in `fjord standalone`.
+    _controller: fjord_coordinator::controller::ControllerTask,
     // Dropped last: RocksDB lives in it.
     _dir: TempDir,
 }
@@ -100,8 +97,9 @@ impl Harness {
         let node = StorageNode::start(&node_config, coordinator.clone(), "in-process".into())
             .await
             .expect("storage node starts");
+        let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
         let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api: node.clone() }), config);
-        Self { app: fjord_gateway::app(state), node, _dir: dir }
+        Self { app: fjord_gateway::app(state), node, _controller: controller, _dir: dir }
     }
 
     /// Stops the node's background tasks so RocksDB closes before its directory goes.
@@ -165,4 +163,70 @@ impl Harness {
         let body = reply.expect_status(200);
         body["offsets"].as_array().expect("offsets array").clone()
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// What the tests compare to prove a request changed nothing
+// ---------------------------------------------------------------------------------------
+
+/// What the tests compare to prove a request changed nothing: every topic with the high
+/// watermark of each of its partitions.
+pub type Snapshot = BTreeMap<String, Vec<u64>>;
+
+impl Harness {
+    /// Consumes, asserting 200.
+    pub async fn consume(&self, topic: &str, partition: u32, query: &str) -> Value {
+        self.get(&format!("/v1/topics/{topic}/partitions/{partition}/records?{query}")).await.expect_status(200)
+    }
+
+    /// The high watermark of every partition of `topic`, as GET /v1/topics/{t} shows it
+    /// (or the offsets route when the describe could not reach the leader in time).
+    pub async fn high_watermarks(&self, topic: &str) -> Vec<u64> {
+        let described = self.get(&format!("/v1/topics/{topic}")).await.expect_status(200);
+        let mut out = Vec::new();
+        for p in described["partitions"].as_array().expect("partitions array") {
+            let hw = match p["high_watermark"].as_u64() {
+                Some(hw) => hw,
+                None => {
+                    let n = p["partition"].as_u64().expect("partition number");
+                    let offsets = self.get(&format!("/v1/topics/{topic}/partitions/{n}/offsets")).await;
+                    offsets.expect_status(200)["high_watermark"].as_u64().expect("high watermark")
+                }
+            };
+            out.push(hw);
+        }
+        out
+    }
+
+    pub async fn topic_names(&self) -> Vec<String> {
+        let list = self.get("/v1/topics").await.expect_status(200);
+        list["topics"]
+            .as_array()
+            .expect("topics array")
+            .iter()
+            .map(|t| t["name"].as_str().expect("topic name").to_owned())
+            .collect()
+    }
+
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut out = Snapshot::new();
+        for name in self.topic_names().await {
+            let hws = self.high_watermarks(&name).await;
+            out.insert(name, hws);
+        }
+        out
+    }
+}
+
+/// A topic `t` with `partitions` partitions and one record already on partition 0, so
+/// that "nothing written" is checked against a non-empty log.
+pub async fn harness_with_topic(partitions: u32) -> Harness {
+    let h = Harness::new().await;
+    h.create_topic(json!({"name": "t", "partitions": partitions})).await;
+    h.produce("t", json!([{"value": "seed", "partition": 0}])).await;
+    h
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -54,7 +54,9 @@ impl NodeDirectory for Directory {
     }
 }
 
-async fn setup(failing: Option<u32>) -> (axum::Router, Arc<StorageNode>, tempfile::TempDir) {
+type Controller = fjord_coordinator::controller::ControllerTask;
+
+async fn setup(failing: Option<u32>) -> (axum::Router, Arc<StorageNode>, tempfile::TempDir, Controller) {
     let dir = tempfile::tempdir().expect("tempdir");
     let coordinator = Arc::new(EmbeddedCoordinator::in_memory());
     let config = NodeConfig {
@@ -73,10 +75,19 @@ async fn setup(failing: Option<u32>) -> (axum::Router, Arc<StorageNode>, tempfil
         })
         .await
         .expect("topic");
+    let controller = fjord_coordinator::controller::spawn(coordinator.clone(), node.id());
+    let mut rx = coordinator.metadata();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|m| m.topics["t"].partitions.iter().all(|p| p.leader.is_some())),
+    )
+    .await
+    .expect("leaders within 10 s")
+    .expect("metadata feed");
     node.sync_with_metadata().await.expect("node applies the new topic");
     let nodes = Arc::new(Directory(Arc::new(FailingPartition { inner: node.clone(), failing })));
     let app = fjord_gateway::app(AppState::new(coordinator, nodes, GatewayConfig::default()));
-    (app, node, dir)
+    (app, node, dir, controller)
 }
 
 async fn produce(app: &axum::Router, body: Value) -> (StatusCode, Value) {
@@ -102,7 +113,7 @@ async fn high_watermark(node: &StorageNode, partition: u32) -> u64 {
 /// written to partition 1.
 #[tokio::test]
 async fn some_partitions_failing_gives_207_with_per_record_results() {
-    let (app, node, _dir) = setup(Some(1)).await;
+    let (app, node, _dir, _controller) = setup(Some(1)).await;
     let (status, body) = produce(
         &app,
         json!({"records": [{"partition": 0, "value": 1}, {"partition": 1, "value": 2}, {"partition": 0, "value": 3}]}),
@@ -125,7 +136,7 @@ async fn some_partitions_failing_gives_207_with_per_record_results() {
 /// 503 `not_enough_replicas`, retriable, with Retry-After), not a 207.
 #[tokio::test]
 async fn all_partitions_failing_gives_the_error_itself() {
-    let (app, node, _dir) = setup(None).await;
+    let (app, node, _dir, _controller) = setup(None).await;
     let (status, body) =
         produce(&app, json!({"records": [{"partition": 0, "value": 1}, {"partition": 1, "value": 2}]})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

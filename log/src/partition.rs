@@ -1,6 +1,6 @@
 //! One partition replica's log, over any [`Engine`].
 //!
-//! Offsets are dense and never reused. The log keeps, in memory, the log start offset,
+//! Offsets are dense and never reused (ARCHITECTURE.md, "Invariants"). The log keeps, in memory, the log start offset,
 //! the log end offset (LEO: the next offset to write), the high watermark (HW: records
 //! below it are committed and visible to consumers), its size, and the leader-epoch
 //! history (KIP-101: epoch → first offset written in it). Everything but the HW is
@@ -19,48 +19,15 @@
 //! at the next batch; only an offset below the log start is out of range. The last batch
 //! is never compacted, so the LEO can always be recovered from it.
 
-use crate::engine::{Engine, EngineError, WriteOp};
+use crate::compaction::{Compacted, Horizons, KeyIndex, Rewrite};
+use crate::engine::{Engine, WriteOp};
+use crate::error::{Error, Result};
+use crate::role::Role;
 use bytes::{Bytes, BytesMut};
-use fjord_protocol::codec::{self, Batch, BatchBuilder, CodecError};
-use fjord_protocol::{ErrorCode, FjordError};
+use fjord_protocol::codec::{self, Batch, MetaKey};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
-
-const META_LOG_START: &str = "log_start";
-const META_SIZE: &str = "size";
-const META_EPOCHS: &str = "epochs";
-
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("corrupt batch: {0}")]
-    Corrupt(#[from] CodecError),
-    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
-    #[error("stored metadata `{0}` is malformed")]
-    BadMeta(&'static str),
-    #[error("replicated batch starts at {got}, the log ends at {expected}")]
-    NotContiguous { expected: u64, got: u64 },
-    #[error("this replica is {role:?}; it cannot take this write")]
-    Fenced { role: Role },
-}
-
-impl From<LogError> for FjordError {
-    fn from(e: LogError) -> Self {
-        let code = match &e {
-            LogError::Engine(_) | LogError::BadMeta(_) | LogError::NotContiguous { .. } => ErrorCode::StorageError,
-            LogError::Corrupt(_) => ErrorCode::CorruptBatch,
-            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            LogError::Fenced { .. } => ErrorCode::NotLeader,
-        };
-        FjordError::new(code, e.to_string())
-    }
-}
-
-pub type LogResult<T> = Result<T, LogError>;
 
 /// A snapshot of a log's offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,45 +52,11 @@ struct State {
     generation: u64,
 }
 
-/// Who may write this log. Checked and changed under the writer lock, so a role change
-/// waits for an append in flight and no append of an ended role lands after it (Kafka
-/// guards the same with its partition's leader-ISR lock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// No fencing: any append is taken (a log used on its own, as in unit tests).
-    #[default]
-    Unfenced,
-    /// No writes at all (the partition has no leader).
-    Offline,
-    /// Leader in `epoch`; `start_offset` is the LEO it had when it became leader (where
-    /// its epoch starts: a follower joins the ISR only once it has reached it).
-    Leader { epoch: u32, start_offset: u64 },
-    /// Follower in `epoch`; replicated appends only once truncated for it (KIP-101).
-    Follower { epoch: u32, truncated: bool },
-}
-
 /// What retention removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Removed {
     pub batches: u64,
     pub bytes: u64,
-}
-
-/// What one compaction pass did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Compacted {
-    /// Batches rewritten as smaller ones or, with no record left, deleted.
-    pub batches: u64,
-    /// Records removed.
-    pub records: u64,
-    /// Bytes the log shrank by, net (0 if it did not: a batch split into several runs
-    /// takes a header per run, which a few small removed records may not pay for).
-    pub bytes: u64,
-    /// The earliest time (ms) at which a pass over the same committed records could
-    /// remove more: a kept tombstone passing `delete.retention.ms`, or the first batch
-    /// held back by `min.compaction.lag.ms` leaving it. `None`: only new committed
-    /// records can give a pass more to do.
-    pub due_ms: Option<i64>,
 }
 
 pub struct PartitionLog {
@@ -139,23 +72,11 @@ pub struct PartitionLog {
     hw_tx: watch::Sender<u64>,
 }
 
-fn u64_meta(engine: &dyn Engine, name: &str, key: &'static str) -> LogResult<Option<u64>> {
+fn u64_meta(engine: &dyn Engine, name: &str, key: MetaKey) -> Result<Option<u64>> {
     match engine.get_meta(name, key)? {
         None => Ok(None),
-        Some(v) => {
-            let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| LogError::BadMeta(key))?;
-            Ok(Some(u64::from_be_bytes(arr)))
-        }
+        Some(v) => codec::decode_u64(&v).map(Some).ok_or(Error::BadMeta(key.as_str())),
     }
-}
-
-fn encode_epochs(epochs: &[(u32, u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(epochs.len() * 12);
-    for (e, o) in epochs {
-        out.extend_from_slice(&e.to_be_bytes());
-        out.extend_from_slice(&o.to_be_bytes());
-    }
-    out
 }
 
 /// `(base offset, next offset)` from an encoded batch's header; `None` if it is too
@@ -170,12 +91,11 @@ impl PartitionLog {
     /// Calls `f(batch, stored_len)` on each batch from the one holding `offset` on, in
     /// order, until it answers `Ok(false)`. A stored batch that does not parse, or an
     /// error from `f`, ends the scan with that error.
-    fn scan_batches(&self, offset: u64, mut f: impl FnMut(Batch, u64) -> LogResult<bool>) -> LogResult<()> {
+    fn scan_batches(&self, offset: u64, mut f: impl FnMut(Batch, u64) -> Result<bool>) -> Result<()> {
         let mut failed = None;
         self.engine.scan(&self.name, offset, &mut |_base, bytes| {
-            let step = Batch::parse(Bytes::copy_from_slice(bytes))
-                .map_err(LogError::from)
-                .and_then(|b| f(b, bytes.len() as u64));
+            let step =
+                Batch::parse(Bytes::copy_from_slice(bytes)).map_err(Error::from).and_then(|b| f(b, bytes.len() as u64));
             step.unwrap_or_else(|e| {
                 failed = Some(e);
                 false
@@ -185,53 +105,14 @@ impl PartitionLog {
     }
 }
 
-/// One batch holding `records` (a run of consecutive offsets starting at `base`), with
-/// the leader epoch and record timestamps they were written with.
-fn rebuild_run(records: &[codec::RecordView], base: u64, leader_epoch: u32) -> LogResult<Batch> {
-    let size = |r: &codec::RecordView| {
-        codec::RECORD_OVERHEAD
-            + r.key.as_ref().map_or(0, Bytes::len)
-            + r.value.as_ref().map_or(0, Bytes::len)
-            + r.headers.iter().map(|h| codec::HEADER_OVERHEAD + h.name.len() + h.value.len()).sum::<usize>()
-    };
-    let mut builder = BatchBuilder::with_capacity(records.iter().map(size).sum());
-    for r in records {
-        builder.push_parts(
-            r.timestamp,
-            r.key.as_deref(),
-            r.value.as_deref(),
-            r.headers.iter().map(|h| (h.name.as_str(), &h.value[..])),
-        )?;
-    }
-    let mut buf = BytesMut::from(&builder.finish()?[..]);
-    codec::stamp(&mut buf, base, leader_epoch)?;
-    Ok(Batch::parse(buf.freeze())?)
-}
-
-fn decode_epochs(bytes: &[u8]) -> LogResult<Vec<(u32, u64)>> {
-    if !bytes.len().is_multiple_of(12) {
-        return Err(LogError::BadMeta(META_EPOCHS));
-    }
-    Ok(bytes
-        .chunks_exact(12)
-        .map(|c| {
-            let mut e = [0u8; 4];
-            let mut o = [0u8; 8];
-            e.copy_from_slice(&c[..4]);
-            o.copy_from_slice(&c[4..]);
-            (u32::from_be_bytes(e), u64::from_be_bytes(o))
-        })
-        .collect())
-}
-
 impl PartitionLog {
     /// Opens the log stored as `name`, creating it empty if it does not exist.
-    pub fn open(engine: Arc<dyn Engine>, name: &str) -> LogResult<Self> {
+    pub fn open(engine: Arc<dyn Engine>, name: &str) -> Result<Self> {
         engine.create_partition(name)?;
-        let log_start = u64_meta(&*engine, name, META_LOG_START)?.unwrap_or(0);
-        let size_bytes = u64_meta(&*engine, name, META_SIZE)?.unwrap_or(0);
-        let epochs = match engine.get_meta(name, META_EPOCHS)? {
-            Some(b) => decode_epochs(&b)?,
+        let log_start = u64_meta(&*engine, name, MetaKey::LogStart)?.unwrap_or(0);
+        let size_bytes = u64_meta(&*engine, name, MetaKey::Size)?.unwrap_or(0);
+        let epochs = match engine.get_meta(name, MetaKey::Epochs)? {
+            Some(b) => codec::decode_epochs(&b).ok_or(Error::BadMeta(MetaKey::Epochs.as_str()))?,
             None => Vec::new(),
         };
         let log_end = match engine.last_batch(name)? {
@@ -312,9 +193,9 @@ impl PartitionLog {
     /// Appends one encoded, validated batch as leader in `leader_epoch`, assigning offsets
     /// from the LEO. Returns the batch with its base offset and epoch stamped. Refused
     /// unless this log is unfenced or the leader in exactly that epoch.
-    pub fn append(&self, batch: Bytes, leader_epoch: u32) -> LogResult<Batch> {
+    pub fn append(&self, batch: Bytes, leader_epoch: u32) -> Result<Batch> {
         let mut out = self.append_all(vec![batch], leader_epoch)?;
-        out.pop().unwrap_or(Err(LogError::BadMeta("append_all answered nothing")))
+        out.pop().unwrap_or(Err(Error::BadMeta("append_all answered nothing")))
     }
 
     /// Group commit: appends several producers' batches, in order, in one storage write,
@@ -322,12 +203,12 @@ impl PartitionLog {
     /// after the previous one. A batch that does not parse gets its own error and the
     /// others are written; an error of the whole write (fenced, storage) is the outer one
     /// and nothing is written.
-    pub fn append_all(&self, batches: Vec<Bytes>, leader_epoch: u32) -> LogResult<Vec<LogResult<Batch>>> {
+    pub fn append_all(&self, batches: Vec<Bytes>, leader_epoch: u32) -> Result<Vec<Result<Batch>>> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
             Role::Leader { epoch, .. } if epoch == leader_epoch => {}
-            role => return Err(LogError::Fenced { role }),
+            role => return Err(Error::Fenced { role }),
         }
         let mut next = self.state.lock().log_end;
         let mut out = Vec::with_capacity(batches.len());
@@ -337,7 +218,7 @@ impl PartitionLog {
             if let Ok(b) = &stamped {
                 next = b.next_offset();
             }
-            out.push(stamped.map_err(LogError::from));
+            out.push(stamped.map_err(Error::from));
         }
         let good: Vec<Batch> = out.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         if !good.is_empty() {
@@ -359,12 +240,12 @@ impl PartitionLog {
     /// this log may end inside one of the leader's batches) is cut to its records from
     /// the LEO on. Anything else is refused. Refused unless this log is unfenced or a
     /// follower truncated for exactly that epoch.
-    pub fn append_replicated(&self, batch: Batch, leader_epoch: u32, from: u64) -> LogResult<bool> {
+    pub fn append_replicated(&self, batch: Batch, leader_epoch: u32, from: u64) -> Result<bool> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
             Role::Follower { epoch, truncated: true } if epoch == leader_epoch => {}
-            role => return Err(LogError::Fenced { role }),
+            role => return Err(Error::Fenced { role }),
         }
         let log_end = self.state.lock().log_end;
         if batch.next_offset() <= log_end {
@@ -372,12 +253,12 @@ impl PartitionLog {
         }
         let batch = if batch.base_offset() > log_end {
             if from > log_end {
-                return Err(LogError::NotContiguous { expected: log_end, got: batch.base_offset() });
+                return Err(Error::NotContiguous { expected: log_end, got: batch.base_offset() });
             }
             batch
         } else if batch.base_offset() < log_end {
             let rest: Vec<codec::RecordView> = batch.records().filter(|r| r.offset >= log_end).collect();
-            rebuild_run(&rest, log_end, batch.leader_epoch())?
+            codec::rebuild(&rest, log_end, batch.leader_epoch())?
         } else {
             batch
         };
@@ -387,7 +268,7 @@ impl PartitionLog {
 
     /// Writes stamped batches, consecutive and of one leader epoch, at or after the LEO,
     /// in one storage write. The caller holds the writer lock.
-    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batches: &[Batch]) -> LogResult<()> {
+    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batches: &[Batch]) -> Result<()> {
         let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
             return Ok(());
         };
@@ -399,16 +280,16 @@ impl PartitionLog {
             (s.size_bytes, new_epoch.then(|| s.epochs.clone()))
         };
         let size = size_before + batches.iter().map(|b| b.len() as u64).sum::<u64>();
-        let size_bytes = size.to_be_bytes();
+        let size_bytes = codec::encode_u64(size);
         let epochs = history.map(|mut h| {
             h.push((epoch, base));
-            encode_epochs(&h)
+            codec::encode_epochs(&h)
         });
         let mut ops: Vec<WriteOp<'_>> =
             batches.iter().map(|b| WriteOp::PutBatch { base_offset: b.base_offset(), bytes: b.as_bytes() }).collect();
-        ops.push(WriteOp::PutMeta { key: META_SIZE, value: &size_bytes });
+        ops.push(WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes });
         if let Some(epochs) = &epochs {
-            ops.push(WriteOp::PutMeta { key: META_EPOCHS, value: epochs });
+            ops.push(WriteOp::PutMeta { key: MetaKey::Epochs, value: epochs });
         }
         self.engine.write(&self.name, &ops)?;
         let mut s = self.state.lock();
@@ -426,7 +307,7 @@ impl PartitionLog {
     /// is), as re-opening the log would find it, also when compaction left a gap before
     /// `offset`. The epoch history and, if needed, the high watermark follow. Returns
     /// the new LEO.
-    pub fn truncate_to(&self, offset: u64) -> LogResult<u64> {
+    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
         let writer = self.writer.lock();
         self.truncate_locked(&writer, offset)
     }
@@ -434,12 +315,12 @@ impl PartitionLog {
     /// A follower in `leader_epoch` truncating for it (KIP-101): cuts the log at
     /// `offset` and from then on takes replicated appends of that epoch. Refused if the
     /// role has moved on meanwhile.
-    pub fn truncate_for_epoch(&self, leader_epoch: u32, offset: u64) -> LogResult<u64> {
+    pub fn truncate_for_epoch(&self, leader_epoch: u32, offset: u64) -> Result<u64> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
             Role::Follower { epoch, .. } if epoch == leader_epoch => {}
-            role => return Err(LogError::Fenced { role }),
+            role => return Err(Error::Fenced { role }),
         }
         let end = self.truncate_locked(&writer, offset)?;
         if matches!(self.role(), Role::Follower { .. }) {
@@ -448,7 +329,7 @@ impl PartitionLog {
         Ok(end)
     }
 
-    fn truncate_locked(&self, _writer: &parking_lot::MutexGuard<'_, ()>, offset: u64) -> LogResult<u64> {
+    fn truncate_locked(&self, _writer: &parking_lot::MutexGuard<'_, ()>, offset: u64) -> Result<u64> {
         let (log_start, log_end, size) = {
             let s = self.state.lock();
             (s.log_start, s.log_end, s.size_bytes)
@@ -479,16 +360,16 @@ impl PartitionLog {
         }
         let new_end = kept_end.unwrap_or(log_start).max(log_start);
         let size = size.saturating_sub(removed_bytes);
-        let size_bytes = size.to_be_bytes();
+        let size_bytes = codec::encode_u64(size);
         let history: Vec<(u32, u64)> =
             self.state.lock().epochs.iter().copied().filter(|(_, start)| *start < new_end).collect();
-        let epochs = encode_epochs(&history);
+        let epochs = codec::encode_epochs(&history);
         self.engine.write(
             &self.name,
             &[
                 WriteOp::DeleteBatches { from: first_removed, to: u64::MAX },
-                WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
-                WriteOp::PutMeta { key: META_EPOCHS, value: &epochs },
+                WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes },
+                WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
             ],
         )?;
         let mut s = self.state.lock();
@@ -537,13 +418,13 @@ impl PartitionLog {
     /// one — up to `max_bytes` (at least one batch), only batches that start below `upto`
     /// (the HW, for consumers). An empty answer for an offset below `upto` means no
     /// record is left in `[offset, upto)`.
-    pub fn read(&self, offset: u64, max_bytes: usize, upto: u64) -> LogResult<Vec<Bytes>> {
+    pub fn read(&self, offset: u64, max_bytes: usize, upto: u64) -> Result<Vec<Bytes>> {
         let (log_start, log_end) = {
             let s = self.state.lock();
             (s.log_start, s.log_end)
         };
         if offset < log_start || offset > log_end {
-            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+            return Err(Error::OffsetOutOfRange { offset, log_start, log_end });
         }
         let mut out = Vec::new();
         let mut total = 0usize;
@@ -564,14 +445,14 @@ impl PartitionLog {
         // if the scan saw the deletion this sees the new log start.
         let log_start = self.state.lock().log_start;
         if offset < log_start {
-            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+            return Err(Error::OffsetOutOfRange { offset, log_start, log_end });
         }
         Ok(out)
     }
 
     /// The earliest offset whose record timestamp is `>= ts` among committed records,
     /// with that timestamp; `None` when no such record exists.
-    pub fn offset_for_timestamp(&self, ts: i64) -> LogResult<Option<(u64, i64)>> {
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
         let (log_start, hw) = {
             let s = self.state.lock();
             (s.log_start, s.high_watermark)
@@ -597,7 +478,7 @@ impl PartitionLog {
     /// `retention_ms` (by their max timestamp) or while the log stays at least
     /// `retention_bytes` without them (Kafka's rule). `-1` disables either limit.
     /// Only committed batches (below the HW) are removed; the log end never moves.
-    pub fn apply_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> LogResult<Removed> {
+    pub fn apply_retention(&self, now_ms: i64, retention_ms: i64, retention_bytes: i64) -> Result<Removed> {
         if retention_ms < 0 && retention_bytes < 0 {
             return Ok(Removed::default());
         }
@@ -626,8 +507,8 @@ impl PartitionLog {
         if new_start == log_start {
             return Ok(removed);
         }
-        let start_bytes = new_start.to_be_bytes();
-        let size_bytes = size.to_be_bytes();
+        let start_bytes = codec::encode_u64(new_start);
+        let size_bytes = codec::encode_u64(size);
         // The log start moves before the batches go, so a concurrent read that sees them
         // gone also sees the new log start (and answers out of range, not with whatever
         // follows the gap).
@@ -636,14 +517,14 @@ impl PartitionLog {
             &self.name,
             &[
                 WriteOp::DeleteBatches { from: log_start, to: new_start },
-                WriteOp::PutMeta { key: META_LOG_START, value: &start_bytes },
-                WriteOp::PutMeta { key: META_SIZE, value: &size_bytes },
+                WriteOp::PutMeta { key: MetaKey::LogStart, value: &start_bytes },
+                WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes },
             ],
         );
         let mut s = self.state.lock();
         if let Err(e) = written {
             s.log_start = log_start;
-            return Err(e.into());
+            return Err(e);
         }
         s.size_bytes = size;
         s.generation += 1;
@@ -651,138 +532,57 @@ impl PartitionLog {
     }
 }
 
-/// One batch a compaction pass rewrites: its base offset and length, and the batches
-/// of its surviving runs (none: it is deleted).
-struct Rewrite {
-    base: u64,
-    len: u64,
-    runs: Vec<Batch>,
-}
-
 impl PartitionLog {
-    /// One compaction pass (Kafka's `cleanup.policy=compact`): keeps at least the latest
-    /// record of every key, never changing an offset.
-    ///
-    /// - Which records count: the committed ones, `[log start, HW)`. For each key the
-    ///   latest offset among them wins, wherever it lies in that range.
-    /// - Which batches may be rewritten (the "cleanable" range, as Kafka's cleaner picks
-    ///   whole segments): from the log start, batches wholly below the HW, stopping at
-    ///   the last batch of the log (never rewritten, as Kafka never cleans the active
-    ///   segment: the LEO is recovered from it) and, when `min_compaction_lag_ms > 0`, at
-    ///   the first batch whose newest record is younger than that.
-    /// - In those batches a keyed record survives if it is the latest of its key, except
-    ///   a tombstone (no value) whose timestamp is older than `delete_retention_ms`.
-    ///   Records without a key survive (a compacted topic refuses them on produce; any
-    ///   older ones stay).
-    ///
-    /// Simplification vs Kafka: a tombstone's age is its record timestamp (producer- or
-    /// append-time), not the time since the cleaner first passed over its segment; a
-    /// tombstone produced with an old timestamp may thus go on the first pass.
-    ///
-    /// A batch that loses records is replaced by one batch per run of consecutive
-    /// survivors, with the original leader epoch and timestamps (offsets stay; the log
-    /// gets gaps); one with no survivor is deleted. The scan runs without the writer
-    /// lock; the result is applied in one atomic engine write under it, only if no
-    /// retention, truncation or other compaction removed anything meanwhile — otherwise
-    /// nothing is written and `Ok(None)` says the pass should be retried.
+    /// One compaction pass (see [`crate::compaction`] for what it keeps): planned by two
+    /// scans without the writer lock, then applied in one atomic engine write under it,
+    /// only if no retention, truncation or other compaction removed anything meanwhile —
+    /// otherwise nothing is written and `Ok(None)` says the pass should be retried.
     pub fn compact(
         &self,
         now_ms: i64,
         delete_retention_ms: i64,
         min_compaction_lag_ms: i64,
-    ) -> LogResult<Option<Compacted>> {
-        let (log_start, log_end, hw, generation) = {
+    ) -> Result<Option<Compacted>> {
+        let (horizons, generation) = {
             let s = self.state.lock();
-            (s.log_start, s.log_end, s.high_watermark, s.generation)
+            let h = Horizons {
+                log_start: s.log_start,
+                log_end: s.log_end,
+                high_watermark: s.high_watermark,
+                now_ms,
+                delete_retention_ms,
+                min_compaction_lag_ms,
+            };
+            (h, s.generation)
         };
-        let lag_horizon = now_ms.saturating_sub(min_compaction_lag_ms);
-        let tombstone_horizon = now_ms.saturating_sub(delete_retention_ms);
-        let mut due_ms: Option<i64> = None;
-        let mut due = |t: i64| due_ms = Some(due_ms.map_or(t, |d| d.min(t)));
+        let (plan, due_ms) = self.plan_compaction(horizons)?;
+        if plan.is_empty() {
+            return Ok(Some(Compacted { due_ms, ..Compacted::default() }));
+        }
+        Ok(self.apply_compaction(&plan, generation)?.map(|done| Compacted { due_ms, ..done }))
+    }
 
-        // Pass 1: the latest offset of every key, and where the cleanable range ends.
-        let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
-        let mut cleanable_end = log_start;
-        let mut cleanable = true;
-        self.scan_batches(log_start, |batch, _| {
-            if batch.base_offset() >= hw {
-                return Ok(false);
-            }
-            if cleanable {
-                let committed = batch.next_offset() <= hw;
-                let last = batch.next_offset() >= log_end;
-                let too_new = min_compaction_lag_ms > 0 && batch.max_timestamp() > lag_horizon;
-                if committed && !last && !too_new {
-                    cleanable_end = batch.next_offset();
-                } else {
-                    cleanable = false;
-                    if committed && !last {
-                        due(batch.max_timestamp().saturating_add(min_compaction_lag_ms));
-                    }
-                }
-            }
-            for r in batch.records().filter(|r| r.offset >= log_start && r.offset < hw) {
-                if let Some(k) = r.key {
-                    match latest.get_mut(&k[..]) {
-                        Some(o) => *o = r.offset,
-                        None => {
-                            latest.insert(k.to_vec(), r.offset);
-                        }
-                    }
-                }
-            }
-            Ok(true)
-        })?;
-
-        // Pass 2: what each cleanable batch keeps.
-        let mut plan: Vec<Rewrite> = Vec::new();
-        let mut removed_records = 0u64;
-        if cleanable_end > log_start {
-            self.scan_batches(log_start, |batch, len| {
-                let base = batch.base_offset();
-                if base >= cleanable_end {
+    /// The rewrites of one pass: the key index over the committed records, then the
+    /// rewrite of each batch of the cleanable range.
+    fn plan_compaction(&self, h: Horizons) -> Result<(Vec<Rewrite>, Option<i64>)> {
+        let mut index = KeyIndex::new(h);
+        self.scan_batches(h.log_start, |batch, _| Ok(index.observe(&batch)))?;
+        let cleanable_end = index.cleanable_end();
+        let mut plan = Vec::new();
+        if cleanable_end > h.log_start {
+            self.scan_batches(h.log_start, |batch, len| {
+                if batch.base_offset() >= cleanable_end {
                     return Ok(false);
                 }
-                let mut kept = Vec::new();
-                let mut dropped = 0u64;
-                for r in batch.records() {
-                    let keep = match &r.key {
-                        None => true,
-                        Some(k) if latest.get(&k[..]) != Some(&r.offset) => false,
-                        Some(_) if r.value.is_some() => true,
-                        Some(_) if r.timestamp < tombstone_horizon => false,
-                        Some(_) => {
-                            due(r.timestamp.saturating_add(delete_retention_ms).saturating_add(1));
-                            true
-                        }
-                    };
-                    if keep {
-                        kept.push(r);
-                    } else {
-                        dropped += 1;
-                    }
-                }
-                if dropped == 0 {
-                    return Ok(true);
-                }
-                removed_records += dropped;
-                let mut runs = Vec::new();
-                let mut start = 0;
-                for i in 1..=kept.len() {
-                    if i == kept.len() || kept[i].offset != kept[i - 1].offset + 1 {
-                        runs.push(rebuild_run(&kept[start..i], kept[start].offset, batch.leader_epoch())?);
-                        start = i;
-                    }
-                }
-                plan.push(Rewrite { base, len, runs });
+                plan.extend(index.rewrite(&batch, len)?);
                 Ok(true)
             })?;
         }
-        let mut done = Compacted { due_ms, ..Compacted::default() };
-        if plan.is_empty() {
-            return Ok(Some(done));
-        }
+        Ok((plan, index.due_ms()))
+    }
 
+    /// Writes `plan` in one engine write, unless the log changed since `generation`.
+    fn apply_compaction(&self, plan: &[Rewrite], generation: u64) -> Result<Option<Compacted>> {
         let _writer = self.writer.lock();
         let size = {
             let s = self.state.lock();
@@ -793,7 +593,7 @@ impl PartitionLog {
         };
         let mut ops = Vec::with_capacity(plan.len() * 2 + 1);
         let (mut old_bytes, mut new_bytes) = (0u64, 0u64);
-        for rw in &plan {
+        for rw in plan {
             old_bytes += rw.len;
             if rw.runs.first().is_none_or(|run| run.base_offset() != rw.base) {
                 ops.push(WriteOp::DeleteBatch { base_offset: rw.base });
@@ -804,25 +604,29 @@ impl PartitionLog {
             }
         }
         let size = size.saturating_sub(old_bytes) + new_bytes;
-        let size_bytes = size.to_be_bytes();
-        ops.push(WriteOp::PutMeta { key: META_SIZE, value: &size_bytes });
+        let size_bytes = codec::encode_u64(size);
+        ops.push(WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes });
         self.engine.write(&self.name, &ops)?;
         {
             let mut s = self.state.lock();
             s.size_bytes = size;
             s.generation += 1;
         }
-        done.batches = plan.len() as u64;
-        done.records = removed_records;
-        done.bytes = old_bytes.saturating_sub(new_bytes);
-        Ok(Some(done))
+        Ok(Some(Compacted {
+            batches: plan.len() as u64,
+            records: plan.iter().map(|rw| rw.removed).sum(),
+            bytes: old_bytes.saturating_sub(new_bytes),
+            due_ms: None,
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compaction::Compacted;
     use crate::engine::MemEngine;
+    use fjord_protocol::codec::BatchBuilder;
     use fjord_protocol::Record;
 
     fn batch(n: usize) -> Bytes {
@@ -845,8 +649,8 @@ mod tests {
         PartitionLog::open(Arc::new(MemEngine::new()), "p").expect("open")
     }
 
-    fn fenced<T: std::fmt::Debug>(r: LogResult<T>) -> bool {
-        matches!(r, Err(LogError::Fenced { .. }))
+    fn fenced<T: std::fmt::Debug>(r: Result<T>) -> bool {
+        matches!(r, Err(Error::Fenced { .. }))
     }
 
     #[test]
@@ -880,7 +684,7 @@ mod tests {
         assert_eq!(log.offsets().log_end, 2);
         assert!(matches!(
             log.append_replicated(stamped(1, 5, 3), 3, 5),
-            Err(LogError::Fenced { .. }) | Err(LogError::NotContiguous { .. })
+            Err(Error::Fenced { .. }) | Err(Error::NotContiguous { .. })
         ));
     }
 
@@ -1139,7 +943,7 @@ mod tests {
         assert_eq!(removed.batches, 1);
         assert_eq!(log.offsets().log_start, 2, "the log start is the end of the removed batch, inside the gap");
         assert_eq!(first(2, 7), Some(5));
-        assert!(matches!(log.read(1, 1, 7), Err(LogError::OffsetOutOfRange { .. })));
+        assert!(matches!(log.read(1, 1, 7), Err(Error::OffsetOutOfRange { .. })));
         assert_eq!(log.offsets().size_bytes, size_of_stored(&log));
     }
 
@@ -1186,7 +990,7 @@ mod tests {
         assert_eq!(log.offsets().log_end, 10);
         assert!(matches!(
             log.append_replicated(stamped(1, 12, 1), 1, 11),
-            Err(LogError::NotContiguous { expected: 10, got: 12 })
+            Err(Error::NotContiguous { expected: 10, got: 12 })
         ));
         // The leader's batch [8, 13) holds our LEO 10.
         assert!(log.append_replicated(stamped(5, 8, 1), 1, 10).expect("overlapping"));
@@ -1235,7 +1039,6 @@ mod tests {
     /// pass does the work over the log as it is.
     #[test]
     fn a_pass_that_raced_retention_writes_nothing() {
-        use crate::engine::EngineResult;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
         /// Runs `hook` right after the `countdown`-th scan from now has finished.
@@ -1245,22 +1048,22 @@ mod tests {
             hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
         }
         impl Engine for Hooked {
-            fn list_partitions(&self) -> EngineResult<Vec<String>> {
+            fn list_partitions(&self) -> Result<Vec<String>> {
                 self.inner.list_partitions()
             }
-            fn create_partition(&self, name: &str) -> EngineResult<()> {
+            fn create_partition(&self, name: &str) -> Result<()> {
                 self.inner.create_partition(name)
             }
-            fn drop_partition(&self, name: &str) -> EngineResult<()> {
+            fn drop_partition(&self, name: &str) -> Result<()> {
                 self.inner.drop_partition(name)
             }
-            fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()> {
+            fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
                 self.inner.write(name, ops)
             }
-            fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+            fn get_meta(&self, name: &str, key: MetaKey) -> Result<Option<Vec<u8>>> {
                 self.inner.get_meta(name, key)
             }
-            fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()> {
+            fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
                 self.inner.scan(name, offset, f)?;
                 if self.countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
                     let hook = self.hook.lock().take();
@@ -1270,10 +1073,10 @@ mod tests {
                 }
                 Ok(())
             }
-            fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+            fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>> {
                 self.inner.last_batch(name)
             }
-            fn sync(&self) -> EngineResult<()> {
+            fn sync(&self) -> Result<()> {
                 Ok(())
             }
         }

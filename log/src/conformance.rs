@@ -12,7 +12,7 @@
 //!   read back, from any offset (mid-batch included), equals what was appended byte for
 //!   byte: absent, empty and binary keys and values, tombstones, repeated header names;
 //! - reads honour `max_bytes` softly (at least one batch, stop once the total reaches it),
-//!   are empty at the LEO, fail with [`LogError::OffsetOutOfRange`] below the log start or
+//!   are empty at the LEO, fail with [`Error::OffsetOutOfRange`] below the log start or
 //!   above the LEO, and never return a batch starting at or after `upto`;
 //! - the high watermark only rises, is clamped to the LEO, and wakes its subscribers; the
 //!   value it publishes never goes backwards, even under concurrent advances;
@@ -39,10 +39,13 @@
 //! every read (batches, decoded records, out-of-range errors) and the committed records
 //! after every step.
 
-use crate::engine::{Engine, EngineError, MemEngine, WriteOp};
-use crate::log::{Compacted, LogError, LogOffsets, LogResult, PartitionLog, Removed};
+use crate::compaction::Compacted;
+use crate::engine::{Engine, MemEngine, WriteOp};
+use crate::error::{Error, Result};
+use crate::partition::{LogOffsets, PartitionLog, Removed};
 use crate::rocks::{RocksEngine, RocksOptions};
 use bytes::Bytes;
+use fjord_protocol::codec::MetaKey;
 use fjord_protocol::codec::{Batch, BatchBuilder, Header, Record, RecordView};
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -242,9 +245,9 @@ fn committed(log: &PartitionLog) -> Vec<(u64, Record)> {
     records_from(&read(log, o.log_start, ALL, o.high_watermark), o.log_start)
 }
 
-fn assert_out_of_range<T: Debug>(result: LogResult<T>, offset: u64, log_start: u64, log_end: u64) {
+fn assert_out_of_range<T: Debug>(result: Result<T>, offset: u64, log_start: u64, log_end: u64) {
     match result {
-        Err(LogError::OffsetOutOfRange { offset: o, log_start: s, log_end: e }) => {
+        Err(Error::OffsetOutOfRange { offset: o, log_start: s, log_end: e }) => {
             assert_eq!((o, s, e), (offset, log_start, log_end), "out-of-range error fields")
         }
         other => panic!("offset {offset}: expected OffsetOutOfRange [{log_start}, {log_end}], got {other:?}"),
@@ -750,7 +753,7 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
                 WriteOp::PutBatch { base_offset: 10, bytes: b"ten" },
                 WriteOp::PutBatch { base_offset: 20, bytes: &binary },
                 WriteOp::PutBatch { base_offset: 300, bytes: b"" },
-                WriteOp::PutMeta { key: "k", value: b"v" },
+                WriteOp::PutMeta { key: MetaKey::Size, value: b"v" },
             ],
         )
         .expect("write");
@@ -774,8 +777,8 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
         .expect("scan");
     assert_eq!(calls, 1, "scan stops when f returns false");
     assert_eq!(engine.last_batch(P).expect("last batch"), Some(Vec::new()));
-    assert_eq!(engine.get_meta(P, "k").expect("meta"), Some(b"v".to_vec()));
-    assert_eq!(engine.get_meta(P, "other").expect("meta"), None);
+    assert_eq!(engine.get_meta(P, MetaKey::Size).expect("meta"), Some(b"v".to_vec()));
+    assert_eq!(engine.get_meta(P, MetaKey::Epochs).expect("meta"), None);
 
     engine.write(P, &[WriteOp::DeleteBatches { from: 0, to: 20 }]).expect("delete");
     assert_eq!(based(&*engine, 0), [20, 300], "`to` is exclusive");
@@ -785,7 +788,7 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
 
     let engine = h.engine();
     assert_eq!(scan(&*engine, 0), [(20, binary), (300, Vec::new())]);
-    assert_eq!(engine.get_meta(P, "k").expect("meta"), Some(b"v".to_vec()));
+    assert_eq!(engine.get_meta(P, MetaKey::Size).expect("meta"), Some(b"v".to_vec()));
     // A point delete removes exactly one key; ops apply in order, so a put after a
     // delete of the same key wins (compaction rewrites a batch that way).
     engine
@@ -807,9 +810,9 @@ fn engine_scan_contract<H: Harness>(h: &mut H) {
     assert!(scan(&*engine, 0).is_empty());
     assert_eq!(engine.last_batch(P).expect("last batch"), None);
 
-    let missing = |r: Result<(), EngineError>| matches!(r, Err(EngineError::NoSuchPartition(n)) if n == "p.none");
-    assert!(missing(engine.write("p.none", &[WriteOp::PutMeta { key: "k", value: b"v" }])));
-    assert!(missing(engine.get_meta("p.none", "k").map(drop)));
+    let missing = |r: Result<()>| matches!(r, Err(Error::NoSuchStore(n)) if n == "p.none");
+    assert!(missing(engine.write("p.none", &[WriteOp::PutMeta { key: MetaKey::Size, value: b"v" }])));
+    assert!(missing(engine.get_meta("p.none", MetaKey::Size).map(drop)));
     assert!(missing(engine.last_batch("p.none").map(drop)));
     assert!(missing(engine.scan("p.none", 0, &mut |_, _| true)));
 }
@@ -1204,7 +1207,7 @@ mod model {
                                 .collect();
                             prop_assert_eq!(records_from(&got, offset), want, "step {}: records of read", step);
                         }
-                        (Err(LogError::OffsetOutOfRange { offset, log_start, log_end }), Err(want)) => {
+                        (Err(Error::OffsetOutOfRange { offset, log_start, log_end }), Err(want)) => {
                             prop_assert_eq!((offset, log_start, log_end), want, "step {}: read error", step);
                         }
                         (got, want) => {

@@ -1,12 +1,13 @@
 //! The RocksDB [`Engine`]: one column family per partition replica, keyed by the batch's
 //! base offset (big-endian, [`fjord_protocol::codec::offset_key`]), plus a `meta` column
-//! family keyed `{partition}\0{key}`.
+//! family keyed by [`fjord_protocol::codec::meta_key`].
 //!
 //! Memory is bounded for any number of partitions: one LRU block cache and one
 //! `db_write_buffer_size` cap are shared by every column family.
 
-use crate::engine::{Engine, EngineError, EngineResult, WriteOp};
-use fjord_protocol::codec::offset_key;
+use crate::engine::{Engine, WriteOp};
+use crate::error::{Error, Result};
+use fjord_protocol::codec::{decode_offset_key, meta_key, meta_range, offset_key, MetaKey};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -83,20 +84,12 @@ pub struct RocksEngine {
     write_opts: WriteOptions,
 }
 
-fn backend(e: rocksdb::Error) -> EngineError {
-    EngineError::Backend(e.into_string())
-}
-
-fn meta_key(name: &str, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1 + key.len());
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
+fn backend(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
 }
 
 impl RocksEngine {
-    pub fn open(path: &Path, opts: &RocksOptions) -> EngineResult<Self> {
+    pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self> {
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -134,12 +127,12 @@ impl RocksEngine {
         Ok(Self { db, cf_opts, write_opts })
     }
 
-    fn cf(&self, name: &str) -> EngineResult<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.db.cf_handle(name).ok_or_else(|| EngineError::NoSuchPartition(name.to_owned()))
+    fn cf(&self, name: &str) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))
     }
 
-    fn meta_cf(&self) -> EngineResult<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.db.cf_handle(META_CF).ok_or_else(|| EngineError::Backend("meta column family missing".into()))
+    fn meta_cf(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(META_CF).ok_or_else(|| Error::Engine("meta column family missing".into()))
     }
 }
 
@@ -148,14 +141,14 @@ fn is_partition_cf(name: &str) -> bool {
 }
 
 impl Engine for RocksEngine {
-    fn list_partitions(&self) -> EngineResult<Vec<String>> {
+    fn list_partitions(&self) -> Result<Vec<String>> {
         let names = Db::list_cf(&Options::default(), self.db.path()).map_err(backend)?;
         Ok(names.into_iter().filter(|n| is_partition_cf(n)).collect())
     }
 
-    fn create_partition(&self, name: &str) -> EngineResult<()> {
+    fn create_partition(&self, name: &str) -> Result<()> {
         if !is_partition_cf(name) {
-            return Err(EngineError::Backend(format!("`{name}` is a reserved column family name")));
+            return Err(Error::Engine(format!("`{name}` is a reserved column family name")));
         }
         if self.db.cf_handle(name).is_some() {
             return Ok(());
@@ -163,21 +156,18 @@ impl Engine for RocksEngine {
         self.db.create_cf(name, &self.cf_opts).map_err(backend)
     }
 
-    fn drop_partition(&self, name: &str) -> EngineResult<()> {
+    fn drop_partition(&self, name: &str) -> Result<()> {
         if self.db.cf_handle(name).is_some() {
             self.db.drop_cf(name).map_err(backend)?;
         }
         let meta = self.meta_cf()?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(&meta, meta_key(name, ""), {
-            let mut end = name.as_bytes().to_vec();
-            end.push(1);
-            end
-        });
+        let (start, end) = meta_range(name);
+        batch.delete_range_cf(&meta, start, end);
         self.db.write_opt(batch, &self.write_opts).map_err(backend)
     }
 
-    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> EngineResult<()> {
+    fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
         let cf = self.cf(name)?;
         let mut batch = WriteBatch::default();
         for op in ops {
@@ -191,12 +181,12 @@ impl Engine for RocksEngine {
         self.db.write_opt(batch, &self.write_opts).map_err(backend)
     }
 
-    fn get_meta(&self, name: &str, key: &str) -> EngineResult<Option<Vec<u8>>> {
+    fn get_meta(&self, name: &str, key: MetaKey) -> Result<Option<Vec<u8>>> {
         self.cf(name)?;
         self.db.get_cf(&self.meta_cf()?, meta_key(name, key)).map_err(backend)
     }
 
-    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> EngineResult<()> {
+    fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
         let cf = self.cf(name)?;
         let mut it = self.db.raw_iterator_cf(&cf);
         it.seek_for_prev(offset_key(offset));
@@ -208,8 +198,7 @@ impl Engine for RocksEngine {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let base = fjord_protocol::codec::decode_offset_key(k)
-                .map_err(|e| EngineError::Backend(format!("bad key in `{name}`: {e}")))?;
+            let base = decode_offset_key(k).map_err(|e| Error::Engine(format!("bad key in `{name}`: {e}")))?;
             if !f(base, v) {
                 return Ok(());
             }
@@ -218,7 +207,7 @@ impl Engine for RocksEngine {
         it.status().map_err(backend)
     }
 
-    fn last_batch(&self, name: &str) -> EngineResult<Option<Vec<u8>>> {
+    fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let cf = self.cf(name)?;
         let mut it = self.db.raw_iterator_cf(&cf);
         it.seek_to_last();
@@ -229,7 +218,7 @@ impl Engine for RocksEngine {
         Ok(None)
     }
 
-    fn sync(&self) -> EngineResult<()> {
+    fn sync(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(backend)
     }
 }

@@ -1,0 +1,21 @@
+//! A typed client for Fjord's public HTTP API, used by the `fjord` CLI, the benchmark's
+//! set-up and the integration tests.
+//!
+//! Every call answers with the API's own types or an [`Error`] that keeps the API's
+//! stable error code, its HTTP status and whether a retry may succeed.
+//!
+//! # Layout
+//! - [`client`] — [`Client`] and the options of each call.
+//! - [`types`] — request and answer bodies.
+//! - [`sse`] — reading a Server-Sent Events stream ([`EventStream`]).
+//! - [`error`] — [`Error`].
+
+pub mod client;
+pub mod error;
+pub mod sse;
+pub mod types;
+
+pub use client::{Acks, Client, Format, ProduceOptions, ReadOptions, Start};
+pub use error::{Error, Result};
+pub use sse::{Event, EventStream};
+pub use types::*;

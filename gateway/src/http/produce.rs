@@ -1,0 +1,467 @@
+//! Produce, in named steps: [`parse`] the body into records, [`route`] them (validate
+//! every record and pick its partition — nothing is written unless the whole request
+//! passes, and a topic is auto-created only then), [`dispatch`] one batch per partition
+//! to its leader, and [`assemble`] the answer in request order.
+
+use crate::body::{self, InRecord};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+use crate::http::extract::{media_type, ApiPath, ApiQuery};
+use crate::http::params;
+use crate::state::AppState;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use fjord_coordinator::{NewTopic, TopicConfig, TopicMetadata};
+use fjord_protocol::{partitioner, Acks, BatchBuilder, ErrorCode, FjordError, ProduceRequest, TopicPartition};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+
+const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProduceParams {
+    /// `0` (answer once accepted), `1` (after the leader's append, the default) or
+    /// `all` (after every in-sync replica has it; `-1` is a synonym).
+    #[param(example = "all")]
+    acks: Option<String>,
+    /// How long to wait for the append and replication (ms, default 30000).
+    timeout_ms: Option<u64>,
+    /// For `application/octet-stream` bodies: the record key (UTF-8).
+    key: Option<String>,
+    /// For `application/octet-stream` and `application/vnd.fjord.records` bodies on the
+    /// topic route: the partition (of every record).
+    partition: Option<u32>,
+    /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
+    /// records' timestamp (ms; default: when the gateway received them).
+    timestamp: Option<i64>,
+}
+
+/// Where each record went, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"offsets": [{"partition": 0, "offset": 41, "timestamp": 1_700_000_000_000i64}]}))]
+pub struct ProduceResponse {
+    pub offsets: Vec<ProducedOffset>,
+}
+
+/// A record's partition and offset, or the error that kept it from being written.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProducedOffset {
+    pub partition: u32,
+    /// Absent with `acks=0` (not known when the answer is sent) and on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// The media types a produce body may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceMedia {
+    /// `application/json` (or no `Content-Type`): `{"records": [...]}`.
+    Json,
+    /// `application/x-ndjson` (also `application/jsonl`, `application/jsonlines`): one
+    /// record object per line.
+    Ndjson,
+    /// `application/octet-stream`: one raw value; key, partition and timestamp from the query.
+    Octet,
+    /// [`body::BINARY_RECORDS`]: length-prefixed binary records.
+    Binary,
+}
+
+impl ProduceMedia {
+    pub fn of(headers: &HeaderMap) -> ApiResult<Self> {
+        let Some(media) = media_type(headers)? else { return Ok(Self::Json) };
+        match media.as_str() {
+            "application/json" => Ok(Self::Json),
+            "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => Ok(Self::Ndjson),
+            "application/octet-stream" => Ok(Self::Octet),
+            body::BINARY_RECORDS => Ok(Self::Binary),
+            other => Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Content-Type `{other}` is not supported; use application/json, application/x-ndjson, \
+                     application/octet-stream or {}",
+                    body::BINARY_RECORDS
+                ),
+            )),
+        }
+    }
+}
+
+/// Produce to a topic: records go to their explicit partition, their key's partition
+/// (Kafka's murmur2), or — unkeyed — one partition per request, round robin.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/records",
+    tag = "records",
+    params(("topic" = String, Path, description = "Topic name"), ProduceParams),
+    request_body(
+        description = "Records as JSON, as NDJSON (one record object per line), one raw value \
+            (`application/octet-stream`, key and partition from the query), or length-prefixed \
+            binary records (`application/vnd.fjord.records`, for heavy producers: no JSON, no \
+            base64). Binary layout, records back to back, integers big-endian: \
+            `key_length` i32 (-1: no key), key bytes, `value_length` i32 (-1: tombstone), value \
+            bytes, `header_count` u16, then per header `name_length` u16, UTF-8 name, \
+            `value_length` i32 (>= 0), value bytes. Partition and timestamp from the query.",
+        content(
+            (body::ProduceBody<'static> = "application/json"),
+            (String = "application/x-ndjson", example = json!("{\"key\":\"a\",\"value\":1}\n{\"value_base64\":\"AAE=\"}\n")),
+            (body::OctetBody = "application/octet-stream"),
+            (body::BinaryBody = "application/vnd.fjord.records"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Every record was written", body = ProduceResponse),
+        (status = 207, description = "Some partitions failed; see each record's `error`", body = ProduceResponse),
+        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
+        (status = 404, description = "Unknown topic (auto-create off) or partition", body = ErrorBody),
+        (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+        (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
+        (status = 504, description = "Retriable: not replicated within timeout_ms", body = ErrorBody),
+    )
+)]
+pub async fn produce_to_topic(
+    State(state): State<AppState>,
+    ApiPath(topic): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ProduceParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    produce(state, topic, None, q, headers, body?).await
+}
+
+/// Produce to one partition.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ("partition" = u32, Path, description = "Partition number"),
+        ProduceParams,
+    ),
+    request_body(
+        description = "As for the topic route; a record's `partition`, if given, must match the path.",
+        content(
+            (body::ProduceBody<'static> = "application/json"),
+            (String = "application/x-ndjson"),
+            (body::OctetBody = "application/octet-stream"),
+            (body::BinaryBody = "application/vnd.fjord.records"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Every record was written", body = ProduceResponse),
+        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
+        (status = 404, description = "Unknown topic or partition", body = ErrorBody),
+        (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
+        (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+        (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
+    )
+)]
+pub async fn produce_to_partition(
+    State(state): State<AppState>,
+    ApiPath((topic, partition)): ApiPath<(String, u32)>,
+    ApiQuery(q): ApiQuery<ProduceParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    produce(state, topic, Some(partition), q, headers, body?).await
+}
+
+async fn produce(
+    state: AppState,
+    topic: String,
+    path_partition: Option<u32>,
+    q: ProduceParams,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let acks = params::acks(q.acks.as_deref())?;
+    let timeout = params::timeout(&state, q.timeout_ms, DEFAULT_PRODUCE_TIMEOUT_MS)?;
+    let records = parse(&q, &headers, body)?;
+    fjord_coordinator::validate_topic_name(&topic)?;
+    crate::http::topics::refuse_internal(&topic)?;
+    let targets = route(&state, &topic, &records, path_partition).await?;
+    let now = fjord_protocol::now_ms();
+    let batches = batches(&records, &targets, now)?;
+    if acks == Acks::None {
+        dispatch_unacknowledged(&state, &topic, batches, timeout);
+        let offsets = targets
+            .iter()
+            .map(|p| ProducedOffset { partition: *p, offset: None, timestamp: None, error: None })
+            .collect();
+        return Ok(Json(ProduceResponse { offsets }).into_response());
+    }
+    let results = dispatch(&state, &topic, batches, acks, timeout).await;
+    assemble(&records, results, now)
+}
+
+/// Step 1: the body as records, per its media type; refuses an empty request.
+fn parse(q: &ProduceParams, headers: &HeaderMap, body: Bytes) -> ApiResult<Vec<InRecord>> {
+    let records = match ProduceMedia::of(headers)? {
+        ProduceMedia::Json => body::parse_json(&body)?,
+        ProduceMedia::Ndjson => body::parse_ndjson(&body)?,
+        ProduceMedia::Octet => vec![InRecord {
+            key: q.key.clone().map(Bytes::from),
+            value: Some(body),
+            headers: Vec::new(),
+            partition: q.partition,
+            timestamp: q.timestamp.map(params::timestamp).transpose()?,
+        }],
+        ProduceMedia::Binary => {
+            body::parse_binary(&body, q.partition, q.timestamp.map(params::timestamp).transpose()?)?
+        }
+    };
+    if records.is_empty() {
+        return Err(ApiError::bad_request("the request has no records"));
+    }
+    Ok(records)
+}
+
+/// Step 2: every record checked and given its partition, in request order. Validates
+/// everything before writing anything — and before auto-creating the topic, so that a
+/// rejected request leaves no topic behind.
+async fn route(
+    state: &AppState,
+    topic: &str,
+    records: &[InRecord],
+    path_partition: Option<u32>,
+) -> ApiResult<Vec<u32>> {
+    let round = state.round_robin.fetch_add(1, Ordering::Relaxed);
+    let sticky_for = |count: u32| (round % u64::from(count.max(1))) as u32;
+    match existing_topic_for_produce(state, topic)? {
+        Some(meta) => {
+            let count = meta.partitions.len() as u32;
+            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count))
+        }
+        None => {
+            // Check against the topic as it would be created, then against what was
+            // actually created (another request may have created it differently).
+            let count = state.config.default_partitions;
+            route_records(topic, records, path_partition, count, &TopicConfig::default(), sticky_for(count))?;
+            let meta = auto_create_topic(state, topic).await?;
+            let count = meta.partitions.len() as u32;
+            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count))
+        }
+    }
+}
+
+/// The topic to produce to: `Ok(Some)` when it exists, `Ok(None)` when it does not but
+/// will be auto-created (after the request is validated), else `unknown_topic`.
+fn existing_topic_for_produce(state: &AppState, name: &str) -> ApiResult<Option<TopicMetadata>> {
+    match state.topic(name) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.code() == ErrorCode::UnknownTopic && state.config.auto_create_topics => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Auto-creates `name` with the gateway's defaults (or returns it if another request
+/// created it first).
+async fn auto_create_topic(state: &AppState, name: &str) -> ApiResult<TopicMetadata> {
+    let spec = NewTopic {
+        name: name.to_owned(),
+        partitions: state.config.default_partitions,
+        replication_factor: state.config.default_replication_factor,
+        config: TopicConfig::default(),
+    };
+    match state.coordinator.create_topic(spec).await {
+        Ok(t) => {
+            tracing::info!(topic = name, "auto-created topic on first produce");
+            Ok(t)
+        }
+        // Another request created it first.
+        Err(e) if e.code == ErrorCode::TopicAlreadyExists => state.topic(name),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks every record against a topic with `count` partitions and `config`
+/// (`max.message.bytes`; a compacted topic takes only keyed records, as Kafka), and
+/// picks each record's partition. Nothing is written before this passes for the whole
+/// request.
+fn route_records(
+    topic: &str,
+    records: &[InRecord],
+    path_partition: Option<u32>,
+    count: u32,
+    config: &TopicConfig,
+    sticky: u32,
+) -> ApiResult<Vec<u32>> {
+    let max_bytes = config.max_message_bytes as usize;
+    let compacted = config.compacts();
+    let mut targets = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let size = r.encoded_len();
+        if size > max_bytes {
+            return Err(ApiError::new(
+                ErrorCode::RecordTooLarge,
+                format!("record {i} is {size} bytes; topic `{topic}` allows at most {max_bytes} (max.message.bytes)"),
+            ));
+        }
+        if compacted && r.key.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRecord,
+                format!("record {i} has no key: compacted topic `{topic}` cannot accept a record without a key"),
+            ));
+        }
+        let p = match (path_partition, r.partition) {
+            (Some(path), Some(rec)) if path != rec => {
+                return Err(ApiError::bad_request(format!(
+                    "record {i} names partition {rec} but the path names partition {path}"
+                )))
+            }
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => match &r.key {
+                Some(k) => partitioner::partition_for_key(k, count),
+                None => sticky,
+            },
+        };
+        if p >= count {
+            return Err(ApiError::new(
+                ErrorCode::UnknownPartition,
+                format!("topic `{topic}` has {count} partition(s); there is no partition {p}"),
+            ));
+        }
+        targets.push(p);
+    }
+    Ok(targets)
+}
+
+/// One partition's batch and the request indexes of its records.
+struct PartitionBatch {
+    partition: u32,
+    batch: Bytes,
+    records: Vec<usize>,
+}
+
+/// The records as one batch per partition (stamped `now` where they have no timestamp).
+fn batches(records: &[InRecord], targets: &[u32], now: i64) -> ApiResult<Vec<PartitionBatch>> {
+    let mut by_partition: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
+    for (i, (r, p)) in records.iter().zip(targets).enumerate() {
+        let (builder, idx) =
+            by_partition.entry(*p).or_insert_with(|| (BatchBuilder::with_capacity(body_hint(records)), Vec::new()));
+        builder
+            .push_parts(
+                r.timestamp.unwrap_or(now),
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|h| (h.name.as_str(), &h.value[..])),
+            )
+            .map_err(|e| ApiError::bad_request(format!("record {i}: {e}")))?;
+        idx.push(i);
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, (builder, records))| {
+            let batch = builder.finish().map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Ok(PartitionBatch { partition, batch, records })
+        })
+        .collect()
+}
+
+/// Capacity hint for one partition's batch buffer.
+fn body_hint(records: &[InRecord]) -> usize {
+    records.iter().map(|r| r.encoded_len() + fjord_protocol::codec::RECORD_OVERHEAD).sum::<usize>().min(8 << 20)
+}
+
+/// What one partition's leader answered.
+struct Dispatched {
+    partition: u32,
+    records: Vec<usize>,
+    result: ApiResult<fjord_protocol::ProduceResponse>,
+}
+
+/// Step 3: each batch to its partition's leader, concurrently, retrying leader moves
+/// until the deadline.
+async fn dispatch(
+    state: &AppState,
+    topic: &str,
+    batches: Vec<PartitionBatch>,
+    acks: Acks,
+    timeout: Duration,
+) -> Vec<Dispatched> {
+    let deadline = Instant::now() + timeout;
+    let calls = batches.into_iter().map(|b| {
+        let tp = TopicPartition::new(topic, b.partition);
+        async move {
+            let result = state
+                .call_leader(&tp, deadline, |node| {
+                    let req = ProduceRequest { tp: tp.clone(), batch: b.batch.clone(), acks, timeout };
+                    async move { node.produce(req).await }
+                })
+                .await;
+            Dispatched { partition: b.partition, records: b.records, result }
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+/// `acks=0`: the batches go out after the answer; failures are only logged.
+fn dispatch_unacknowledged(state: &AppState, topic: &str, batches: Vec<PartitionBatch>, timeout: Duration) {
+    let (state, topic) = (state.clone(), topic.to_owned());
+    tokio::spawn(async move {
+        for d in dispatch(&state, &topic, batches, Acks::None, timeout).await {
+            if let Err(e) = d.result {
+                tracing::warn!(partition = d.partition, error = %e.0, "acks=0 produce failed after the answer was sent");
+            }
+        }
+    });
+}
+
+/// Step 4: each record's partition and offset (or its partition's error) in request
+/// order: 200 when all were written, 207 when some were, the error itself when none.
+fn assemble(records: &[InRecord], results: Vec<Dispatched>, now: i64) -> ApiResult<Response> {
+    let mut offsets: Vec<Option<ProducedOffset>> = (0..records.len()).map(|_| None).collect();
+    let mut first_error: Option<FjordError> = None;
+    let mut failed = 0usize;
+    for d in results {
+        match d.result {
+            Ok(resp) => {
+                for (n, i) in d.records.into_iter().enumerate() {
+                    offsets[i] = Some(ProducedOffset {
+                        partition: d.partition,
+                        offset: Some(resp.base_offset + n as u64),
+                        timestamp: Some(records[i].timestamp.unwrap_or(now)),
+                        error: None,
+                    });
+                }
+            }
+            Err(e) => {
+                failed += d.records.len();
+                let detail = ErrorBody::from_error(&e.0).error;
+                for i in d.records {
+                    offsets[i] = Some(ProducedOffset {
+                        partition: d.partition,
+                        offset: None,
+                        timestamp: None,
+                        error: Some(ErrorDetail {
+                            code: detail.code.clone(),
+                            message: detail.message.clone(),
+                            retriable: detail.retriable,
+                        }),
+                    });
+                }
+                first_error.get_or_insert(e.0);
+            }
+        }
+    }
+    if failed == records.len() {
+        if let Some(e) = first_error {
+            return Err(e.into());
+        }
+    }
+    let status = if failed > 0 { StatusCode::MULTI_STATUS } else { StatusCode::OK };
+    Ok((status, Json(ProduceResponse { offsets: offsets.into_iter().flatten().collect() })).into_response())
+}

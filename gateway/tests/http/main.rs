@@ -1,0 +1,17 @@
+//! HTTP handler tests of the gateway, in one test binary by area: the whole router over
+//! a real storage node and the embedded metadata store with its controller, driven with
+//! `oneshot` (no socket); see [`common`].
+//!
+//! Every rejected request is checked for its status, its stable error `code`, and for
+//! having changed nothing: no high watermark moved, no topic appeared (a rejected produce
+//! must not auto-create its topic), a group's description is the same afterwards.
+
+mod cleanup;
+mod common;
+mod consume;
+mod groups;
+mod partial;
+mod produce;
+mod routes;
+mod sse;
+mod topics;

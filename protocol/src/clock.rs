@@ -1,0 +1,6 @@
+//! Wall-clock time.
+
+/// Wall-clock time in ms since the Unix epoch: record timestamps and retention.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,202 @@
+//! The replicas open on this node, kept in line with the metadata snapshot.
+//!
+//! [`Replicas::reconcile`] opens the replicas newly assigned to this node, updates
+//! leadership, epochs, ISR and config of the others, and drops the stores of replicas
+//! no longer assigned (deleted topics). It blocks (RocksDB): call it on a blocking thread.
+
+use crate::replica::{set_role, Replica, ReplicaMeta};
+use fjord_coordinator::ClusterMetadata;
+use fjord_log::{Engine, PartitionLog};
+use fjord_protocol::codec::StoreName;
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result, TopicPartition};
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+pub struct Replicas {
+    me: NodeId,
+    engine: Arc<dyn Engine>,
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    open: RwLock<HashMap<TopicPartition, Arc<Replica>>>,
+}
+
+impl Replicas {
+    pub fn new(me: NodeId, engine: Arc<dyn Engine>, metadata: watch::Receiver<Arc<ClusterMetadata>>) -> Self {
+        Self { me, engine, metadata, open: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The latest metadata snapshot this node follows.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// A receiver of the metadata snapshots.
+    pub fn metadata_feed(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.metadata.clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.open.read().values().cloned().collect()
+    }
+
+    /// The replicas this node follows on `leader`.
+    pub fn followed_on(&self, leader: NodeId) -> Vec<Arc<Replica>> {
+        self.open.read().values().filter(|r| r.state.lock().meta.leader == Some(leader)).cloned().collect()
+    }
+
+    /// The other nodes that lead a replica this node holds.
+    pub fn leaders_followed(&self) -> HashSet<NodeId> {
+        self.open.read().values().filter_map(|r| r.state.lock().meta.leader).filter(|l| *l != self.me).collect()
+    }
+
+    /// The replica of `tp` if this node leads it; else the error a caller should see
+    /// (`unknown_topic`, `unknown_partition`, `not_leader`, `leader_not_available`).
+    pub fn leader(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
+        let found = self.open.read().get(tp).cloned();
+        let Some(replica) = found else {
+            let meta = self.metadata.borrow();
+            let Some(topic) = meta.topic(&tp.topic) else {
+                return Err(FjordError::new(ErrorCode::UnknownTopic, format!("topic `{}` does not exist", tp.topic)));
+            };
+            let Some(p) = topic.partitions.get(tp.partition as usize) else {
+                return Err(FjordError::new(
+                    ErrorCode::UnknownPartition,
+                    format!(
+                        "topic `{}` has {} partitions; there is no partition {}",
+                        tp.topic,
+                        topic.partitions.len(),
+                        tp.partition
+                    ),
+                ));
+            };
+            return Err(not_leader(tp, p.leader, self.me));
+        };
+        // The open replica may belong to an earlier topic of the same name (deleted and
+        // re-created) until this node applies the new metadata: never serve it then.
+        let current = self.metadata.borrow().topic(&tp.topic).is_some_and(|t| t.topic_id == replica.topic_id);
+        if !current {
+            return Err(FjordError::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("{tp} is being re-created on this node; retry shortly"),
+            ));
+        }
+        let leader = replica.state.lock().meta.leader;
+        if leader != Some(self.me) {
+            return Err(not_leader(tp, leader, self.me));
+        }
+        Ok(replica)
+    }
+
+    /// Brings the open replicas in line with `meta` (blocking).
+    pub fn reconcile(&self, meta: &ClusterMetadata) -> Result<()> {
+        let wanted = self.wanted(meta);
+        let current: HashMap<TopicPartition, Arc<Replica>> = self.open.read().clone();
+        let mut next = HashMap::with_capacity(wanted.len());
+        for (store, (tp, topic_id, rm)) in &wanted {
+            let name = store.encode();
+            let replica = match current.get(tp).filter(|r| r.log.name() == name) {
+                Some(r) => {
+                    self.apply(r, rm.clone());
+                    r.clone()
+                }
+                None => match self.open_replica(&name, tp, topic_id, rm) {
+                    Some(r) => r,
+                    // One bad store must not keep every other replica from following
+                    // the metadata; this one is retried on the next change.
+                    None => continue,
+                },
+            };
+            replica.advance_leader_high_watermark(self.me);
+            next.insert(tp.clone(), replica);
+        }
+        *self.open.write() = next;
+        self.drop_unassigned(&wanted)
+    }
+
+    /// Every replica `meta` assigns to this node, by store.
+    fn wanted(&self, meta: &ClusterMetadata) -> HashMap<StoreName, (TopicPartition, String, ReplicaMeta)> {
+        let mut wanted = HashMap::new();
+        for t in meta.topics.values() {
+            for p in t.partitions.iter().filter(|p| p.replicas.contains(&self.me)) {
+                let rm = ReplicaMeta {
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    isr: p.isr.clone(),
+                    replicas: p.replicas.clone(),
+                    version: p.version,
+                    config: t.config.clone(),
+                };
+                wanted.insert(
+                    StoreName::new(&t.topic_id, p.partition),
+                    (TopicPartition::new(&t.name, p.partition), t.topic_id.clone(), rm),
+                );
+            }
+        }
+        wanted
+    }
+
+    fn open_replica(&self, name: &str, tp: &TopicPartition, topic_id: &str, rm: &ReplicaMeta) -> Option<Arc<Replica>> {
+        let log = match PartitionLog::open(self.engine.clone(), name) {
+            Ok(log) => log,
+            Err(e) => {
+                warn!(partition = %tp, store = %name, error = %e, "cannot open replica; skipping it");
+                return None;
+            }
+        };
+        set_role(&log, self.me, rm.leader, rm.leader_epoch);
+        debug!(partition = %tp, store = %name, "opened replica");
+        if rm.leader == Some(self.me) {
+            info!(partition = %tp, epoch = rm.leader_epoch, "leading");
+        }
+        Some(Arc::new(Replica::new(tp.clone(), topic_id.to_owned(), log, rm.clone())))
+    }
+
+    /// Applies newer metadata to an open replica and, when leadership changed, its role.
+    fn apply(&self, r: &Replica, rm: ReplicaMeta) {
+        let (leader, epoch) = (rm.leader, rm.leader_epoch);
+        if r.apply_meta(rm) {
+            if leader == Some(self.me) {
+                info!(partition = %r.tp, epoch, "became leader");
+            } else {
+                debug!(partition = %r.tp, ?leader, epoch, "following");
+            }
+            // Waits for an append in flight: none of the old role lands after this.
+            set_role(&r.log, self.me, leader, epoch);
+        }
+    }
+
+    /// Drops the stores of partition replicas the metadata no longer assigns here.
+    fn drop_unassigned(&self, wanted: &HashMap<StoreName, (TopicPartition, String, ReplicaMeta)>) -> Result<()> {
+        let stores = self.engine.list_partitions().map_err(FjordError::from)?;
+        for name in stores {
+            let Some(store) = StoreName::parse(&name) else { continue };
+            if wanted.contains_key(&store) {
+                continue;
+            }
+            info!(store = %name, "dropping the store of a replica no longer assigned here");
+            if let Err(e) = self.engine.drop_partition(&name) {
+                warn!(store = %name, error = %e, "cannot drop store; retrying on the next change");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_leader(tp: &TopicPartition, leader: Option<NodeId>, me: NodeId) -> FjordError {
+    match leader {
+        Some(l) if l != me => {
+            FjordError::new(ErrorCode::NotLeader, format!("node {me} is not the leader of {tp}; node {l} is"))
+        }
+        _ => FjordError::new(ErrorCode::LeaderNotAvailable, format!("{tp} has no leader available right now")),
+    }
+}
