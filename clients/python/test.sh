@@ -42,9 +42,21 @@ fi
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/fjord-pyclient.XXXXXX")"
 server_pid=""
 server_log="$tmp/fjord.log"
+child_pid=""
 ok=0
+# Runs a long step as a child and waits for it, so that a signal to this script ends it at
+# once (bash runs traps only between foreground commands, but interrupts `wait`).
+run() {
+  "$@" &
+  child_pid=$!
+  local rc=0
+  wait "$child_pid" || rc=$?
+  child_pid=""
+  return "$rc"
+}
 cleanup() {
   local rc=$?
+  if [ -n "$child_pid" ]; then kill -TERM "$child_pid" 2>/dev/null || true; wait "$child_pid" 2>/dev/null || true; fi
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -72,8 +84,8 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$stamp"; th
   step "creating venv $venv"
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  run python3 -m venv "$venv"
+  run "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$stamp"
 fi
 py="$venv/bin/python"
@@ -82,7 +94,7 @@ py="$venv/bin/python"
 #    post-hook (ruff, one of its dependencies) format the code it writes.
 step "generating the client from $spec"
 gen_log="$tmp/generate.log"
-if ! PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate --path "$spec" --meta none \
+if ! PATH="$venv/bin:$PATH" run "$venv/bin/openapi-python-client" generate --path "$spec" --meta none \
   --output-path "$tmp/client/fjord_client" >"$gen_log" 2>&1; then
   cat "$gen_log" >&2
   fail "openapi-python-client could not generate a client from openapi.yaml"
@@ -121,7 +133,7 @@ for attempt in 1 2 3; do
   port="$(free_port)"
   rm -rf "$tmp/data"
   step "starting $fjord_bin standalone on 127.0.0.1:$port (attempt $attempt)"
-  RUST_LOG="${RUST_LOG:-info}" "$fjord_bin" standalone --data-dir "$tmp/data" --listen "127.0.0.1:$port" \
+  NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}" "$fjord_bin" standalone --data-dir "$tmp/data" --listen "127.0.0.1:$port" \
     </dev/null >>"$server_log" 2>&1 &
   server_pid=$!
   deadline=$((SECONDS + ready_deadline_s))
@@ -141,14 +153,14 @@ step "fjord is ready at $base"
 
 # 4. The session, then the README's example (its first python block, on this server).
 step "running session.py"
-if ! PYTHONPATH="$tmp/client" timeout "$session_deadline_s" "$py" "$here/session.py" --base-url "$base"; then
+if ! PYTHONPATH="$tmp/client" run timeout "$session_deadline_s" "$py" "$here/session.py" --base-url "$base"; then
   fail "session.py failed"
 fi
 step "running the example in clients/python/README.md"
 awk '/^```python$/ { on = 1; next } on && /^```$/ { exit } on' "$here/README.md" |
   sed "s|http://localhost:8080|$base|g" >"$tmp/readme_example.py"
 [ -s "$tmp/readme_example.py" ] || fail "no python block in clients/python/README.md"
-if ! PYTHONPATH="$tmp/client" timeout "$session_deadline_s" "$py" "$tmp/readme_example.py"; then
+if ! PYTHONPATH="$tmp/client" run timeout "$session_deadline_s" "$py" "$tmp/readme_example.py"; then
   fail "the README's example failed"
 fi
 ok=1
