@@ -29,3 +29,6 @@ if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
   "$venv/bin/pip" install --quiet openapi-spec-validator==0.7.1
 fi
 "$venv/bin/openapi-spec-validator" openapi.yaml
+
+# A Python client generated from openapi.yaml drives a real server (clients/python).
+FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" clients/python/test.sh

@@ -13,7 +13,14 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(name = "fjord", version, about = "Fjord: a Kafka-style commit log with an HTTP API")]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: a Kafka-style commit log with an HTTP API",
+    after_help = "Client commands (topic, produce, consume, group, cluster) talk to --url / FJORD_URL and exit with:\n  \
+        0 ok, 1 failed, 2 usage or invalid input, 3 not found, 4 conflict, 5 unavailable (retry later),\n  \
+        6 partial (some records not written)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,6 +73,16 @@ enum Command {
         #[arg(long)]
         zookeeper: Option<String>,
     },
+    /// Topics: list, create, describe, alter, delete (a client of a running Fjord).
+    Topic(fjord::client::topic::TopicArgs),
+    /// Produce records from stdin or files, one per line.
+    Produce(fjord::client::produce::ProduceArgs),
+    /// Consume records as JSON lines or through a kcat-style template.
+    Consume(fjord::client::consume::ConsumeArgs),
+    /// Consumer groups: list, describe, lag, seek, delete.
+    Group(fjord::client::group::GroupArgs),
+    /// The cluster: id, controller, live storage nodes.
+    Cluster(fjord::client::cluster::ClusterArgs),
     /// Print the OpenAPI document (YAML) of the HTTP API.
     Openapi,
     /// Load-test a running Fjord over its HTTP API (with --baselines: against the
@@ -162,6 +179,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => run_async(fjord::bench::run(args)),
+        Command::Topic(args) => fjord::client::run(fjord::client::topic::run(args)),
+        Command::Produce(args) => fjord::client::run(fjord::client::produce::run(args)),
+        Command::Consume(args) => fjord::client::run(fjord::client::consume::run(args)),
+        Command::Group(args) => fjord::client::run(fjord::client::group::run(args)),
+        Command::Cluster(args) => fjord::client::run(fjord::client::cluster::run(args)),
         Command::Standalone { config, data_dir, listen } => {
             init_tracing();
             let flags = [("storage.data_dir", path_str(data_dir)), ("gateway.listen", text(listen))];

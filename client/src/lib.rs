@@ -8,13 +8,16 @@
 //! - [`client`] — [`Client`] and the options of each call.
 //! - [`types`] — request and answer bodies.
 //! - [`sse`] — reading a Server-Sent Events stream ([`EventStream`]).
+//! - [`binary`] — writing the binary produce body.
 //! - [`error`] — [`Error`].
 
+pub mod binary;
 pub mod client;
 pub mod error;
 pub mod sse;
 pub mod types;
 
+pub use binary::BINARY_RECORDS;
 pub use client::{Acks, Client, Format, ProduceOptions, ReadOptions, Start};
 pub use error::{Error, Result};
 pub use sse::{Event, EventStream};

@@ -43,10 +43,9 @@ from fjord_client.models import (
     CommitEntry,
     CommitRequest,
     ConsumedRecord,
-    ConsumeFormat,
+    Format,
     ConsumeResponse,
     CreateTopic,
-    CreateTopicConfigType0,
     ErrorBody,
     GroupDescription,
     GroupList,
@@ -64,8 +63,9 @@ from fjord_client.models import (
     ProduceResponse,
     SeekRequest,
     SeekResponse,
-    SeekToType0,
-    SeekToType2,
+    SeekToEarliest,
+    SeekToOffset,
+    TopicConfigChanges,
     TopicDescription,
     TopicList,
 )
@@ -183,7 +183,7 @@ def main() -> int:
         eq(health.status, "ok", "readyz status")
 
         # --- create a topic with 2 partitions ---
-        config = CreateTopicConfigType0.from_dict({"retention.ms": 3_600_000})
+        config = TopicConfigChanges(retention_ms=3_600_000)
         created: TopicDescription = answer(
             create_topic.sync_detailed(client=c, body=CreateTopic(name=topic, partitions=2, config=config)),
             201,
@@ -199,8 +199,8 @@ def main() -> int:
                 ([p.leader], [p.leader], True),
                 f"partition {p.partition} replicas/isr/leader",
             )
-        eq(created.config["retention.ms"], 3_600_000, "created config retention.ms")
-        eq(created.config["cleanup.policy"], "delete", "created config cleanup.policy (default)")
+        eq(created.config.retention_ms, 3_600_000, "created config retention.ms")
+        eq(created.config.cleanup_policy, "delete", "created config cleanup.policy (default)")
         error(
             create_topic.sync_detailed(client=c, body=CreateTopic(name=topic, partitions=2)),
             409,
@@ -280,8 +280,7 @@ def main() -> int:
                 {"partition": o.partition, "offset": o.offset, "value": v, "timestamp": o.timestamp, "headers": []}
             )
         # To partition 1 explicitly: a JSON record, then one raw value (application/octet-stream,
-        # the key as a query parameter; `partition_path` is the generator's name for the path's
-        # `partition`, as the route also has a `partition` query parameter).
+        # the key as a query parameter).
         produced = answer(
             produce_to_partition.sync_detailed(
                 topic,
@@ -359,7 +358,7 @@ def main() -> int:
             )
         # From an offset, a page of one, in base64.
         got = answer(
-            consume.sync_detailed(topic, 0, client=c, offset="1", max_records=1, format_=ConsumeFormat.BASE64),
+            consume.sync_detailed(topic, 0, client=c, offset="1", max_records=1, format_=Format.BASE64),
             200,
             ConsumeResponse,
             "consume partition 0 from offset 1, base64",
@@ -523,7 +522,7 @@ def main() -> int:
 
         # --- seek back (both shapes of `to`) and poll again ---
         sought: SeekResponse = answer(
-            seek.sync_detailed(group, client=c, body=SeekRequest(topic=topic, to=SeekToType0.EARLIEST)),
+            seek.sync_detailed(group, client=c, body=SeekRequest(topic=topic, to=SeekToEarliest.EARLIEST)),
             200,
             SeekResponse,
             "seek to earliest",
@@ -535,7 +534,7 @@ def main() -> int:
         )
         sought = answer(
             seek.sync_detailed(
-                group, client=c, body=SeekRequest(topic=topic, partitions=[1], to=SeekToType2(offset=2))
+                group, client=c, body=SeekRequest(topic=topic, partitions=[1], to=SeekToOffset(offset=2))
             ),
             200,
             SeekResponse,

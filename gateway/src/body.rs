@@ -228,38 +228,8 @@ impl Cursor<'_> {
     }
 }
 
-/// Appends one record in the `application/vnd.fjord.records` layout to `out` (the
-/// format [`parse_binary`] reads; for clients and tests). Lengths beyond the format's
-/// integers (keys and values over 2 GiB, names over 64 KiB, over 65535 headers) are
-/// refused.
-pub fn write_binary_record(
-    out: &mut Vec<u8>,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[(&str, &[u8])],
-) -> Result<(), String> {
-    let len_i32 = |n: usize| i32::try_from(n).map_err(|_| format!("{n} bytes do not fit the format's i32 length"));
-    let len_u16 = |n: usize| u16::try_from(n).map_err(|_| format!("{n} does not fit the format's u16 length"));
-    for field in [key, value] {
-        match field {
-            Some(b) => {
-                out.extend_from_slice(&len_i32(b.len())?.to_be_bytes());
-                out.extend_from_slice(b);
-            }
-            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
-    }
-    out.extend_from_slice(&len_u16(headers.len())?.to_be_bytes());
-    for (name, value) in headers {
-        out.extend_from_slice(&len_u16(name.len())?.to_be_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&len_i32(value.len())?.to_be_bytes());
-        out.extend_from_slice(value);
-    }
-    Ok(())
-}
-
-/// Parses an `application/vnd.fjord.records` produce body: records back to back, each
+/// Parses an `application/vnd.fjord.records` produce body (`fjord_client::binary` writes
+/// it): records back to back, each
 ///
 /// ```text
 /// key_length    i32   -1: no key
@@ -458,7 +428,7 @@ mod tests {
 
     fn binary(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_binary_record(&mut out, key, value, headers).expect("fits");
+        fjord_client::binary::write_record(&mut out, key, value, headers).expect("fits");
         out
     }
 
@@ -515,7 +485,7 @@ mod tests {
 
         // The encoder refuses what the format cannot say.
         let long = "n".repeat(70_000);
-        assert!(write_binary_record(&mut Vec::new(), None, None, &[(long.as_str(), b"")]).is_err());
+        assert!(fjord_client::binary::write_record(&mut Vec::new(), None, None, &[(long.as_str(), b"")]).is_err());
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Body {
                     // No key (an i32 -1), then the value's i32 length: the value starts 8 bytes in.
                     value_starts.push(out.len() + 8);
                     // Cannot fail: values are far below 2 GiB (the body is capped at MAX_BODY_BYTES).
-                    let _ = fjord_gateway::body::write_binary_record(&mut out, None, Some(v), &[]);
+                    let _ = fjord_client::binary::write_record(&mut out, None, Some(v), &[]);
                 }
                 (fjord_gateway::body::BINARY_RECORDS, false)
             }

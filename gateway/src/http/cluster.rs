@@ -1,5 +1,6 @@
 //! Cluster description and health.
 
+use crate::error::ErrorBody;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -37,7 +38,15 @@ pub struct Health {
 }
 
 /// The cluster: id, controller and live storage nodes.
-#[utoipa::path(get, path = "/v1/cluster", tag = "cluster", responses((status = 200, body = ClusterDescription)))]
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, body = ClusterDescription),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn cluster(State(state): State<AppState>) -> Json<ClusterDescription> {
     let m = state.metadata();
     Json(ClusterDescription {

@@ -91,6 +91,7 @@ pub struct GroupList {
     responses(
         (status = 200, body = GroupList),
         (status = 503, description = "Retriable: a coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn list_groups(State(state): State<AppState>) -> ApiResult<Json<GroupList>> {
@@ -119,6 +120,7 @@ pub async fn list_groups(State(state): State<AppState>) -> ApiResult<Json<GroupL
         (status = 400, description = "Invalid group id", body = ErrorBody),
         (status = 404, description = "Unknown group", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn describe_group(
@@ -144,6 +146,7 @@ pub async fn describe_group(
         (status = 404, description = "Unknown group", body = ErrorBody),
         (status = 409, description = "The group still has members", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn delete_group(State(state): State<AppState>, ApiPath(group): ApiPath<String>) -> ApiResult<StatusCode> {
@@ -158,9 +161,11 @@ pub async fn delete_group(State(state): State<AppState>, ApiPath(group): ApiPath
     "assignor": "sticky", "auto_commit": false, "client_id": "worker-1"}))]
 pub struct JoinRequest {
     /// Topics to consume (at least one; each must exist).
+    #[schema(min_items = 1)]
     pub topics: Vec<String>,
     /// A member that does not poll for this long is evicted and its partitions
     /// reassigned (default 45000; 1000 to 1800000). Polls are capped at half of it.
+    #[schema(minimum = 1000, maximum = 1800000)]
     pub session_timeout_ms: Option<u64>,
     /// Where to start in a partition without a committed offset (default `latest`).
     pub auto_offset_reset: Option<OffsetReset>,
@@ -169,6 +174,7 @@ pub struct JoinRequest {
     /// Each poll commits what the member's previous poll returned (default `true`).
     pub auto_commit: Option<bool>,
     /// Shown in the group description and prefixed to the member id; `[a-zA-Z0-9._-]{1,100}`.
+    #[schema(pattern = "^[a-zA-Z0-9._-]+$", min_length = 1, max_length = 100)]
     pub client_id: Option<String>,
 }
 
@@ -209,6 +215,7 @@ impl From<Membership> for MemberAssignment {
         (status = 404, description = "A topic does not exist", body = ErrorBody),
         (status = 409, description = "The group uses another assignor", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn join_group(
@@ -261,6 +268,7 @@ pub async fn join_group(
         (status = 400, description = "Invalid group id", body = ErrorBody),
         (status = 404, description = "Unknown member", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn leave_group(
@@ -283,7 +291,6 @@ pub struct PollParams {
     /// Soft limit on the bytes read (default 1 MiB; at least one record is returned).
     max_bytes: Option<u64>,
     /// How keys and values are shown (default `json`).
-    #[param(inline)]
     format: Option<Format>,
     /// With `Accept: text/event-stream`: how often (ms) a heartbeat comment is sent while
     /// no record arrives (default 15000).
@@ -331,6 +338,7 @@ pub struct PollResponse {
         (status = 409, description = "No committed offset and auto_offset_reset is none", body = ErrorBody),
         (status = 416, description = "Committed offset out of range and auto_offset_reset is none", body = ErrorBody),
         (status = 503, description = "Retriable: a coordinator or leader is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn poll(
@@ -607,6 +615,7 @@ pub struct CommitRequest {
     pub member_id: Option<String>,
     /// The generation of the member's last poll.
     pub generation: Option<u32>,
+    #[schema(min_items = 1)]
     pub offsets: Vec<CommitEntry>,
 }
 
@@ -637,6 +646,7 @@ pub struct CommitEntry {
         (status = 404, description = "Unknown member, topic or partition", body = ErrorBody),
         (status = 409, description = "Stale generation or a partition the member does not own", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn commit_offsets(
@@ -706,6 +716,7 @@ pub struct GroupOffsets {
         (status = 400, description = "Invalid group id", body = ErrorBody),
         (status = 404, description = "Unknown group", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn group_offsets(
@@ -776,12 +787,16 @@ pub async fn group_offsets(
 #[serde(rename_all = "lowercase")]
 pub enum SeekTo {
     /// The log start of each partition.
+    #[schema(title = "SeekToEarliest")]
     Earliest,
     /// The high watermark of each partition: only records produced from now on.
+    #[schema(title = "SeekToLatest")]
     Latest,
     /// This offset in every partition named.
+    #[schema(title = "SeekToOffset")]
     Offset(u64),
     /// The first record at or after this time (ms); the high watermark where there is none.
+    #[schema(title = "SeekToTimestamp")]
     Timestamp(i64),
 }
 
@@ -826,6 +841,7 @@ pub struct SeekedOffset {
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
         (status = 416, description = "An offset outside the partition's log", body = ErrorBody),
         (status = 503, description = "Retriable: the coordinator or a leader is not available", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn seek(

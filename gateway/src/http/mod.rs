@@ -44,7 +44,8 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "groups", description = "Consumer groups: membership with server-side assignment, polls through any \
             gateway, committed offsets, seek"),
         (name = "cluster", description = "Cluster description and health"),
-    )
+    ),
+    components(schemas(crate::body::Format))
 )]
 struct ApiDoc;
 

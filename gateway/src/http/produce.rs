@@ -44,6 +44,30 @@ pub struct ProduceParams {
     timestamp: Option<i64>,
 }
 
+/// The query of a produce to one partition: [`ProduceParams`] without `partition` (the
+/// path names it).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PartitionProduceParams {
+    /// `0` (answer once accepted), `1` (after the leader's append, the default) or
+    /// `all` (after every in-sync replica has it; `-1` is a synonym).
+    #[param(example = "all")]
+    acks: Option<String>,
+    /// How long to wait for the append and replication (ms, default 30000).
+    timeout_ms: Option<u64>,
+    /// For `application/octet-stream` bodies: the record key (UTF-8).
+    key: Option<String>,
+    /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
+    /// records' timestamp (ms; default: when the gateway received them).
+    timestamp: Option<i64>,
+}
+
+impl From<PartitionProduceParams> for ProduceParams {
+    fn from(q: PartitionProduceParams) -> Self {
+        Self { acks: q.acks, timeout_ms: q.timeout_ms, key: q.key, partition: None, timestamp: q.timestamp }
+    }
+}
+
 /// Where each record went, in request order.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"offsets": [{"partition": 0, "offset": 41, "timestamp": 1_700_000_000_000i64}]}))]
@@ -129,6 +153,7 @@ impl ProduceMedia {
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
         (status = 504, description = "Retriable: not replicated within timeout_ms", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn produce_to_topic(
@@ -149,7 +174,7 @@ pub async fn produce_to_topic(
     params(
         ("topic" = String, Path, description = "Topic name"),
         ("partition" = u32, Path, description = "Partition number"),
-        ProduceParams,
+        PartitionProduceParams,
     ),
     request_body(
         description = "As for the topic route; a record's `partition`, if given, must match the path.",
@@ -167,16 +192,17 @@ pub async fn produce_to_topic(
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn produce_to_partition(
     State(state): State<AppState>,
     ApiPath((topic, partition)): ApiPath<(String, u32)>,
-    ApiQuery(q): ApiQuery<ProduceParams>,
+    ApiQuery(q): ApiQuery<PartitionProduceParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    produce(state, topic, Some(partition), q, headers, body?).await
+    produce(state, topic, Some(partition), q.into(), headers, body?).await
 }
 
 async fn produce(

@@ -44,7 +44,6 @@ pub struct ConsumeParams {
     /// Long poll: wait up to this long (ms) for a record when none is there (default 0).
     timeout_ms: Option<u64>,
     /// How keys and values are shown (default `json`).
-    #[param(inline)]
     format: Option<Format>,
     /// With `Accept: text/event-stream`: how often (ms) a heartbeat comment is sent while
     /// no record arrives (default 15000).
@@ -80,6 +79,7 @@ pub struct ConsumeParams {
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
         (status = 416, description = "Offset below the log start or beyond the log end", body = ErrorBody),
         (status = 503, description = "Retriable: the partition has no leader", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn consume(
@@ -336,6 +336,7 @@ pub struct PartitionOffsets {
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
         (status = 503, description = "Retriable: the partition has no leader", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn partition_offsets(

@@ -35,18 +35,74 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "orders", "partitions": 3, "replication_factor": 1, "config": {"retention.ms": 86_400_000}}))]
 pub struct CreateTopic {
-    /// `[a-zA-Z0-9._-]{1,249}`
+    /// `[a-zA-Z0-9._-]{1,249}`, not `.` or `..`.
+    #[schema(pattern = "^[a-zA-Z0-9._-]+$", min_length = 1, max_length = 249)]
     pub name: String,
     /// Default 1.
+    #[schema(minimum = 1, maximum = 10000)]
     pub partitions: Option<u32>,
     /// Default 1; at most the number of live storage nodes.
+    #[schema(minimum = 1)]
     pub replication_factor: Option<u32>,
-    /// Kafka topic config keys: `retention.ms`, `retention.bytes`, `cleanup.policy`
-    /// (`delete`, `compact` or `compact,delete`), `delete.retention.ms`,
-    /// `min.compaction.lag.ms`, `min.insync.replicas`, `max.message.bytes`,
-    /// `unclean.leader.election.enable`. Values may be JSON numbers/booleans or strings.
-    #[schema(value_type = Option<Object>)]
+    /// Kafka topic config keys. Numbers may also be given as decimal strings (as Kafka's
+    /// tools send them).
+    #[schema(value_type = Option<TopicConfigChanges>)]
     pub config: Option<Map<String, Value>>,
+}
+
+/// Topic config keys to set, by Kafka's names; on alter, `null` resets a key to its
+/// default. Unknown keys are refused.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TopicConfigChanges {
+    /// Delete batches older than this (ms); `-1` keeps them forever. Default 7 days.
+    #[schema(rename = "retention.ms", minimum = -1)]
+    retention_ms: Option<i64>,
+    /// Delete the oldest batches while the partition is larger than this; `-1`: no limit (default).
+    #[schema(rename = "retention.bytes", minimum = -1)]
+    retention_bytes: Option<i64>,
+    /// `delete` (default), `compact`, or both (`compact,delete`, in either order).
+    #[schema(rename = "cleanup.policy", pattern = "^\\s*(delete|compact)\\s*(,\\s*(delete|compact)\\s*)?$")]
+    cleanup_policy: Option<String>,
+    /// How long a tombstone of a compacted topic stays (ms). Default 1 day.
+    #[schema(rename = "delete.retention.ms", minimum = 0)]
+    delete_retention_ms: Option<i64>,
+    /// Records younger than this are not compacted yet (ms). Default 0.
+    #[schema(rename = "min.compaction.lag.ms", minimum = 0)]
+    min_compaction_lag_ms: Option<i64>,
+    /// `acks=all` needs this many in-sync replicas. Default 1.
+    #[schema(rename = "min.insync.replicas", minimum = 1)]
+    min_insync_replicas: Option<u32>,
+    /// Largest record (key + value + headers) accepted. Default 1048588.
+    #[schema(rename = "max.message.bytes", minimum = 1)]
+    max_message_bytes: Option<u32>,
+    /// Whether a replica outside the ISR may be elected when no ISR member is live
+    /// (acknowledged records may be lost). Default false.
+    #[schema(rename = "unclean.leader.election.enable")]
+    unclean_leader_election_enable: Option<bool>,
+}
+
+/// A topic's effective config, every key with its value.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TopicConfigValues {
+    #[schema(rename = "retention.ms")]
+    retention_ms: i64,
+    #[schema(rename = "retention.bytes")]
+    retention_bytes: i64,
+    /// `delete`, `compact` or `compact,delete`.
+    #[schema(rename = "cleanup.policy")]
+    cleanup_policy: String,
+    #[schema(rename = "delete.retention.ms")]
+    delete_retention_ms: i64,
+    #[schema(rename = "min.compaction.lag.ms")]
+    min_compaction_lag_ms: i64,
+    #[schema(rename = "min.insync.replicas")]
+    min_insync_replicas: u32,
+    #[schema(rename = "max.message.bytes")]
+    max_message_bytes: u32,
+    #[schema(rename = "unclean.leader.election.enable")]
+    unclean_leader_election_enable: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -54,9 +110,10 @@ pub struct CreateTopic {
 #[schema(example = json!({"partitions": 6, "config": {"retention.ms": -1, "retention.bytes": null}}))]
 pub struct AlterTopic {
     /// New partition count; it can only grow.
+    #[schema(minimum = 1, maximum = 10000)]
     pub partitions: Option<u32>,
     /// Config keys to change; `null` resets a key to its default.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<TopicConfigChanges>)]
     pub config: Option<Map<String, Value>>,
 }
 
@@ -98,7 +155,7 @@ pub struct TopicDescription {
     pub replication_factor: u32,
     pub partitions: Vec<PartitionDescription>,
     /// Every config key with its effective value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = TopicConfigValues)]
     pub config: Value,
 }
 
@@ -151,7 +208,15 @@ async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
 }
 
 /// List topics.
-#[utoipa::path(get, path = "/v1/topics", tag = "topics", responses((status = 200, body = TopicList)))]
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "topics",
+    responses(
+        (status = 200, body = TopicList),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
     let meta = state.metadata();
     Json(TopicList {
@@ -178,6 +243,7 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
         (status = 400, description = "Invalid name, partition count, replication factor or config", body = ErrorBody),
         (status = 409, description = "The topic exists", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn create_topic(
@@ -210,6 +276,7 @@ pub async fn create_topic(
         (status = 200, body = TopicDescription),
         (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn get_topic(
@@ -232,6 +299,7 @@ pub async fn get_topic(
         (status = 400, description = "A shrinking partition count, bad config, or nothing to change", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn alter_topic(
@@ -266,6 +334,7 @@ pub async fn alter_topic(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid topic name", body = ErrorBody),
         (status = 404, description = "Unknown topic", body = ErrorBody),
+        (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
 pub async fn delete_topic(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {

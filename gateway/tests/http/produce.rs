@@ -177,7 +177,7 @@ async fn body_above_gateway_limit_is_413() {
 /// One record in the `application/vnd.fjord.records` layout.
 fn binary_record(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
-    fjord_gateway::body::write_binary_record(&mut out, key, value, headers).expect("fits");
+    fjord_client::binary::write_record(&mut out, key, value, headers).expect("fits");
     out
 }
 
