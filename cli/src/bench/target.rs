@@ -37,6 +37,7 @@ fn error_key(e: &reqwest::Error) -> String {
 }
 
 /// Makes sure `topic` exists with at least `partitions` partitions.
+/// Creates the bench topic with `partitions` unless it exists with at least that many.
 pub async fn ensure_topic(
     client: &Client,
     base: &str,
@@ -44,55 +45,26 @@ pub async fn ensure_topic(
     partitions: u32,
     replication_factor: Option<u32>,
 ) -> anyhow::Result<()> {
-    let url = format!("{base}/v1/topics/{topic}");
-    let r = client.get(&url).send().await.with_context(|| format!("cannot reach Fjord at {base}"))?;
-    match r.status() {
-        StatusCode::OK => {
-            let meta: serde_json::Value = r.json().await.context("reading the topic description")?;
-            let have = meta.get("partitions").and_then(|p| p.as_array()).map_or(0, Vec::len);
-            if have < partitions as usize {
-                bail!(
-                    "topic `{topic}` exists with {have} partition(s), fewer than --partitions {partitions}; \
-                     pick another --topic or --partitions {have}"
-                );
-            }
-            Ok(())
-        }
-        StatusCode::NOT_FOUND => {
-            let mut spec = serde_json::json!({"name": topic, "partitions": partitions});
-            if let Some(rf) = replication_factor {
-                spec["replication_factor"] = rf.into();
-            }
-            let r = client.post(format!("{base}/v1/topics")).json(&spec).send().await.context("creating the topic")?;
-            let status = r.status();
-            if status.is_success() || status == StatusCode::CONFLICT {
-                return Ok(());
-            }
-            bail!("creating topic `{topic}` failed: {status} {}", r.text().await.unwrap_or_default())
-        }
-        other => bail!("describing topic `{topic}` failed: {other} {}", r.text().await.unwrap_or_default()),
+    let api = fjord_client::Client::with_http(client.clone(), base);
+    let spec = fjord_client::NewTopic { replication_factor, ..fjord_client::NewTopic::new(topic, partitions) };
+    let t = api.ensure_topic(&spec).await.with_context(|| format!("creating topic `{topic}` at {base}"))?;
+    let have = t.partitions.len();
+    if have < partitions as usize {
+        bail!(
+            "topic `{topic}` exists with {have} partition(s), fewer than --partitions {partitions}; \
+             pick another --topic or --partitions {have}"
+        );
     }
+    Ok(())
 }
 
-/// A partition's (log start offset, high watermark).
+/// A partition's `(log start, high watermark)`.
 pub async fn offsets(client: &Client, base: &str, topic: &str, partition: u32) -> anyhow::Result<(u64, u64)> {
-    #[derive(Deserialize)]
-    struct Offsets {
-        log_start_offset: u64,
-        high_watermark: u64,
-    }
-    let url = format!("{base}/v1/topics/{topic}/partitions/{partition}/offsets");
-    let r = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-    let status = r.status();
-    if !status.is_success() {
-        bail!("GET {url}: {status} {}", r.text().await.unwrap_or_default());
-    }
-    let o: Offsets = r.json().await.with_context(|| format!("GET {url}: bad answer"))?;
+    let api = fjord_client::Client::with_http(client.clone(), base);
+    let o = api.offsets(topic, partition, None).await.with_context(|| format!("offsets of {topic}/{partition}"))?;
     Ok((o.log_start_offset, o.high_watermark))
 }
 
-/// POSTs the same body (or, with a clock, the body stamped with the intended send
-/// time) to its partitions in turn.
 pub struct ProduceOp {
     pub client: Client,
     /// One URL per partition, query included.
