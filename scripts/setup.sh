@@ -50,6 +50,8 @@ fjord_missing_packages() {
     case "$pkg" in
       curl) command -v curl >/dev/null 2>&1 || need+=(curl) ;;
       python3-venv) python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv) ;;
+      # Real-process tests signal processes with kill(1) (bash's builtin does not count).
+      procps) { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; } || need+=(procps) ;;
       # Cluster tests start a real ZooKeeper (Debian's package; it pulls in a JRE).
       zookeeper) [ -x /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper) ;;
       *) dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg") ;;
