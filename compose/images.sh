@@ -183,9 +183,10 @@ else
   cp "$bin" "$ctx/fjord"
   log "$fjord_image: docker build (FROM $base_image, adds $bin)"
   old_id="$(docker image inspect --format '{{.Id}}' "$fjord_image" 2>/dev/null || true)"
+  # (The classic builder's deprecation notice is noise here: its output shows on failure only.)
   docker build -q --build-arg "BASE=$base_image" \
     --label "fjord.bin.sha256=$bin_sha" --label "fjord.base.sha256=$base_sha" \
-    -t "$fjord_image" "$ctx" >/dev/null
+    -t "$fjord_image" "$ctx" >"$ctx/build.log" 2>&1 || { cat "$ctx/build.log" >&2; die "docker build failed"; }
   rm -rf "$ctx"
   work=""
   [ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true

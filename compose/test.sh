@@ -116,7 +116,7 @@ cleanup() {
   if [ $rc -eq 0 ]; then
     printf '\n%d passed, 0 failed (%d s)\n' "$steps" $((SECONDS - t0))
   else
-    printf '\n0 passed, 1 failed (%d s)\n' $((SECONDS - t0))
+    printf '\n%d passed, 1 failed (%d s)\n' $((steps > 0 ? steps - 1 : 0)) $((SECONDS - t0))
   fi
   exit $rc
 }
@@ -211,10 +211,11 @@ echo '{}' >"$tmp/seen.json"
 polled_all() {
   req GET "/v1/groups/$group/members/$member/records?timeout_ms=2000"
   [ "$code" = 200 ] || { say "poll: HTTP $code $body"; return 1; }
-  python3 - "$tmp/seen.json" <<<"$body" <<'PY'
+  printf '%s' "$body" >"$tmp/poll.json"
+  python3 - "$tmp/seen.json" "$tmp/poll.json" <<'PY'
 import json, sys
 seen = json.load(open(sys.argv[1]))
-d = json.load(sys.stdin)
+d = json.load(open(sys.argv[2]))
 for r in d["records"]:
     seen[f'{r["partition"]}:{r["offset"]}'] = r.get("value")
 seen["_generation"] = d["generation"]
@@ -229,7 +230,7 @@ say "records seen (partition:offset -> value): $(cat "$tmp/seen.json")"
 req POST "/v1/groups/$group/offsets" "{\"member_id\": \"$member\", \"generation\": $generation, \"offsets\": [
   {\"topic\": \"orders\", \"partition\": 0, \"offset\": 3}, {\"topic\": \"orders\", \"partition\": 1, \"offset\": 1},
   {\"topic\": \"orders\", \"partition\": 2, \"offset\": 2}]}"
-expect_code 200 "commit"
+expect_code 204 "commit"
 req GET "/v1/groups/$group/offsets"
 expect_code 200 "committed offsets"
 say "offsets: $body"
@@ -292,7 +293,7 @@ for _ in 1 2 3; do produce "while-node$leader-is-down" || fail "produce while no
 # Every acknowledged record is there, at the offset it was acknowledged with.
 req GET "/v1/topics/payments/partitions/0/records?offset=earliest&max_records=1000"
 expect_code 200 "read payments-0"
-stored="$(jpy '" ".join(f"{r["offset"]}:{r["value"]}" for r in d["records"])' <<<"$body")"
+stored="$(jpy '" ".join("%s:%s" % (r["offset"], r["value"]) for r in d["records"])' <<<"$body")"
 for a in "${acked[@]}"; do
   [[ " $stored " == *" $a "* ]] || fail "acknowledged record $a is not in payments-0 ($stored)"
 done
@@ -325,7 +326,7 @@ docker network connect --alias "node$follower" "$back_net" "$cut"
 wait_for "payments-0 has all 3 replicas in sync again" 90 isr_full
 say "payments-0: $p0"
 req GET "/v1/topics/payments/partitions/0/records?offset=earliest&max_records=1000"
-stored="$(jpy '" ".join(f"{r["offset"]}:{r["value"]}" for r in d["records"])' <<<"$body")"
+stored="$(jpy '" ".join("%s:%s" % (r["offset"], r["value"]) for r in d["records"])' <<<"$body")"
 for a in "${acked[@]}"; do
   [[ " $stored " == *" $a "* ]] || fail "acknowledged record $a is not in payments-0 ($stored)"
 done

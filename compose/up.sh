@@ -17,7 +17,8 @@ bind="${FJORD_COMPOSE_BIND:-127.0.0.1}"
 [ "$bind" = 0.0.0.0 ] && bind=127.0.0.1
 base="http://$bind:$port"
 timeout="${FJORD_COMPOSE_UP_TIMEOUT:-180}"
-log() { printf '[up] %s\n' "$*" >&2; }
+t0=$SECONDS
+log() { printf '[up %3d s] %s\n' $((SECONDS - t0)) "$*" >&2; }
 
 if [ "${FJORD_COMPOSE_SKIP_IMAGES:-0}" != 1 ]; then ./images.sh; fi
 expected="$(docker-compose config --services | grep -c '^node[0-9]*$')"
