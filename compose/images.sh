@@ -11,7 +11,7 @@
 # named by a hash of its recipe (suite, mirror, packages, the build function below), so a
 # second run only re-imports when the image is missing or differs (label fjord.base.sha256
 # holds the tarball's sha256), and only rebuilds fjord:local when the binary or the base
-# changed (labels fjord.bin.sha256, fjord.base.sha256).
+# changed (labels fjord.bin.sha256, fjord.base.sha256, fjord.bin.stripped).
 #
 # Environment:
 #   FJORD_BIN            the fjord binary (default ${CARGO_TARGET_DIR:-~/.cache/fjord/target}/release/fjord)
@@ -20,6 +20,7 @@
 #   FJORD_BASE_REFRESH=1 rebuild the root filesystem even if cached (e.g. for security updates)
 #   FJORD_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   FJORD_SKIP_FJORD_IMAGE=1  build the base image only (no binary needed)
+#   FJORD_IMAGE_STRIP=0  put the binary in the image as it is (default: without debug info)
 #
 # Needs root (debootstrap, chroot, mount) and the Docker engine. Installs debootstrap with
 # apt-get if it is missing.
@@ -79,6 +80,12 @@ EOF
     apt-get install -y -q "$@"
     # The Debian nginx package enables a site on port 80; the cluster brings its own config.
     rm -f /etc/nginx/sites-enabled/default
+    # The user fjord runs as; /data is a storage node'"'"'s data directory (a named volume,
+    # which Docker seeds with this ownership).
+    groupadd --system --gid 900 fjord
+    useradd --system --uid 900 --gid fjord --home-dir /data --no-create-home --shell /usr/sbin/nologin fjord
+    mkdir -p /data /etc/fjord
+    chown fjord:fjord /data
   ' bash "${packages[@]}" >&2
   unmount_all
   rm -f "$root/usr/sbin/policy-rc.d"
@@ -167,7 +174,10 @@ fi
 
 # --- fjord image ------------------------------------------------------------------------
 bin_sha="$(sha256sum "$bin" | cut -d' ' -f1)"
-if [ "$(label "$fjord_image" fjord.bin.sha256)" = "$bin_sha" ] && [ "$(label "$fjord_image" fjord.base.sha256)" = "$base_sha" ]; then
+strip=0
+if [ "${FJORD_IMAGE_STRIP:-1}" = 1 ] && command -v strip >/dev/null; then strip=1; fi
+if [ "$(label "$fjord_image" fjord.bin.sha256)" = "$bin_sha" ] && [ "$(label "$fjord_image" fjord.base.sha256)" = "$base_sha" ] &&
+  [ "$(label "$fjord_image" fjord.bin.stripped)" = "$strip" ]; then
   log "$fjord_image: up to date ($bin)"
 else
   # Shared libraries the binary needs that the base does not have.
@@ -180,12 +190,18 @@ else
   ctx="$(mktemp -d)"
   work="$ctx"
   cp "$here/image/Dockerfile" "$ctx/Dockerfile"
-  cp "$bin" "$ctx/fjord"
+  # Debug info is most of the binary (442 MB of 468 MB for a release build here) and no use
+  # in a container: stripped of it, with symbols kept (backtraces still name functions).
+  if [ "$strip" = 1 ]; then
+    strip --strip-debug -o "$ctx/fjord" "$bin"
+  else
+    cp "$bin" "$ctx/fjord"
+  fi
   log "$fjord_image: docker build (FROM $base_image, adds $bin)"
   old_id="$(docker image inspect --format '{{.Id}}' "$fjord_image" 2>/dev/null || true)"
   # (The classic builder's deprecation notice is noise here: its output shows on failure only.)
   docker build -q --build-arg "BASE=$base_image" \
-    --label "fjord.bin.sha256=$bin_sha" --label "fjord.base.sha256=$base_sha" \
+    --label "fjord.bin.sha256=$bin_sha" --label "fjord.base.sha256=$base_sha" --label "fjord.bin.stripped=$strip" \
     -t "$fjord_image" "$ctx" >"$ctx/build.log" 2>&1 || { cat "$ctx/build.log" >&2; die "docker build failed"; }
   rm -rf "$ctx"
   work=""

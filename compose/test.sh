@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the compose cluster, everything through the load balancer:
 #   1. images (images.sh), then the cluster under a unique project name on a free port
-#   2. the top-level README's curl session, answers checked
+#   2. the top-level README's curl session, answers checked; an SSE stream
 #   3. a consumer group: join, produce, poll, commit, and a new member resuming there
 #   4. failover: docker kill the leader of a partition; acks=all writes go on
 #   5. the killed node restarts and rejoins the ISR
@@ -35,6 +35,7 @@ back_net="${project}_back"
 tmp="$(mktemp -d)"
 t0=$SECONDS
 steps=0
+started=0
 
 # --- output and checks ------------------------------------------------------------------
 step() { steps=$((steps + 1)); printf '\n=== %s  [%d s]\n' "$*" $((SECONDS - t0)); }
@@ -86,7 +87,7 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   jobs -p | xargs -r kill 2>/dev/null
-  if [ $rc -ne 0 ]; then
+  if [ $rc -ne 0 ] && [ "$started" = 1 ]; then
     printf '\n=== FAILED (exit %d) after %d s; state and logs of %s:\n' $rc $((SECONDS - t0)) "$project" >&2
     docker-compose ps >&2
     for s in $(docker-compose config --services 2>/dev/null); do
@@ -97,8 +98,10 @@ cleanup() {
       fi
     done
   fi
-  printf '\n=== teardown: docker-compose -p %s down --volumes\n' "$project"
-  docker-compose down --volumes --remove-orphans --timeout 2 >"$tmp/down.log" 2>&1 || cat "$tmp/down.log" >&2
+  if [ "$started" = 1 ]; then
+    printf '\n=== teardown: docker-compose -p %s down --volumes\n' "$project"
+    docker-compose down --volumes --remove-orphans --timeout 2 >"$tmp/down.log" 2>&1 || cat "$tmp/down.log" >&2
+  fi
   # Whatever compose could not remove (it should have removed everything), by its labels.
   local filter="label=com.docker.compose.project=$project"
   docker ps -aq --filter "$filter" | xargs -r docker rm -f -v >/dev/null
@@ -127,6 +130,7 @@ trap 'exit 143' TERM
 # --- 1. up ------------------------------------------------------------------------------
 step "1. images and cluster: project $project, load balancer on $base, binary $FJORD_BIN"
 [ -x "$FJORD_BIN" ] || fail "no fjord binary at $FJORD_BIN (build it, or set FJORD_BIN)"
+started=1
 ./up.sh
 req GET /v1/cluster
 say "GET /v1/cluster: $body"
@@ -135,7 +139,7 @@ nodes="$(jpy 'sorted(n["id"] for n in d["nodes"])' <<<"$body")"
 ok "3 storage nodes live, controller $(jpy 'd["controller"]' <<<"$body")"
 
 # --- 2. README session ------------------------------------------------------------------
-step "2. the README's curl session, through the load balancer"
+step "2. the README's curl session and an SSE stream, through the load balancer"
 python3 - "$here/../README.md" "127.0.0.1:$FJORD_COMPOSE_PORT" >"$tmp/session.sh" <<'PY'
 import sys
 readme = open(sys.argv[1]).read()
@@ -176,6 +180,24 @@ produced = next(a for a in answers[3:] if "offsets" in a)
 assert produced["offsets"][0]["offset"] == 2, produced
 PY
 ok "create, keyed produce to partition 0, read from earliest, long poll woken by a produce"
+# Server-Sent Events through the load balancer: once the stream is open (its first record
+# has arrived), a record produced then arrives on it at once: nginx passes it unbuffered.
+req POST /v1/topics '{"name": "events", "partitions": 1, "replication_factor": 3}'
+[ "$code" = 201 ] || fail "create events: HTTP $code $body"
+req POST '/v1/topics/events/records?acks=all' '{"records": [{"value": "first"}]}'
+expect_code 200 "produce to events"
+curl -sN --max-time 120 -H 'accept: text/event-stream' \
+  "$base/v1/topics/events/partitions/0/records?offset=earliest" >"$tmp/sse.out" 2>/dev/null &
+sse_pid=$!
+sse_has() { grep -q "\"value\":\"$1\"" "$tmp/sse.out"; }
+wait_for "SSE: a stream through the load balancer delivers the record already there" 15 sse_has first
+req POST '/v1/topics/events/records?acks=all' '{"records": [{"value": "second"}]}'
+expect_code 200 "produce to events"
+wait_for "SSE: a record produced while the stream is open arrives on it" 5 sse_has second
+say "stream: $(tr '\n' ' ' <"$tmp/sse.out" | head -c 400)"
+kill "$sse_pid" 2>/dev/null || true
+wait "$sse_pid" 2>/dev/null || true
+
 # Round robin: nginx logs the upstream of every request (log_format fjord); both gateways
 # must have served some of the session's requests.
 for _ in 1 2 3 4; do req GET /healthz; expect_code 200 "GET /healthz"; done
