@@ -154,6 +154,15 @@ else
 fi
 base_sha="$(cat "$tarball.sha256")"
 
+# Removes the image a rebuild replaced once no tag names it any more (never by id while
+# another tag, e.g. fjord:local and fjord:test of the same build, still names it: that
+# would untag both); an image a container still uses stays.
+drop_if_untagged() {
+  [ -n "$1" ] || return 0
+  [ "$(docker image inspect --format '{{len .RepoTags}}' "$1" 2>/dev/null)" = 0 ] || return 0
+  docker image rm "$1" >/dev/null 2>&1 || true
+}
+
 label() { docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
 
 if [ "$(label "$base_image" fjord.base.sha256)" = "$base_sha" ]; then
@@ -166,8 +175,7 @@ else
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
     "$tarball" "$base_image" >/dev/null
-  # The image this one replaces, unless something still uses it.
-  [ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true
+  drop_if_untagged "$old_id"
 fi
 
 [ "${FJORD_SKIP_FJORD_IMAGE:-0}" = 1 ] && exit 0
@@ -205,7 +213,7 @@ else
     -t "$fjord_image" "$ctx" >"$ctx/build.log" 2>&1 || { cat "$ctx/build.log" >&2; die "docker build failed"; }
   rm -rf "$ctx"
   work=""
-  [ -z "$old_id" ] || docker image rm "$old_id" >/dev/null 2>&1 || true
+  drop_if_untagged "$old_id"
 fi
 # The binary runs in the image: no library missing, and it knows its version.
 if out="$(docker run --rm "$fjord_image" --version 2>&1)"; then

@@ -21,6 +21,10 @@ t0=$SECONDS
 log() { printf '[up %3d s] %s\n' $((SECONDS - t0)) "$*" >&2; }
 
 if [ "${FJORD_COMPOSE_SKIP_IMAGES:-0}" != 1 ]; then ./images.sh; fi
+# There is no registry to pull from: a missing image would fail as a pull.
+for image in "${FJORD_IMAGE:-fjord:local}" "${FJORD_BASE_IMAGE:-fjord-base:bookworm}"; do
+  docker image inspect "$image" >/dev/null 2>&1 || { log "no image $image: run ./images.sh"; exit 1; }
+done
 expected="$(docker-compose config --services | grep -c '^node[0-9]*$')"
 log "docker-compose -p $COMPOSE_PROJECT_NAME up -d (load balancer on $base)"
 docker-compose up -d --no-build
