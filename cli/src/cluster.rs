@@ -106,7 +106,7 @@ pub async fn run_gateway(
         .await
         .with_context(|| format!("binding {}", config.gateway.listen))?;
     let endpoint = listener.local_addr()?.to_string();
-    let id = config.id.clone().unwrap_or_else(|| format!("gw-{}", std::process::id()));
+    let id = config.id.clone().unwrap_or_else(default_gateway_id);
     zk.register_gateway(GatewayInfo { id: id.clone(), endpoint: endpoint.clone() })
         .await
         .context("registering the gateway")?;
@@ -116,4 +116,16 @@ pub async fn run_gateway(
     let served = fjord_gateway::serve(listener, state, shutdown).await;
     zk.close().await;
     served.context("serving HTTP")
+}
+
+/// `gw-<host>-<pid>`: unique across hosts and across processes on one host (a pid alone
+/// is not: every container's first process has the same one).
+fn default_gateway_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).take(64).collect();
+    match host.as_str() {
+        "" => format!("gw-{}", std::process::id()),
+        h => format!("gw-{h}-{}", std::process::id()),
+    }
 }

@@ -73,7 +73,14 @@ impl AppState {
                 p.leader
             };
             let attempt = match leader.and_then(|id| self.nodes.node(id)) {
-                Some(node) => f(node).await,
+                // The deadline bounds each call too: a leader cut off by the network
+                // drops packets, and the call would otherwise wait out its own timeout.
+                Some(node) => tokio::time::timeout_at(deadline, f(node)).await.unwrap_or_else(|_| {
+                    Err(FjordError::new(
+                        ErrorCode::RequestTimeout,
+                        format!("the leader of {tp} did not answer within the request's deadline"),
+                    ))
+                }),
                 None => Err(FjordError::new(
                     ErrorCode::LeaderNotAvailable,
                     format!("{tp} has no leader available right now"),
