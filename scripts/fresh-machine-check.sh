@@ -48,7 +48,7 @@ pid=$!
 ready=0
 for _ in $(seq 3600); do
   if ! kill -0 "$pid" 2>/dev/null; then break; fi
-  if exec 3<>/dev/tcp/127.0.0.1/9090 2>/dev/null; then
+  if { exec 3<>/dev/tcp/127.0.0.1/9090; } 2>/dev/null; then
     printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
     if head -1 <&3 | grep -q ' 200 '; then ready=1; exec 3>&-; break; fi
     exec 3>&-

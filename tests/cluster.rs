@@ -18,7 +18,7 @@ async fn replicated_produce_and_consume_through_any_gateway() {
     c.create_topic("orders", 3, 3, json!({"min.insync.replicas": 2})).await;
     c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
 
-    let acks_all = ProduceOptions { acks: Acks::All, timeout_ms: None };
+    let acks_all = ProduceOptions { acks: Acks::All, ..Default::default() };
     for i in 0..20u32 {
         let g = (i % 2) as usize;
         let record = Record::keyed(format!("k{i}"), json!({"i": i}));
@@ -85,7 +85,7 @@ async fn leader_kill_under_load_loses_no_acknowledged_record() {
     for g in 0..2 {
         let (acked, stop, api) = (acked.clone(), stop.clone(), c.api(g));
         producers.push(tokio::spawn(async move {
-            let opts = ProduceOptions { acks: Acks::All, timeout_ms: Some(5000) };
+            let opts = ProduceOptions { acks: Acks::All, timeout_ms: Some(5000), ..Default::default() };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let p = (n % 3) as u32;

@@ -36,6 +36,21 @@ impl Acks {
 pub struct ProduceOptions {
     pub acks: Acks,
     pub timeout_ms: Option<u64>,
+    /// `Idempotency-Key`: a retry with the same key and request is answered with the
+    /// original offsets and writes nothing.
+    pub idempotency_key: Option<String>,
+    /// Conditional append (partition route): only if the log ends exactly here.
+    pub expected_offset: Option<u64>,
+    /// A producer session's headers (partition route).
+    pub session: Option<SessionHeaders>,
+}
+
+/// `Producer-Id`, `Producer-Epoch` and the sequence of a request's first record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionHeaders {
+    pub producer_id: u64,
+    pub producer_epoch: u32,
+    pub sequence: u32,
 }
 
 /// Where a read starts.
@@ -168,12 +183,19 @@ impl Client {
             error: ErrorDetail,
         }
         match serde_json::from_slice::<Wrapper>(&body) {
-            Ok(w) => Error::Api { status, code: w.error.code, message: w.error.message, retriable: w.error.retriable },
+            Ok(w) => Error::Api {
+                status,
+                code: w.error.code,
+                message: w.error.message,
+                retriable: w.error.retriable,
+                details: w.error.details,
+            },
             Err(_) => Error::Api {
                 status,
                 code: "unknown".into(),
                 message: String::from_utf8_lossy(&body).into_owned(),
                 retriable: status >= 500,
+                details: None,
             },
         }
     }
@@ -233,7 +255,43 @@ impl Client {
         if let Some(t) = opts.timeout_ms {
             q.push(("timeout_ms", t.to_string()));
         }
+        if let Some(o) = opts.expected_offset {
+            q.push(("expected_offset", o.to_string()));
+        }
         q
+    }
+
+    /// A produce request with the options' query and headers.
+    fn produce_request(&self, topic: &str, partition: Option<u32>, opts: &ProduceOptions) -> reqwest::RequestBuilder {
+        let mut req =
+            self.request(Method::POST, &Self::produce_path(topic, partition)).query(&Self::produce_query(opts));
+        if let Some(key) = &opts.idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(s) = opts.session {
+            req = req
+                .header("Producer-Id", s.producer_id)
+                .header("Producer-Epoch", s.producer_epoch)
+                .header("Producer-Sequence", s.sequence);
+        }
+        req
+    }
+
+    /// A produce answer, with its `Idempotent-Replayed` header.
+    async fn produce_reply(req: reqwest::RequestBuilder) -> Result<ProduceReply> {
+        let resp = Self::send(req).await?;
+        let replayed = resp.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let mut reply: ProduceReply = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Decode(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        reply.replayed = replayed;
+        Ok(reply)
+    }
+
+    /// Registers a producer session under `name` (a new id, or the next epoch of a
+    /// known name, fencing the older instance).
+    pub async fn register_producer(&self, name: &str) -> Result<ProducerSession> {
+        Self::json(self.request(Method::POST, "/v1/producers").json(&serde_json::json!({ "name": name }))).await
     }
 
     /// Produces JSON records to a topic (`partition: None`: by key, or round robin) or
@@ -246,8 +304,7 @@ impl Client {
         opts: &ProduceOptions,
     ) -> Result<ProduceReply> {
         let body = serde_json::json!({ "records": records });
-        let req = self.request(Method::POST, &Self::produce_path(topic, partition)).query(&Self::produce_query(opts));
-        Self::json(req.json(&body)).await
+        Self::produce_reply(self.produce_request(topic, partition, opts).json(&body)).await
     }
 
     /// Produces a body as it is, with its media type (NDJSON, raw bytes, the binary
@@ -261,13 +318,9 @@ impl Client {
         opts: &ProduceOptions,
         extra: &[(&str, String)],
     ) -> Result<ProduceReply> {
-        let req = self
-            .request(Method::POST, &Self::produce_path(topic, partition))
-            .query(&Self::produce_query(opts))
-            .query(extra)
-            .header(CONTENT_TYPE, content_type)
-            .body(body);
-        Self::json(req).await
+        let req =
+            self.produce_request(topic, partition, opts).query(extra).header(CONTENT_TYPE, content_type).body(body);
+        Self::produce_reply(req).await
     }
 
     fn start_query(start: Start) -> (&'static str, String) {
@@ -406,7 +459,8 @@ mod tests {
 
     #[test]
     fn errors_keep_code_status_and_retriable() {
-        let e = Error::Api { status: 503, code: "not_leader".into(), message: "m".into(), retriable: true };
+        let e =
+            Error::Api { status: 503, code: "not_leader".into(), message: "m".into(), retriable: true, details: None };
         assert_eq!((e.code(), e.status(), e.retriable()), (Some("not_leader"), Some(503), true));
         assert!(Error::Transport("x".into()).retriable());
         assert!(!Error::Decode("x".into()).retriable());

@@ -1,12 +1,14 @@
 //! What a call can fail with.
 
+use crate::types::ErrorDetails;
+
 /// What went wrong with a call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error: its stable `code`, the HTTP status, and
     /// whether the same request may succeed later.
     #[error("{code} ({status}): {message}")]
-    Api { status: u16, code: String, message: String, retriable: bool },
+    Api { status: u16, code: String, message: String, retriable: bool, details: Option<ErrorDetails> },
     /// No answer: the connection failed or timed out. Whether a write happened is unknown.
     #[error("cannot reach Fjord: {0}")]
     Transport(String),
@@ -20,6 +22,14 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The facts some errors carry (a partition's end offset, the expected sequence).
+    pub fn details(&self) -> Option<&ErrorDetails> {
+        match self {
+            Error::Api { details, .. } => details.as_ref(),
             _ => None,
         }
     }

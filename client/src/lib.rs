@@ -18,7 +18,7 @@ pub mod sse;
 pub mod types;
 
 pub use binary::BINARY_RECORDS;
-pub use client::{Acks, Client, Format, ProduceOptions, ReadOptions, Start};
+pub use client::{Acks, Client, Format, ProduceOptions, ReadOptions, SessionHeaders, Start};
 pub use error::{Error, Result};
 pub use sse::{Event, EventStream};
 pub use types::*;

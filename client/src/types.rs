@@ -113,6 +113,10 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProduceReply {
     pub offsets: Vec<ProducedOffset>,
+    /// The `Idempotent-Replayed` header: `true` when the request was a retry of one
+    /// already written (these are its original offsets), `partial` when part of it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<String>,
 }
 
 impl ProduceReply {
@@ -140,6 +144,31 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     pub retriable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ErrorDetails>,
+}
+
+/// What `offset_mismatch`, `out_of_order_sequence` and `producer_fenced` say besides
+/// their message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    /// `offset_mismatch`: where the partition's log ends now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_end_offset: Option<u64>,
+    /// `out_of_order_sequence`: the sequence the partition expects next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sequence: Option<u32>,
+    /// `producer_fenced`: the producer's current epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_epoch: Option<u32>,
+}
+
+/// A registered producer session (`POST /v1/producers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerSession {
+    pub name: String,
+    pub producer_id: u64,
+    pub producer_epoch: u32,
 }
 
 /// A consumed record. Keys and values come as text/JSON or, when they are not, as

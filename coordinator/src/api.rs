@@ -1,7 +1,9 @@
 //! The [`Coordinator`] trait: what storage nodes, gateways and the controller use to
 //! read and change cluster metadata, whatever the backend.
 
-use crate::model::{ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata};
+use crate::model::{
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
+};
 use async_trait::async_trait;
 use fjord_protocol::{NodeId, Result};
 use std::sync::Arc;
@@ -44,4 +46,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Tries to become the controller. `Ok(Some(epoch))` when `node` is the controller
     /// (now or already), with the controller epoch; `Ok(None)` when another node is.
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>>;
+
+    /// Registers a producer session under `name` (validated as a topic name is): the
+    /// first registration gets a new id and epoch 0, each later one the same id and the
+    /// next epoch, which fences the older instances. Persistent, unlike nodes.
+    async fn register_producer(&self, name: &str) -> Result<ProducerInfo>;
 }

@@ -4,14 +4,17 @@
 //! validated and placed by [`crate::topics`]; leaders, epochs and ISRs are written by the
 //! controller ([`crate::controller`]) through [`Coordinator::update_partition_state`],
 //! exactly as on ZooKeeper. Topics — with their partition states, so leader epochs and
-//! ISRs survive a restart — and the controller epoch are persisted to `metadata.json` in
+//! ISRs survive a restart — the controller epoch and producer sessions are persisted to `metadata.json` in
 //! the data directory (written to a temp file, fsynced and renamed, so a crash leaves
 //! either the old or the new file); nodes, gateways and the controller are ephemeral,
 //! like ZooKeeper's `/brokers/ids` and `/controller`. Every change replaces the snapshot
 //! published on the watch channel.
 
 use crate::api::Coordinator;
-use crate::model::{ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicMetadata};
+use crate::model::{
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
+};
+use crate::producers;
 use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
@@ -31,6 +34,9 @@ struct Persisted {
     #[serde(default)]
     controller_epoch: u32,
     topics: BTreeMap<String, TopicMetadata>,
+    /// Producer sessions by id; absent in files written before they existed.
+    #[serde(default)]
+    producers: BTreeMap<u64, ProducerInfo>,
 }
 
 pub struct EmbeddedCoordinator {
@@ -66,6 +72,7 @@ impl EmbeddedCoordinator {
                 meta.cluster_id = p.cluster_id;
                 meta.controller_epoch = p.controller_epoch;
                 meta.topics = p.topics;
+                meta.producers = p.producers;
             }
             None => meta.cluster_id = uuid::Uuid::new_v4().to_string(),
         }
@@ -90,6 +97,7 @@ impl EmbeddedCoordinator {
             cluster_id: meta.cluster_id.clone(),
             controller_epoch: meta.controller_epoch,
             topics: meta.topics.clone(),
+            producers: meta.producers.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&persisted).map_err(|e| storage_error("encoding metadata", e))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
@@ -178,6 +186,22 @@ impl Coordinator for EmbeddedCoordinator {
                 m.controller_epoch += 1;
                 Ok(Some(m.controller_epoch))
             }
+        })
+        .await
+    }
+
+    async fn register_producer(&self, name: &str) -> Result<ProducerInfo> {
+        producers::check_producer_name(name)?;
+        self.update(|m| {
+            let found = m.producers.values_mut().find(|p| p.name == name);
+            if let Some(p) = found {
+                p.epoch = p.epoch.checked_add(1).ok_or_else(|| producers::producer_epoch_exhausted(name))?;
+                return Ok(p.clone());
+            }
+            let id = m.producers.keys().next_back().map_or(1, |last| last + 1);
+            let p = ProducerInfo { name: name.to_owned(), id, epoch: 0 };
+            m.producers.insert(id, p.clone());
+            Ok(p)
         })
         .await
     }

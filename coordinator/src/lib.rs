@@ -12,6 +12,7 @@
 //! - [`model`] — nodes, topics, partition states, topic config with Kafka's key names,
 //!   topic-name validation.
 //! - [`topics`] — the one validation and placement path of topic changes.
+//! - [`producers`] — producer session registration rules (names, epochs).
 //! - [`placement`] — Kafka's rack-aware (and rack-unaware) replica placement.
 //! - [`controller`] — leader election and ISR changes on node loss: [`controller::plan`]
 //!   (pure) and the loop that applies it.
@@ -24,6 +25,7 @@ pub mod controller;
 pub mod embedded;
 pub mod model;
 pub mod placement;
+pub mod producers;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
@@ -33,7 +35,7 @@ pub use api::Coordinator;
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 pub use model::{
-    validate_topic_name, CleanupPolicy, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange,
-    TopicConfig, TopicMetadata,
+    validate_topic_name, CleanupPolicy, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo,
+    TopicChange, TopicConfig, TopicMetadata,
 };
 pub use zk::ZkCoordinator;

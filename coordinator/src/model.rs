@@ -25,6 +25,15 @@ pub struct GatewayInfo {
     pub endpoint: String,
 }
 
+/// A registered producer session: a stable name, the id the registry gave it, and its
+/// epoch, bumped by every registration (the newest registration fences older ones).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerInfo {
+    pub name: String,
+    pub id: u64,
+    pub epoch: u32,
+}
+
 /// Leadership and replicas of one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
@@ -68,6 +77,9 @@ pub struct ClusterMetadata {
     #[serde(default)]
     pub gateways: BTreeMap<String, GatewayInfo>,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
+    #[serde(default)]
+    pub producers: BTreeMap<u64, ProducerInfo>,
 }
 
 impl ClusterMetadata {
@@ -98,6 +110,9 @@ pub struct TopicChange {
     pub config: Option<TopicConfig>,
 }
 
+/// Longest `idempotency.window.ms` and `producer.id.expiration.ms`: 7 days.
+pub const MAX_PRODUCER_STATE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Most partitions one topic may have; bounds the column families a request can create.
 pub const MAX_PARTITIONS: u32 = 10_000;
 
@@ -127,6 +142,14 @@ pub struct TopicConfig {
     pub max_message_bytes: u32,
     #[serde(rename = "unclean.leader.election.enable")]
     pub unclean_leader_election_enable: bool,
+    /// How long a produce request's `Idempotency-Key` is remembered (ms): a retry within
+    /// it is answered with the original offsets.
+    #[serde(rename = "idempotency.window.ms", default = "default_idempotency_window_ms")]
+    pub idempotency_window_ms: i64,
+    /// A producer session idle for longer than this (ms) is forgotten by the partition:
+    /// its next request must start over at sequence 0 (Kafka's `producer.id.expiration.ms`).
+    #[serde(rename = "producer.id.expiration.ms", default = "default_producer_id_expiration_ms")]
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for TopicConfig {
@@ -140,6 +163,8 @@ impl Default for TopicConfig {
             min_insync_replicas: 1,
             max_message_bytes: 1_048_588,
             unclean_leader_election_enable: false,
+            idempotency_window_ms: default_idempotency_window_ms(),
+            producer_id_expiration_ms: default_producer_id_expiration_ms(),
         }
     }
 }
@@ -202,6 +227,16 @@ impl CleanupPolicy {
     }
 }
 
+/// Five minutes: longer than any client's retry loop, short enough to keep the index small.
+fn default_idempotency_window_ms() -> i64 {
+    5 * 60 * 1000
+}
+
+/// Kafka's default `producer.id.expiration.ms`: one day.
+fn default_producer_id_expiration_ms() -> i64 {
+    24 * 60 * 60 * 1000
+}
+
 /// Kafka's default `delete.retention.ms`: one day.
 fn default_delete_retention_ms() -> i64 {
     24 * 60 * 60 * 1000
@@ -231,7 +266,7 @@ fn bool_value(key: &str, v: &Value) -> Result<bool> {
 }
 
 impl TopicConfig {
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 10] = [
         "retention.ms",
         "retention.bytes",
         "cleanup.policy",
@@ -240,6 +275,8 @@ impl TopicConfig {
         "min.insync.replicas",
         "max.message.bytes",
         "unclean.leader.election.enable",
+        "idempotency.window.ms",
+        "producer.id.expiration.ms",
     ];
 
     /// Whether `cleanup.policy` has `compact`: keep the latest record per key.
@@ -323,6 +360,22 @@ impl TopicConfig {
                 "unclean.leader.election.enable" => {
                     c.unclean_leader_election_enable =
                         if reset { defaults.unclean_leader_election_enable } else { bool_value(key, v)? };
+                }
+                "idempotency.window.ms" | "producer.id.expiration.ms" => {
+                    let idem = key == "idempotency.window.ms";
+                    let n = match (reset, idem) {
+                        (true, true) => defaults.idempotency_window_ms,
+                        (true, false) => defaults.producer_id_expiration_ms,
+                        (false, _) => int_value(key, v)?,
+                    };
+                    if !(1_000..=MAX_PRODUCER_STATE_MS).contains(&n) {
+                        return Err(bad_config(key, format!("must be between 1000 and {MAX_PRODUCER_STATE_MS} (ms)")));
+                    }
+                    if idem {
+                        c.idempotency_window_ms = n;
+                    } else {
+                        c.producer_id_expiration_ms = n;
+                    }
                 }
                 other => return Err(bad_config(other, format!("unknown key; known keys: {}", Self::KEYS.join(", ")))),
             }

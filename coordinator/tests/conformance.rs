@@ -135,7 +135,37 @@ conformance!(
     the_first_controller_candidate_wins_and_others_are_refused,
     shutting_down_nodes_get_no_new_replicas,
     the_controller_leads_after_create_node_loss_and_restart,
+    producer_registrations_bump_the_epoch_and_survive_restarts,
 );
+
+/// A producer name keeps its id across registrations (from any client) and restarts;
+/// each registration bumps the epoch by one; names are ids apart; a bad name is refused
+/// and registers nothing; the snapshot shows every session by id.
+async fn producer_registrations_bump_the_epoch_and_survive_restarts(mut f: Fixture) {
+    let first = f.main.register_producer("writer-a").await.expect("register");
+    assert_eq!((first.name.as_str(), first.epoch), ("writer-a", 0));
+    let peer = f.peer().await;
+    let again = peer.register_producer("writer-a").await.expect("register again");
+    assert_eq!((again.id, again.epoch), (first.id, 1), "same id, next epoch");
+    drop(peer);
+    let other = f.main.register_producer("writer-b").await.expect("another name");
+    assert_ne!(other.id, first.id);
+    assert_eq!(other.epoch, 0);
+    let bad = f.main.register_producer("no/slashes").await.expect_err("bad name");
+    assert_eq!(bad.code, ErrorCode::InvalidRequest);
+    let mut rx = f.main.metadata();
+    let m = eventually(&mut rx, "both producers in the snapshot", |m| m.producers.len() == 2).await;
+    assert_eq!(m.producers[&first.id], again);
+    assert_eq!(m.producers[&other.id], other);
+    drop(rx);
+    f.restart().await;
+    let mut rx = f.main.metadata();
+    let m = eventually(&mut rx, "producers after a restart", |m| m.producers.len() == 2).await;
+    assert_eq!(m.producers[&first.id], again, "persistent");
+    drop(rx);
+    let third = f.main.register_producer("writer-a").await.expect("after restart");
+    assert_eq!((third.id, third.epoch), (first.id, 2));
+}
 
 /// Create, describe, alter and delete behave alike on every backend, refusals carry the
 /// documented error code and change nothing, and a writer sees its own change in the

@@ -5,7 +5,7 @@
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use fjord_protocol::{ErrorCode, FjordError};
+use fjord_protocol::{ErrorCode, ErrorDetails, FjordError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -52,7 +52,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `unknown_topic`, `not_enough_replicas`.
     pub code: String,
@@ -60,6 +60,11 @@ pub struct ErrorDetail {
     pub message: String,
     /// Whether the same request may succeed later.
     pub retriable: bool,
+    /// Facts a client acts on, for the errors that have them: the partition's end
+    /// offset (`offset_mismatch`), the next sequence (`out_of_order_sequence`), the
+    /// current producer epoch (`producer_fenced`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<ErrorDetails>,
 }
 
 impl ErrorBody {
@@ -70,7 +75,14 @@ impl ErrorBody {
         } else {
             e.message.clone()
         };
-        Self { error: ErrorDetail { code: e.code.as_str().to_owned(), message, retriable: e.code.retriable() } }
+        Self {
+            error: ErrorDetail {
+                code: e.code.as_str().to_owned(),
+                message,
+                retriable: e.code.retriable(),
+                details: e.details.clone(),
+            },
+        }
     }
 }
 

@@ -11,16 +11,20 @@
 //! Answers are [`FjordError`]s, not this crate's [`Error`]: the queue serves the node's
 //! produce path, whose errors go out as they are.
 
+use crate::dedupe::Dedupe;
 use crate::error::Error;
-use crate::partition::PartitionLog;
-use bytes::Bytes;
-use fjord_protocol::codec::Batch;
+use crate::partition::{Append, Appended, PartitionLog};
 use fjord_protocol::FjordError;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-type Waiter = (Bytes, u32, oneshot::Sender<Result<Batch, FjordError>>);
+struct Waiter {
+    append: Append,
+    epoch: u32,
+    dedupe: Option<Dedupe>,
+    tx: oneshot::Sender<Result<Appended, FjordError>>,
+}
 
 /// The appends waiting for one partition's writer.
 pub struct AppendQueue {
@@ -40,13 +44,18 @@ impl AppendQueue {
         Arc::new(Self { log, state: Mutex::new(QueueState::default()) })
     }
 
-    /// Appends `batch` as the leader in `leader_epoch` ([`PartitionLog::append`]),
-    /// possibly in one write with other producers' batches.
-    pub async fn append(self: &Arc<Self>, batch: Bytes, leader_epoch: u32) -> Result<Batch, FjordError> {
+    /// Appends as the leader in `leader_epoch` ([`PartitionLog::append_all`]), possibly in
+    /// one write with other producers' batches.
+    pub async fn append(
+        self: &Arc<Self>,
+        append: Append,
+        leader_epoch: u32,
+        dedupe: Option<Dedupe>,
+    ) -> Result<Appended, FjordError> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut s = self.state.lock();
-            s.waiting.push((batch, leader_epoch, tx));
+            s.waiting.push(Waiter { append, epoch: leader_epoch, dedupe, tx });
             !std::mem::replace(&mut s.running, true)
         };
         if start {
@@ -71,14 +80,15 @@ impl AppendQueue {
             // One write per run of equal epochs (a leadership change between two requests
             // splits them; the log refuses the stale epoch's run).
             let mut rest = waiting.into_iter().peekable();
-            while let Some((batch, epoch, tx)) = rest.next() {
-                let mut batches = vec![batch];
-                let mut senders = vec![tx];
-                while let Some((batch, _, tx)) = rest.next_if(|w| w.1 == epoch) {
-                    batches.push(batch);
-                    senders.push(tx);
+            while let Some(first) = rest.next() {
+                let (epoch, dedupe) = (first.epoch, first.dedupe);
+                let mut appends = vec![first.append];
+                let mut senders = vec![first.tx];
+                while let Some(w) = rest.next_if(|w| w.epoch == epoch) {
+                    appends.push(w.append);
+                    senders.push(w.tx);
                 }
-                match self.log.append_all(batches, epoch) {
+                match self.log.append_all(appends, epoch, dedupe) {
                     Ok(results) => {
                         for (result, tx) in results.into_iter().zip(senders) {
                             let _ = tx.send(result.map_err(FjordError::from));
@@ -112,6 +122,7 @@ impl Drop for Running<'_> {
 mod tests {
     use super::*;
     use crate::engine::MemEngine;
+    use bytes::Bytes;
     use fjord_protocol::{ErrorCode, Record};
 
     fn batch(n: usize) -> Bytes {
@@ -135,7 +146,7 @@ mod tests {
             let queue = queue.clone();
             tasks.push(tokio::spawn(async move {
                 let b = if i == 13 { Bytes::from_static(b"not a batch") } else { batch(i % 3 + 1) };
-                (i, queue.append(b, 0).await)
+                (i, queue.append(b.into(), 0, None).await)
             }));
         }
         let mut spans = Vec::new();
@@ -164,7 +175,8 @@ mod tests {
         let log = Arc::new(PartitionLog::open(Arc::new(MemEngine::default()), "p").expect("open"));
         log.become_leader(2);
         let queue = AppendQueue::new(log.clone());
-        let (stale, current) = tokio::join!(queue.append(batch(1), 1), queue.append(batch(2), 2));
+        let (stale, current) =
+            tokio::join!(queue.append(batch(1).into(), 1, None), queue.append(batch(2).into(), 2, None));
         assert_eq!(stale.expect_err("fenced").code, ErrorCode::NotLeader);
         assert_eq!(current.expect("current epoch").base_offset(), 0);
         assert_eq!(log.offsets().log_end, 2);

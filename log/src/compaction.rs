@@ -18,6 +18,11 @@
 //! append-time), not the time since the cleaner first passed over its segment; a
 //! tombstone produced with an old timestamp may thus go on the first pass.
 //!
+//! - A batch carrying a producer extension (an idempotency key or a producer session's
+//!   sequence, [`crate::dedupe`]) written less than `idempotency_window_ms` ago is kept
+//!   whole: a replica that copies it later (a follower catching up) rebuilds the
+//!   partition's dedupe state from it, with the batch's own offsets.
+//!
 //! A batch that loses records is replaced by one batch per run of consecutive survivors,
 //! with the original leader epoch and timestamps (offsets stay; the log gets gaps); one
 //! with no survivor is deleted.
@@ -51,6 +56,7 @@ pub struct Horizons {
     pub now_ms: i64,
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
+    pub idempotency_window_ms: i64,
 }
 
 /// One batch a pass rewrites: its base offset and stored length, and the batches of its
@@ -125,6 +131,13 @@ impl KeyIndex {
     /// The second pass, one batch of the cleanable range at a time: how the batch is
     /// rewritten, or `None` when it keeps every record.
     pub fn rewrite(&mut self, batch: &Batch, stored_len: u64) -> Result<Option<Rewrite>, CodecError> {
+        if let Some(ext) = batch.ext() {
+            let kept_until = ext.default_timestamp.saturating_add(self.h.idempotency_window_ms);
+            if kept_until >= self.h.now_ms {
+                self.due(kept_until.saturating_add(1));
+                return Ok(None);
+            }
+        }
         let tombstone_horizon = self.h.now_ms.saturating_sub(self.h.delete_retention_ms);
         let mut kept: Vec<RecordView> = Vec::new();
         let mut dropped = 0u64;

@@ -27,6 +27,16 @@
 //! - compaction keeps the latest committed record per key at its offset, rewrites a
 //!   batch as runs of survivors (leaving gaps that reads skip), and a restart recovers
 //!   the compacted log as it was;
+//! - exactly-once appends ([`crate::dedupe`]): an idempotency key's retry within the
+//!   window is answered with the original offsets and writes nothing, another request
+//!   under the key is refused, after the window (or an expiry pass) it is new; a
+//!   producer session's duplicate sequence replays, a gap is refused, an older epoch is
+//!   fenced; the state is written in the same write as its batch (a refused or fenced
+//!   write leaves none), survives restarts, is rebuilt by followers from the batches they
+//!   replicate (a follower turned leader answers the replay), forgets exactly the batches
+//!   a truncation removes, and outlives retention and compaction of its batches;
+//!   conditional appends (`expected_offset`) write only where the log ends, also within
+//!   one group-commit run;
 //! - at the engine level: `scan`/`last_batch`/`get_meta` follow the [`Engine`] contract,
 //!   stores are independent, `create_partition` is idempotent, `list_partitions` lists the
 //!   stores, and `drop_partition` removes a store's batches and metadata.
@@ -40,13 +50,14 @@
 //! after every step.
 
 use crate::compaction::Compacted;
+use crate::dedupe::{Dedupe, Replay};
 use crate::engine::{Engine, MemEngine, WriteOp};
 use crate::error::{Error, Result};
-use crate::partition::{LogOffsets, PartitionLog, Removed};
+use crate::partition::{Append, Appended, LogOffsets, PartitionLog, Removed};
 use crate::rocks::{RocksEngine, RocksOptions};
 use bytes::Bytes;
 use fjord_protocol::codec::MetaKey;
-use fjord_protocol::codec::{Batch, BatchBuilder, Header, Record, RecordView};
+use fjord_protocol::codec::{Batch, BatchBuilder, Header, Idempotency, ProducerExt, Record, RecordView, Session};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tempfile::TempDir;
@@ -155,6 +166,13 @@ conformance!(
     engine_scan_contract,
     create_and_list_partitions,
     drop_partition_removes_data,
+    idempotency_keys_replay_refuse_and_expire,
+    producer_state_is_written_with_its_batch,
+    followers_keep_the_leaders_producer_state,
+    truncation_forgets_truncated_producer_state,
+    retention_and_compaction_keep_producer_state,
+    producer_sessions_sequence_and_fence,
+    conditional_appends,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -687,7 +705,7 @@ fn compaction_round_trip<H: Harness>(h: &mut H) {
     log.advance_high_watermark(9);
     let before = log.offsets();
 
-    let done = log.compact(100, 1_000, 0).expect("compact").expect("not raced");
+    let done = log.compact(100, 1_000, 0, 0).expect("compact").expect("not raced");
     assert_eq!((done.batches, done.records), (2, 4), "a0, b0, c0 and a1 go; the b tombstone stays");
     assert_eq!(done.due_ms, Some(1_006), "when the tombstone (ts 5) passes delete.retention.ms");
     assert_eq!(log.offsets().size_bytes, before.size_bytes - done.bytes);
@@ -719,7 +737,7 @@ fn compaction_round_trip<H: Harness>(h: &mut H) {
     // After the restart: a new last batch, so [8, 9) becomes cleanable; the tombstone expires.
     append(&log, &[kv("d", Some("d1"), 10)], 2); // 9
     log.advance_high_watermark(10);
-    let done = log.compact(1_006, 1_000, 0).expect("compact").expect("not raced");
+    let done = log.compact(1_006, 1_000, 0, 0).expect("compact").expect("not raced");
     assert_eq!((done.batches, done.records, done.due_ms), (2, 2, None), "the tombstone and d0 go");
     assert_eq!(stored(&log), [(5, 7, 2), (8, 9, 2), (9, 10, 2)]);
     log = restart(h, log);
@@ -1227,7 +1245,7 @@ mod model {
                 }
                 Op::Compact { now_ms, delete_retention_ms, min_compaction_lag_ms } => {
                     let got = log
-                        .compact(*now_ms, *delete_retention_ms, *min_compaction_lag_ms)
+                        .compact(*now_ms, *delete_retention_ms, *min_compaction_lag_ms, 0)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     let want = m.compact(*now_ms, *delete_retention_ms, *min_compaction_lag_ms);
                     prop_assert_eq!(got, Some(want), "step {}: compaction", step);
@@ -1262,4 +1280,289 @@ mod model {
             run(&mut MemHarness::new(), &ops)?;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exactly-once appends
+
+/// `n` unkeyed records, `tag`ged, in a batch carrying `ext`.
+fn ext_batch(tag: &str, n: usize, ext: &ProducerExt) -> Bytes {
+    let mut builder = BatchBuilder::with_ext(64, ext).expect("ext");
+    for i in 0..n {
+        builder.push(&rec(ext.default_timestamp, None, Some(format!("{tag} {i}").as_bytes()), &[])).expect("push");
+    }
+    builder.finish().expect("finish")
+}
+
+fn keyed(key: &str, fingerprint: u8, written_ms: i64) -> ProducerExt {
+    ProducerExt {
+        idempotency: Some(Idempotency { key: key.as_bytes().to_vec(), fingerprint: [fingerprint; 16], routed_with: 3 }),
+        session: None,
+        default_timestamp: written_ms,
+    }
+}
+
+fn sequenced(producer_id: u64, epoch: u32, first_sequence: u32, written_ms: i64) -> ProducerExt {
+    ProducerExt {
+        idempotency: None,
+        session: Some(Session { producer_id, epoch, first_sequence }),
+        default_timestamp: written_ms,
+    }
+}
+
+/// One leader append checked against the producer state at `now_ms`, window 1 000 ms.
+fn put(log: &PartitionLog, batch: Bytes, now_ms: i64) -> Result<Appended> {
+    put_all(log, vec![batch.into()], now_ms).pop().expect("one answer")
+}
+
+fn put_all(log: &PartitionLog, appends: Vec<Append>, now_ms: i64) -> Vec<Result<Appended>> {
+    let epoch = match log.role() {
+        crate::Role::Leader { epoch, .. } => epoch,
+        _ => 0,
+    };
+    log.append_all(appends, epoch, Some(Dedupe { now_ms, idempotency_window_ms: 1_000 })).expect("the write")
+}
+
+fn written(a: Result<Appended>) -> Batch {
+    match a {
+        Ok(Appended::Written(b)) => b,
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+fn replayed(a: Result<Appended>) -> Replay {
+    match a {
+        Ok(Appended::Replayed(r)) => r,
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+fn idempotency_keys_replay_refuse_and_expire<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    append(&log, &timed("plain", &[1]), 0); // 0
+    let first = written(put(&log, ext_batch("a", 2, &keyed("k1", 1, 1_000)), 1_000)); // 1..3
+    assert_eq!(first.base_offset(), 1);
+    let want = Replay { base_offset: 1, record_count: 2, default_timestamp: 1_000, routed_with: Some(3) };
+    assert_eq!(replayed(put(&log, ext_batch("a", 2, &keyed("k1", 1, 1_400)), 1_400)), want);
+    assert_eq!(log.offsets().log_end, 3, "a replay writes nothing");
+    assert_eq!(put(&log, ext_batch("b", 1, &keyed("k1", 2, 1_400)), 1_400), Err(Error::IdempotencyKeyReused));
+    assert_eq!(log.offsets().log_end, 3, "a refused request writes nothing");
+
+    // One group-commit run: a batch and its retry; a refused one between good ones.
+    let run = put_all(
+        &log,
+        vec![
+            ext_batch("c", 1, &keyed("k2", 1, 1_500)).into(),
+            ext_batch("c", 1, &keyed("k2", 1, 1_500)).into(),
+            ext_batch("d", 1, &keyed("k1", 9, 1_500)).into(),
+            encode(&timed("plain", &[2])).into(),
+        ],
+        1_500,
+    );
+    let answers: Vec<_> =
+        run.into_iter().map(|a| a.map(|a| (a.base_offset(), matches!(a, Appended::Replayed(_))))).collect();
+    assert_eq!(answers, [Ok((3, false)), Ok((3, true)), Err(Error::IdempotencyKeyReused), Ok((4, false))]);
+    assert_eq!(log.offsets().log_end, 5);
+    assert_eq!(log.producer_state_count().expect("count"), (2, 0));
+
+    log = restart(h, log);
+    assert_eq!(replayed(put(&log, ext_batch("a", 2, &keyed("k1", 1, 1_900)), 1_900)), want, "the index is durable");
+    assert_eq!(log.producer_state_count().expect("count"), (2, 0));
+
+    // k1 (written at 1 000) is past the 1 000 ms window at 2 001: a new request.
+    let again = written(put(&log, ext_batch("e", 1, &keyed("k1", 5, 2_001)), 2_001));
+    assert_eq!(again.base_offset(), 5);
+    assert_eq!(replayed(put(&log, ext_batch("e", 1, &keyed("k1", 5, 2_100)), 2_100)).base_offset, 5);
+
+    // An expiry pass at 2 600 removes k2 (1 500) but not the new k1 (2 001).
+    assert_eq!(log.expire_producer_state(2_600, 1_000, i64::MAX).expect("expire"), (1, 0));
+    assert_eq!(log.producer_state_count().expect("count"), (1, 0));
+    log = restart(h, log);
+    assert_eq!(log.producer_state_count().expect("count"), (1, 0), "expiry is durable");
+    assert_eq!(written(put(&log, ext_batch("c", 1, &keyed("k2", 1, 2_600)), 2_600)).base_offset(), 6, "k2 is new");
+    assert_eq!(replayed(put(&log, ext_batch("e", 1, &keyed("k1", 5, 2_600)), 2_600)).base_offset, 5);
+    // Without dedupe (a plain append) nothing is checked.
+    assert_eq!(log.append(ext_batch("e", 1, &keyed("k1", 5, 2_600)), 0).expect("append").base_offset(), 7);
+}
+
+fn producer_state_is_written_with_its_batch<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    log.become_leader(2);
+    // Fenced (another epoch): neither the batch nor its key.
+    let stale = log.append_all(
+        vec![ext_batch("a", 1, &keyed("k", 1, 10)).into()],
+        1,
+        Some(Dedupe { now_ms: 10, idempotency_window_ms: 1_000 }),
+    );
+    assert!(matches!(stale, Err(Error::Fenced { .. })), "{stale:?}");
+    assert_eq!((log.offsets().log_end, log.producer_state_count().expect("count")), (0, (0, 0)));
+    // A batch that does not parse: its own error, no state.
+    let bad = put(&log, Bytes::from_static(b"not a batch"), 10);
+    assert!(matches!(bad, Err(Error::Corrupt(_))), "{bad:?}");
+    assert_eq!(log.producer_state_count().expect("count"), (0, 0));
+    written(put(&log, ext_batch("a", 1, &keyed("k", 1, 10)), 10));
+    written(put(&log, ext_batch("b", 1, &sequenced(7, 0, 0, 10)), 10));
+    log = restart(h, log);
+    assert_eq!(
+        (log.offsets().log_end, log.producer_state_count().expect("count")),
+        (2, (1, 1)),
+        "both, with their batches"
+    );
+}
+
+/// A leader with three producer batches at 0, 2 and 3 (a key, a session, another key).
+fn leader_with_producers(h: &impl Harness) -> (PartitionLog, Vec<Batch>) {
+    let leader = open(h, "leader");
+    let batches = vec![
+        written(put(&leader, ext_batch("a", 2, &keyed("k1", 1, 100)), 100)),
+        written(put(&leader, ext_batch("s", 1, &sequenced(7, 0, 0, 100)), 100)),
+        written(put(&leader, ext_batch("b", 1, &keyed("k2", 1, 100)), 100)),
+    ];
+    (leader, batches)
+}
+
+fn replicate(follower: &PartitionLog, batches: &[Batch]) {
+    for b in batches {
+        let from = follower.offsets().log_end;
+        assert!(follower.append_replicated(b.clone(), b.leader_epoch(), from).expect("replicate"));
+    }
+}
+
+fn followers_keep_the_leaders_producer_state<H: Harness>(h: &mut H) {
+    let (leader, batches) = leader_with_producers(h);
+    let mut follower = open(h, "follower");
+    replicate(&follower, &batches);
+    assert_eq!(follower.producer_state_count().expect("count"), leader.producer_state_count().expect("count"));
+    drop(leader);
+    follower = restart(h, follower);
+    // Failover: the follower leads and answers every retry from its own state.
+    follower.become_leader(1);
+    let on_new_leader =
+        |b: Bytes| follower.append_all(vec![b.into()], 1, Some(Dedupe { now_ms: 500, idempotency_window_ms: 1_000 }));
+    let k1 = on_new_leader(ext_batch("a", 2, &keyed("k1", 1, 500))).expect("write").pop().expect("answer");
+    assert_eq!(replayed(k1).base_offset, 0);
+    let s0 = on_new_leader(ext_batch("s", 1, &sequenced(7, 0, 0, 500))).expect("write").pop().expect("answer");
+    assert_eq!(replayed(s0).base_offset, 2);
+    let s1 = on_new_leader(ext_batch("s", 1, &sequenced(7, 0, 1, 500))).expect("write").pop().expect("answer");
+    assert_eq!(written(s1).base_offset(), 4, "the session continues at the next sequence");
+    assert_eq!(follower.offsets().log_end, 5);
+}
+
+fn truncation_forgets_truncated_producer_state<H: Harness>(h: &mut H) {
+    let (leader, batches) = leader_with_producers(h);
+    drop(leader);
+    let mut follower = open(h, "follower");
+    replicate(&follower, &batches);
+    // The leader that wrote [2, 4) failed before they committed; the new one lacks them.
+    assert_eq!(follower.truncate_to(2).expect("truncate"), 2);
+    assert_eq!(follower.producer_state_count().expect("count"), (1, 1), "k2 went; the session's entry stays");
+    follower = restart(h, follower);
+    follower.become_leader(1);
+    let d = Some(Dedupe { now_ms: 500, idempotency_window_ms: 1_000 });
+    let answers = follower
+        .append_all(
+            vec![
+                ext_batch("a", 2, &keyed("k1", 1, 500)).into(),
+                ext_batch("b", 1, &keyed("k2", 1, 500)).into(),
+                ext_batch("s", 1, &sequenced(7, 0, 0, 500)).into(),
+            ],
+            1,
+            d,
+        )
+        .expect("write");
+    let answers: Vec<_> =
+        answers.into_iter().map(|a| a.map(|a| (a.base_offset(), matches!(a, Appended::Replayed(_))))).collect();
+    assert_eq!(
+        answers,
+        [Ok((0, true)), Ok((2, false)), Ok((3, false))],
+        "the truncated batches' retries are written again"
+    );
+}
+
+fn retention_and_compaction_keep_producer_state<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    let kv = |k: &str, v: &str| rec(100, Some(k.as_bytes()), Some(v.as_bytes()), &[]);
+    let mut keyed_batch = BatchBuilder::with_ext(64, &keyed("k1", 1, 100)).expect("ext");
+    keyed_batch.push(&kv("a", "old")).expect("push");
+    keyed_batch.push(&kv("b", "old")).expect("push");
+    written(put(&log, keyed_batch.finish().expect("finish"), 100)); // 0..2
+    append(&log, &[kv("a", "new"), kv("b", "new")], 0); // 2..4
+    append(&log, &[kv("c", "last")], 0); // 4
+    log.advance_high_watermark(5);
+    // Within the window the batch with the key stays whole: a follower copying it later
+    // learns the key with the batch's offsets.
+    let done = log.compact(600, 0, 0, 1_000).expect("compact").expect("not raced");
+    assert_eq!((done.batches, done.due_ms), (0, Some(1_101)));
+    assert_eq!(bases(&read(&log, 0, ALL, 5)), [0, 2, 4]);
+    // Past it, compaction removes the batch; the partition still answers the key's retry.
+    let done = log.compact(1_200, 0, 0, 1_000).expect("compact").expect("not raced");
+    assert_eq!(done.batches, 1);
+    assert_eq!(bases(&read(&log, 0, ALL, 5)), [2, 4]);
+    assert_eq!(replayed(put(&log, ext_batch("a", 2, &keyed("k1", 1, 150)), 150)).base_offset, 0);
+    // Retention removing batches does not touch the state either.
+    written(put(&log, ext_batch("z", 1, &keyed("k2", 1, 150)), 150)); // 5
+    log.advance_high_watermark(6);
+    let removed = log.apply_retention(10_000, 1, -1).expect("retention");
+    assert!(removed.batches >= 1, "{removed:?}");
+    log = restart(h, log);
+    assert_eq!(log.producer_state_count().expect("count"), (2, 0));
+    assert_eq!(replayed(put(&log, ext_batch("z", 1, &keyed("k2", 1, 150)), 150)).base_offset, 5);
+}
+
+fn producer_sessions_sequence_and_fence<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    assert_eq!(
+        put(&log, ext_batch("s", 1, &sequenced(7, 0, 3, 10)), 10),
+        Err(Error::OutOfOrderSequence { expected: 0, got: 3 })
+    );
+    written(put(&log, ext_batch("s", 2, &sequenced(7, 0, 0, 10)), 10)); // seq 0-1 at 0
+    written(put(&log, ext_batch("s", 1, &sequenced(7, 0, 2, 10)), 10)); // seq 2 at 2
+    written(put(&log, ext_batch("o", 1, &sequenced(8, 0, 0, 10)), 10)); // another producer at 3
+    log = restart(h, log);
+    assert_eq!(
+        replayed(put(&log, ext_batch("s", 2, &sequenced(7, 0, 0, 20)), 20)).base_offset,
+        0,
+        "a duplicate sequence replays"
+    );
+    assert_eq!(
+        put(&log, ext_batch("s", 1, &sequenced(7, 0, 5, 20)), 20),
+        Err(Error::OutOfOrderSequence { expected: 3, got: 5 })
+    );
+    assert_eq!(log.offsets().log_end, 4);
+    // Re-registered: epoch 1 starts over at sequence 0 and fences epoch 0.
+    assert_eq!(written(put(&log, ext_batch("s", 1, &sequenced(7, 1, 0, 30)), 30)).base_offset(), 4);
+    assert_eq!(
+        put(&log, ext_batch("s", 1, &sequenced(7, 0, 3, 30)), 30),
+        Err(Error::ProducerFenced { epoch: 0, current: 1 })
+    );
+    assert_eq!(log.offsets().log_end, 5);
+    // Idle past producer.id.expiration.ms: producer 8 (last write 10) goes, 7 (30) stays.
+    assert_eq!(log.expire_producer_state(100, 1_000, 80).expect("expire"), (0, 1));
+    assert_eq!(log.producer_state_count().expect("count"), (0, 1));
+    assert_eq!(written(put(&log, ext_batch("o", 1, &sequenced(8, 0, 0, 100)), 100)).base_offset(), 5, "8 is new again");
+}
+
+fn conditional_appends<H: Harness>(h: &mut H) {
+    let log = open(h, "p.t.0");
+    let at = |expected: u64, tag: &str| Append { batch: encode(&timed(tag, &[1, 2])), expected_offset: Some(expected) };
+    assert_eq!(put_all(&log, vec![at(1, "x")], 0).pop(), Some(Err(Error::OffsetMismatch { expected: 1, log_end: 0 })));
+    assert_eq!(log.offsets().log_end, 0, "a failed condition writes nothing");
+    // Two writers who both read the end as 0, in one run: the first wins.
+    let answers = put_all(&log, vec![at(0, "a"), at(0, "b"), at(2, "c")], 0);
+    let answers: Vec<_> = answers.into_iter().map(|a| a.map(|a| a.base_offset())).collect();
+    assert_eq!(answers, [Ok(0), Err(Error::OffsetMismatch { expected: 0, log_end: 2 }), Ok(2)]);
+    assert_eq!(committed_len(&log), 4);
+    // Without dedupe too (the condition is not a producer-state check).
+    let plain = log.append_all(vec![at(3, "d")], 0, None).expect("write").pop();
+    assert_eq!(plain, Some(Err(Error::OffsetMismatch { expected: 3, log_end: 4 })));
+    // A replay is answered before the condition is looked at: the retry of a conditional
+    // keyed append that was written is a replay, not a mismatch.
+    let keyed_at =
+        |expected: u64| Append { batch: ext_batch("k", 1, &keyed("k", 1, 0)), expected_offset: Some(expected) };
+    assert_eq!(written(put_all(&log, vec![keyed_at(4)], 0).pop().expect("answer")).base_offset(), 4);
+    assert_eq!(replayed(put_all(&log, vec![keyed_at(4)], 0).pop().expect("answer")).base_offset, 4);
+}
+
+fn committed_len(log: &PartitionLog) -> u64 {
+    log.offsets().log_end
 }

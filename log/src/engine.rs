@@ -22,6 +22,11 @@ pub enum WriteOp<'a> {
     DeleteBatch { base_offset: u64 },
     /// Set one of the partition's metadata values.
     PutMeta { key: MetaKey, value: &'a [u8] },
+    /// Set one of the partition's producer-state values (an encoded
+    /// [`StateKey`](fjord_protocol::codec::StateKey)).
+    PutState { key: &'a [u8], value: &'a [u8] },
+    /// Remove one producer-state value.
+    DeleteState { key: &'a [u8] },
 }
 
 /// A key-value store holding many partition logs. Calls block: async code runs them on
@@ -43,6 +48,11 @@ pub trait Engine: Send + Sync + 'static {
     fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()>;
     /// The batch with the highest base offset.
     fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// One producer-state value.
+    fn get_state(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Calls `f(key, value)` for the producer-state values whose keys start with
+    /// `prefix`, in key order, until it returns `false`.
+    fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
     /// Makes every write so far durable (used by the interval sync policy).
     fn sync(&self) -> Result<()>;
 }
@@ -51,6 +61,7 @@ pub trait Engine: Send + Sync + 'static {
 struct MemPartition {
     batches: BTreeMap<u64, Vec<u8>>,
     meta: HashMap<MetaKey, Vec<u8>>,
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// An in-memory [`Engine`] for unit tests. "Restarting" a log over the same `MemEngine`
@@ -101,6 +112,12 @@ impl Engine for MemEngine {
                 WriteOp::PutMeta { key, value } => {
                     p.meta.insert(key, value.to_vec());
                 }
+                WriteOp::PutState { key, value } => {
+                    p.state.insert(key.to_vec(), value.to_vec());
+                }
+                WriteOp::DeleteState { key } => {
+                    p.state.remove(key);
+                }
             }
         }
         Ok(())
@@ -132,6 +149,30 @@ impl Engine for MemEngine {
         let all = self.partitions.lock();
         let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
         Ok(p.batches.values().next_back().cloned())
+    }
+
+    fn get_state(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let all = self.partitions.lock();
+        let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
+        Ok(p.state.get(key).cloned())
+    }
+
+    fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+            let all = self.partitions.lock();
+            let p = all.get(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
+            p.state
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        for (k, v) in entries {
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<()> {

@@ -2,9 +2,9 @@
 
 use crate::role::Role;
 use fjord_protocol::codec::CodecError;
-use fjord_protocol::{ErrorCode, FjordError};
+use fjord_protocol::{ErrorCode, ErrorDetails, FjordError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("partition store `{0}` does not exist")]
     NoSuchStore(String),
@@ -23,12 +23,32 @@ pub enum Error {
     /// The task doing the work ended without an answer (it panicked).
     #[error("{0} ended without an answer")]
     Aborted(&'static str),
+    #[error("the log ends at {log_end}, not at the expected offset {expected}; nothing was written")]
+    OffsetMismatch { expected: u64, log_end: u64 },
+    #[error("this Idempotency-Key was used for another request within the idempotency window; nothing was written")]
+    IdempotencyKeyReused,
+    #[error("sequence {got} is out of order: the next sequence expected is {expected}; nothing was written")]
+    OutOfOrderSequence { expected: u32, got: u32 },
+    #[error("producer epoch {epoch} is fenced: a newer registration has epoch {current}; nothing was written")]
+    ProducerFenced { epoch: u32, current: u32 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Error> for FjordError {
     fn from(e: Error) -> Self {
+        let details = match &e {
+            Error::OffsetMismatch { log_end, .. } => {
+                Some(ErrorDetails { log_end_offset: Some(*log_end), ..Default::default() })
+            }
+            Error::OutOfOrderSequence { expected, .. } => {
+                Some(ErrorDetails { expected_sequence: Some(*expected), ..Default::default() })
+            }
+            Error::ProducerFenced { current, .. } => {
+                Some(ErrorDetails { producer_epoch: Some(*current), ..Default::default() })
+            }
+            _ => None,
+        };
         let code = match &e {
             Error::NoSuchStore(_) | Error::Engine(_) | Error::BadMeta(_) | Error::NotContiguous { .. } => {
                 ErrorCode::StorageError
@@ -37,7 +57,15 @@ impl From<Error> for FjordError {
             Error::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             Error::Fenced { .. } => ErrorCode::NotLeader,
             Error::Aborted(_) => ErrorCode::Internal,
+            Error::OffsetMismatch { .. } => ErrorCode::OffsetMismatch,
+            Error::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            Error::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            Error::ProducerFenced { .. } => ErrorCode::ProducerFenced,
         };
-        FjordError::new(code, e.to_string())
+        let out = FjordError::new(code, e.to_string());
+        match details {
+            Some(d) => out.with_details(d),
+            None => out,
+        }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`compaction`] — what a compaction pass keeps (a plan from the scanned batches),
 //!   applied by [`PartitionLog::compact`].
 //! - [`role`] — [`Role`], who may write the log.
+//! - [`dedupe`] — exactly-once appends: idempotency keys and producer sessions, as pure
+//!   decisions; [`producers`] — that state as stored, written with the batches.
 //! - [`append`] — [`AppendQueue`], group commit of produce appends.
 //! - [`error`] — [`Error`], this crate's one error type.
 //! - `conformance` (tests) — the storage conformance suite, run against every engine, and
@@ -24,9 +26,11 @@
 
 pub mod append;
 pub mod compaction;
+pub mod dedupe;
 pub mod engine;
 pub mod error;
 pub mod partition;
+pub mod producers;
 pub mod rocks;
 pub mod role;
 
@@ -35,8 +39,9 @@ mod conformance;
 
 pub use append::AppendQueue;
 pub use compaction::Compacted;
+pub use dedupe::{Dedupe, Replay};
 pub use engine::{Engine, MemEngine, WriteOp};
 pub use error::{Error, Result};
-pub use partition::{LogOffsets, PartitionLog, Removed};
+pub use partition::{Append, Appended, LogOffsets, PartitionLog, Removed};
 pub use rocks::{Compression, RocksEngine, RocksOptions, WalSync};
 pub use role::Role;

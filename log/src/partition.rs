@@ -20,8 +20,10 @@
 //! is never compacted, so the LEO can always be recovered from it.
 
 use crate::compaction::{Compacted, Horizons, KeyIndex, Rewrite};
+use crate::dedupe::{Check, Dedupe, Replay};
 use crate::engine::{Engine, WriteOp};
 use crate::error::{Error, Result};
+use crate::producers::StateRun;
 use crate::role::Role;
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::codec::{self, Batch, MetaKey};
@@ -50,6 +52,50 @@ struct State {
     /// (retention, truncation, compaction): a compaction planned without the writer lock
     /// is applied only if this has not moved meanwhile.
     generation: u64,
+}
+
+/// One producer's batch for a leader to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub batch: Bytes,
+    /// A conditional append: only if the log ends exactly here.
+    pub expected_offset: Option<u64>,
+}
+
+impl From<Bytes> for Append {
+    fn from(batch: Bytes) -> Self {
+        Self { batch, expected_offset: None }
+    }
+}
+
+/// What became of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Written: the batch with its offsets and epoch stamped.
+    Written(Batch),
+    /// A replay of a batch written before: nothing written.
+    Replayed(Replay),
+}
+
+impl Appended {
+    pub fn base_offset(&self) -> u64 {
+        match self {
+            Self::Written(b) => b.base_offset(),
+            Self::Replayed(r) => r.base_offset,
+        }
+    }
+
+    pub fn record_count(&self) -> u32 {
+        match self {
+            Self::Written(b) => b.record_count(),
+            Self::Replayed(r) => r.record_count,
+        }
+    }
+
+    /// One past the last offset.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset() + u64::from(self.record_count())
+    }
 }
 
 /// What retention removed.
@@ -191,19 +237,34 @@ impl PartitionLog {
     }
 
     /// Appends one encoded, validated batch as leader in `leader_epoch`, assigning offsets
-    /// from the LEO. Returns the batch with its base offset and epoch stamped. Refused
-    /// unless this log is unfenced or the leader in exactly that epoch.
+    /// from the LEO, with no producer-state checks. Returns the batch with its base offset
+    /// and epoch stamped. Refused unless this log is unfenced or the leader in exactly
+    /// that epoch.
     pub fn append(&self, batch: Bytes, leader_epoch: u32) -> Result<Batch> {
-        let mut out = self.append_all(vec![batch], leader_epoch)?;
-        out.pop().unwrap_or(Err(Error::BadMeta("append_all answered nothing")))
+        let mut out = self.append_all(vec![Append::from(batch)], leader_epoch, None)?;
+        match out.pop() {
+            Some(Ok(Appended::Written(b))) => Ok(b),
+            Some(Ok(Appended::Replayed(_))) => Err(Error::BadMeta("a plain append was answered as a replay")),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::BadMeta("append_all answered nothing")),
+        }
     }
 
     /// Group commit: appends several producers' batches, in order, in one storage write,
-    /// as [`append`](Self::append) would one after another — each stamped at the offset
-    /// after the previous one. A batch that does not parse gets its own error and the
-    /// others are written; an error of the whole write (fenced, storage) is the outer one
-    /// and nothing is written.
-    pub fn append_all(&self, batches: Vec<Bytes>, leader_epoch: u32) -> Result<Vec<Result<Batch>>> {
+    /// as one append after another — each stamped at the offset after the previous one.
+    /// With `dedupe`, each batch is first checked against the partition's producer state
+    /// ([`crate::dedupe`]): a replay is answered with the original offsets and not
+    /// written, a refused one gets its error; then a conditional append whose
+    /// `expected_offset` is not where the log ends is refused. A batch that does not
+    /// parse or is refused gets its own error and the others are written; an error of the
+    /// whole write (fenced, storage) is the outer one and nothing is written. Producer
+    /// state changes go in the same write as the batches.
+    pub fn append_all(
+        &self,
+        appends: Vec<Append>,
+        leader_epoch: u32,
+        dedupe: Option<Dedupe>,
+    ) -> Result<Vec<Result<Appended>>> {
         let writer = self.writer.lock();
         match self.role() {
             Role::Unfenced => {}
@@ -211,20 +272,47 @@ impl PartitionLog {
             role => return Err(Error::Fenced { role }),
         }
         let mut next = self.state.lock().log_end;
-        let mut out = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut buf = batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-            let stamped = codec::stamp(&mut buf, next, leader_epoch).and_then(|()| Batch::parse(buf.freeze()));
-            if let Ok(b) = &stamped {
+        let mut run = StateRun::new(&*self.engine, &self.name);
+        let mut out = Vec::with_capacity(appends.len());
+        let mut good = Vec::new();
+        for a in appends {
+            let admitted = self.admit(a, next, leader_epoch, dedupe.as_ref(), &mut run);
+            if let Ok(Appended::Written(b)) = &admitted {
                 next = b.next_offset();
+                good.push(b.clone());
             }
-            out.push(stamped.map_err(Error::from));
+            out.push(admitted);
         }
-        let good: Vec<Batch> = out.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
         if !good.is_empty() {
-            self.store(&writer, &good)?;
+            self.store(&writer, &good, &run.write_ops())?;
         }
         Ok(out)
+    }
+
+    /// One append of a run: stamped at `next`, checked, and recorded in `run` if new.
+    fn admit(
+        &self,
+        a: Append,
+        next: u64,
+        leader_epoch: u32,
+        dedupe: Option<&Dedupe>,
+        run: &mut StateRun<'_>,
+    ) -> Result<Appended> {
+        let mut buf = a.batch.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        codec::stamp(&mut buf, next, leader_epoch)?;
+        let batch = Batch::parse(buf.freeze())?;
+        if let Some(d) = dedupe {
+            match run.check(&batch, d)? {
+                Check::New => {}
+                Check::Replay(r) => return Ok(Appended::Replayed(r)),
+                Check::Refuse(e) => return Err(e),
+            }
+        }
+        if let Some(expected) = a.expected_offset.filter(|e| *e != next) {
+            return Err(Error::OffsetMismatch { expected, log_end: next });
+        }
+        run.record(&batch)?;
+        Ok(Appended::Written(batch))
     }
 
     /// Appends a batch its leader already stamped (a follower replicating in
@@ -258,17 +346,21 @@ impl PartitionLog {
             batch
         } else if batch.base_offset() < log_end {
             let rest: Vec<codec::RecordView> = batch.records().filter(|r| r.offset >= log_end).collect();
-            codec::rebuild(&rest, log_end, batch.leader_epoch())?
+            codec::rebuild_with(&rest, log_end, batch.leader_epoch(), batch.ext().as_ref())?
         } else {
             batch
         };
-        self.store(&writer, std::slice::from_ref(&batch))?;
+        // The leader's producer state decisions are replicated as they are: this replica
+        // only keeps the same state, in the same write, so it answers replays as leader.
+        let mut run = StateRun::new(&*self.engine, &self.name);
+        run.record(&batch)?;
+        self.store(&writer, std::slice::from_ref(&batch), &run.write_ops())?;
         Ok(true)
     }
 
     /// Writes stamped batches, consecutive and of one leader epoch, at or after the LEO,
     /// in one storage write. The caller holds the writer lock.
-    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batches: &[Batch]) -> Result<()> {
+    fn store(&self, _writer: &parking_lot::MutexGuard<'_, ()>, batches: &[Batch], state: &[WriteOp<'_>]) -> Result<()> {
         let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
             return Ok(());
         };
@@ -291,6 +383,7 @@ impl PartitionLog {
         if let Some(epochs) = &epochs {
             ops.push(WriteOp::PutMeta { key: MetaKey::Epochs, value: epochs });
         }
+        ops.extend_from_slice(state);
         self.engine.write(&self.name, &ops)?;
         let mut s = self.state.lock();
         if epochs.is_some() {
@@ -339,10 +432,14 @@ impl PartitionLog {
         }
         let mut first_removed = None;
         let mut removed_bytes = 0u64;
+        let mut removed_exts = Vec::new();
         self.scan_batches(offset, |b, len| {
             if b.next_offset() > offset {
                 first_removed.get_or_insert(b.base_offset());
                 removed_bytes += len;
+                if let Some(ext) = b.ext() {
+                    removed_exts.push((b.base_offset(), ext));
+                }
             }
             Ok(true)
         })?;
@@ -364,14 +461,15 @@ impl PartitionLog {
         let history: Vec<(u32, u64)> =
             self.state.lock().epochs.iter().copied().filter(|(_, start)| *start < new_end).collect();
         let epochs = codec::encode_epochs(&history);
-        self.engine.write(
-            &self.name,
-            &[
-                WriteOp::DeleteBatches { from: first_removed, to: u64::MAX },
-                WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes },
-                WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
-            ],
-        )?;
+        let mut run = StateRun::new(&*self.engine, &self.name);
+        run.forget(&removed_exts, new_end)?;
+        let mut ops = vec![
+            WriteOp::DeleteBatches { from: first_removed, to: u64::MAX },
+            WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes },
+            WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
+        ];
+        ops.extend(run.write_ops());
+        self.engine.write(&self.name, &ops)?;
         let mut s = self.state.lock();
         s.log_end = new_end;
         s.size_bytes = size;
@@ -383,6 +481,29 @@ impl PartitionLog {
             self.hw_tx.send_replace(new_end);
         }
         Ok(new_end)
+    }
+
+    /// Removes idempotency entries older than `idempotency_window_ms` and producer
+    /// sessions idle for longer than `producer_expiration_ms` (by the gateway times their
+    /// batches carry). Returns how many of each went.
+    pub fn expire_producer_state(
+        &self,
+        now_ms: i64,
+        idempotency_window_ms: i64,
+        producer_expiration_ms: i64,
+    ) -> Result<(u64, u64)> {
+        let _writer = self.writer.lock();
+        let mut run = StateRun::new(&*self.engine, &self.name);
+        let expired = run.expire(now_ms, idempotency_window_ms, producer_expiration_ms)?;
+        if !run.is_empty() {
+            self.engine.write(&self.name, &run.write_ops())?;
+        }
+        Ok(expired)
+    }
+
+    /// How many idempotency entries and producer sessions this log keeps.
+    pub fn producer_state_count(&self) -> Result<(u64, u64)> {
+        crate::producers::count(&*self.engine, &self.name)
     }
 
     /// KIP-101/279: for a follower whose latest epoch is `epoch`, the largest epoch of
@@ -542,6 +663,7 @@ impl PartitionLog {
         now_ms: i64,
         delete_retention_ms: i64,
         min_compaction_lag_ms: i64,
+        idempotency_window_ms: i64,
     ) -> Result<Option<Compacted>> {
         let (horizons, generation) = {
             let s = self.state.lock();
@@ -552,6 +674,7 @@ impl PartitionLog {
                 now_ms,
                 delete_retention_ms,
                 min_compaction_lag_ms,
+                idempotency_window_ms,
             };
             (h, s.generation)
         };
@@ -765,7 +888,7 @@ mod tests {
     }
 
     fn compact(log: &PartitionLog, now: i64, delete_retention_ms: i64, lag_ms: i64) -> Compacted {
-        log.compact(now, delete_retention_ms, lag_ms).expect("compact").expect("not raced")
+        log.compact(now, delete_retention_ms, lag_ms, 0).expect("compact").expect("not raced")
     }
 
     /// Keys overwritten many times, across batches and epochs: after one pass only the
@@ -1076,6 +1199,12 @@ mod tests {
             fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>> {
                 self.inner.last_batch(name)
             }
+            fn get_state(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+                self.inner.get_state(name, key)
+            }
+            fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+                self.inner.scan_state(name, prefix, f)
+            }
             fn sync(&self) -> Result<()> {
                 Ok(())
             }
@@ -1100,7 +1229,7 @@ mod tests {
             assert_eq!(racing.apply_retention(0, -1, keep).expect("retention").batches, 1);
         }));
         engine.countdown.store(2, Ordering::SeqCst);
-        assert_eq!(log.compact(0, DAY, 0).expect("compact"), None, "raced: nothing written");
+        assert_eq!(log.compact(0, DAY, 0, 0).expect("compact"), None, "raced: nothing written");
         assert_eq!(stored_batches(&log), vec![(2, 4, 1), (4, 6, 1)], "[0, 2) is not brought back");
         assert_eq!(log.offsets().log_start, 2);
         assert_eq!(log.offsets().size_bytes, size_of_stored(&log));

@@ -7,7 +7,7 @@
 
 use crate::engine::{Engine, WriteOp};
 use crate::error::{Error, Result};
-use fjord_protocol::codec::{decode_offset_key, meta_key, meta_range, offset_key, MetaKey};
+use fjord_protocol::codec::{decode_offset_key, meta_key, meta_range, offset_key, state_prefix, MetaKey};
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -176,6 +176,8 @@ impl Engine for RocksEngine {
                 WriteOp::DeleteBatches { from, to } => batch.delete_range_cf(&cf, offset_key(from), offset_key(to)),
                 WriteOp::DeleteBatch { base_offset } => batch.delete_cf(&cf, offset_key(base_offset)),
                 WriteOp::PutMeta { key, value } => batch.put_cf(&self.meta_cf()?, meta_key(name, key), value),
+                WriteOp::PutState { key, value } => batch.put_cf(&self.meta_cf()?, state_prefix(name, key), value),
+                WriteOp::DeleteState { key } => batch.delete_cf(&self.meta_cf()?, state_prefix(name, key)),
             }
         }
         self.db.write_opt(batch, &self.write_opts).map_err(backend)
@@ -216,6 +218,28 @@ impl Engine for RocksEngine {
         }
         it.status().map_err(backend)?;
         Ok(None)
+    }
+
+    fn get_state(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.cf(name)?;
+        self.db.get_cf(&self.meta_cf()?, state_prefix(name, key)).map_err(backend)
+    }
+
+    fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.cf(name)?;
+        let meta = self.meta_cf()?;
+        let full = state_prefix(name, prefix);
+        let skip = state_prefix(name, b"").len();
+        let mut it = self.db.raw_iterator_cf(&meta);
+        it.seek(&full);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            if !k.starts_with(&full) || !f(&k[skip..], v) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(backend)
     }
 
     fn sync(&self) -> Result<()> {

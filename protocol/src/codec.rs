@@ -25,6 +25,20 @@
 //! As in Kafka's v2 batches, the CRC does not cover `base_offset` and `leader_epoch`,
 //! so the leader stamps them in place without re-hashing the batch.
 //!
+//! # Record batch (version 2): a producer extension
+//! A batch a producer wants deduplicated has magic 2 and, between the header and the
+//! records, a [`ProducerExt`] (covered by the CRC):
+//!
+//! ```text
+//! 37  2  ext_length (u16)
+//! 39  …  ext: flags (u8: 1 idempotency key, 2 producer session), default_timestamp (i64:
+//!        the time stamped on records that had none),
+//!        [idempotency] key_length (u8, 1..=255), key, fingerprint (16 bytes), routed_with (u32:
+//!        the topic's partition count the request was routed with),
+//!        [session] producer_id (u64), producer_epoch (u32), first_sequence (u32)
+//! …      records
+//! ```
+//!
 //! # Stores and RocksDB keys
 //! Each partition replica is one store (a RocksDB column family) named by
 //! [`StoreName`]: `p.{topic_id}.{partition}`, so a re-created topic of the same name never
@@ -38,6 +52,11 @@
 //! RocksDB engine keeps them in one shared column family under [`meta_key`]:
 //! `{store}\0{key}`.
 //!
+//! The same column family holds each store's producer state, keys
+//! `{store}\0` + [`StateKey`]: `i:{idempotency key}` → [`IdempotencyEntry`],
+//! `e:{written_ms u64}{idempotency key}` → nothing (expiry order), `p:{producer_id u64}` →
+//! [`ProducerEntry`]. None of them can be mistaken for a [`MetaKey`] name.
+//!
 //! # Frames
 //! Batches travel between nodes as `[u32 length][bytes]` frames ([`encode_frames`]).
 //!
@@ -50,7 +69,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 
 pub const MAGIC: u8 = 1;
+/// A batch with a [`ProducerExt`].
+pub const MAGIC_EXT: u8 = 2;
 pub const BATCH_HEADER_LEN: usize = 37;
+/// Longest idempotency key (the IETF httpapi draft's `Idempotency-Key` is "a string";
+/// Fjord bounds it so index entries stay small).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const CRC_START: usize = 17;
 /// Fixed bytes of one record besides key, value and headers.
 pub const RECORD_OVERHEAD: usize = 8 + 4 + 4 + 4;
@@ -84,6 +108,102 @@ pub enum CodecError {
     OffsetOverflow,
     #[error("not a `__consumer_offsets` key: {0}")]
     BadOffsetsKey(String),
+    #[error("malformed producer extension: {0}")]
+    BadExt(&'static str),
+}
+
+/// An idempotency key and what it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Idempotency {
+    /// 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes.
+    pub key: Vec<u8>,
+    /// A hash of the request: the same key with another request is refused.
+    pub fingerprint: [u8; 16],
+    /// The topic's partition count the request's records were routed with.
+    pub routed_with: u32,
+}
+
+/// A producer session's place in its sequence (Kafka's producer id, epoch, sequence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Session {
+    pub producer_id: u64,
+    pub epoch: u32,
+    /// The sequence number of the batch's first record; the others follow on.
+    pub first_sequence: u32,
+}
+
+/// What a producer attaches to a batch so that a retry of it cannot be written twice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProducerExt {
+    pub idempotency: Option<Idempotency>,
+    pub session: Option<Session>,
+    /// The time (ms) stamped on the batch's records that came without a timestamp: a
+    /// replayed answer reports the original times.
+    pub default_timestamp: i64,
+}
+
+impl ProducerExt {
+    fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(48);
+        let flags = u8::from(self.idempotency.is_some()) | (u8::from(self.session.is_some()) << 1);
+        out.push(flags);
+        out.extend_from_slice(&self.default_timestamp.to_be_bytes());
+        if let Some(i) = &self.idempotency {
+            if i.key.is_empty() || i.key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+                return Err(CodecError::BadExt("the idempotency key must be 1 to 255 bytes"));
+            }
+            out.push(i.key.len() as u8);
+            out.extend_from_slice(&i.key);
+            out.extend_from_slice(&i.fingerprint);
+            out.extend_from_slice(&i.routed_with.to_be_bytes());
+        }
+        if let Some(p) = &self.session {
+            out.extend_from_slice(&p.producer_id.to_be_bytes());
+            out.extend_from_slice(&p.epoch.to_be_bytes());
+            out.extend_from_slice(&p.first_sequence.to_be_bytes());
+        }
+        Ok(out)
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, CodecError> {
+        let bad = CodecError::BadExt;
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8], CodecError> {
+            let r = b.get(at..at + n).ok_or(bad("truncated"))?;
+            at += n;
+            Ok(r)
+        };
+        let flags = take(1)?[0];
+        if flags & !3 != 0 {
+            return Err(bad("unknown flags"));
+        }
+        let default_timestamp = read_u64(take(8)?, 0) as i64;
+        let idempotency = if flags & 1 != 0 {
+            let len = usize::from(take(1)?[0]);
+            if len == 0 {
+                return Err(bad("empty idempotency key"));
+            }
+            let key = take(len)?.to_vec();
+            let mut fingerprint = [0u8; 16];
+            fingerprint.copy_from_slice(take(16)?);
+            let routed_with = read_u32(take(4)?, 0);
+            Some(Idempotency { key, fingerprint, routed_with })
+        } else {
+            None
+        };
+        let session = if flags & 2 != 0 {
+            let producer_id = read_u64(take(8)?, 0);
+            let epoch = read_u32(take(4)?, 0);
+            let first_sequence = read_u32(take(4)?, 0);
+            Some(Session { producer_id, epoch, first_sequence })
+        } else {
+            None
+        };
+        if at != b.len() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Self { idempotency, session, default_timestamp })
+    }
 }
 
 /// One header: a name and opaque bytes. Names may repeat, as in Kafka.
@@ -120,6 +240,7 @@ pub struct BatchBuilder {
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
+    magic: u8,
 }
 
 impl Default for BatchBuilder {
@@ -132,7 +253,18 @@ impl BatchBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + bytes);
         buf.put_bytes(0, BATCH_HEADER_LEN);
-        Self { buf, count: 0, first_timestamp: 0, max_timestamp: i64::MIN }
+        Self { buf, count: 0, first_timestamp: 0, max_timestamp: i64::MIN, magic: MAGIC }
+    }
+
+    /// A builder of a version-2 batch carrying `ext`.
+    pub fn with_ext(bytes: usize, ext: &ProducerExt) -> Result<Self, CodecError> {
+        let encoded = ext.encode()?;
+        let len = u16::try_from(encoded.len()).map_err(|_| CodecError::FieldTooLarge)?;
+        let mut b = Self::with_capacity(bytes + 2 + encoded.len());
+        b.buf.put_u16(len);
+        b.buf.put_slice(&encoded);
+        b.magic = MAGIC_EXT;
+        Ok(b)
     }
 
     pub fn len(&self) -> u32 {
@@ -183,7 +315,7 @@ impl BatchBuilder {
         if self.count == 0 {
             return Err(CodecError::Empty);
         }
-        self.buf[12] = MAGIC;
+        self.buf[12] = self.magic;
         self.buf[17..21].copy_from_slice(&self.count.to_be_bytes());
         self.buf[21..29].copy_from_slice(&self.first_timestamp.to_be_bytes());
         self.buf[29..37].copy_from_slice(&self.max_timestamp.to_be_bytes());
@@ -236,7 +368,7 @@ impl Batch {
         if bytes.len() < BATCH_HEADER_LEN {
             return Err(CodecError::TooShort(bytes.len()));
         }
-        if bytes[12] != MAGIC {
+        if bytes[12] != MAGIC && bytes[12] != MAGIC_EXT {
             return Err(CodecError::BadMagic(bytes[12]));
         }
         let stored = read_u32(&bytes, 13);
@@ -252,7 +384,10 @@ impl Batch {
         if batch.base_offset().checked_add(u64::from(count)).is_none() {
             return Err(CodecError::OffsetOverflow);
         }
-        let mut pos = BATCH_HEADER_LEN;
+        let mut pos = batch.records_start()?;
+        if batch.bytes[12] == MAGIC_EXT {
+            ProducerExt::decode(&batch.bytes[BATCH_HEADER_LEN + 2..pos])?;
+        }
         for index in 0..count {
             pos = skip_record(&batch.bytes, pos, index)?;
         }
@@ -264,6 +399,26 @@ impl Batch {
 
     pub fn base_offset(&self) -> u64 {
         read_u64(&self.bytes, 0)
+    }
+
+    /// Where the records begin: after the header, and after the extension of a
+    /// version-2 batch.
+    fn records_start(&self) -> Result<usize, CodecError> {
+        if self.bytes[12] != MAGIC_EXT {
+            return Ok(BATCH_HEADER_LEN);
+        }
+        let len = self.bytes.get(BATCH_HEADER_LEN..BATCH_HEADER_LEN + 2).ok_or(CodecError::BadExt("truncated"))?;
+        let end = BATCH_HEADER_LEN + 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if end > self.bytes.len() {
+            return Err(CodecError::BadExt("truncated"));
+        }
+        Ok(end)
+    }
+
+    /// The producer extension of a version-2 batch (validated by [`Batch::parse`]).
+    pub fn ext(&self) -> Option<ProducerExt> {
+        let end = self.records_start().ok()?;
+        (end > BATCH_HEADER_LEN).then(|| ProducerExt::decode(&self.bytes[BATCH_HEADER_LEN + 2..end]).ok()).flatten()
     }
 
     pub fn leader_epoch(&self) -> u32 {
@@ -310,7 +465,7 @@ impl Batch {
 
     /// The records, in offset order.
     pub fn records(&self) -> RecordIter<'_> {
-        RecordIter { batch: self, pos: BATCH_HEADER_LEN, index: 0 }
+        RecordIter { batch: self, pos: self.records_start().unwrap_or(self.bytes.len()), index: 0 }
     }
 }
 
@@ -318,13 +473,28 @@ impl Batch {
 /// and the record timestamps they were written with: how compaction rewrites a batch as
 /// its runs of survivors, and how a follower keeps the part of a batch past its log end.
 pub fn rebuild(records: &[RecordView], base: u64, leader_epoch: u32) -> Result<Batch, CodecError> {
+    rebuild_with(records, base, leader_epoch, None)
+}
+
+/// [`rebuild`], keeping a producer extension (a follower keeping the part of a batch past
+/// its log end keeps what dedupes it).
+pub fn rebuild_with(
+    records: &[RecordView],
+    base: u64,
+    leader_epoch: u32,
+    ext: Option<&ProducerExt>,
+) -> Result<Batch, CodecError> {
     let size = |r: &RecordView| {
         RECORD_OVERHEAD
             + r.key.as_ref().map_or(0, Bytes::len)
             + r.value.as_ref().map_or(0, Bytes::len)
             + r.headers.iter().map(|h| HEADER_OVERHEAD + h.name.len() + h.value.len()).sum::<usize>()
     };
-    let mut builder = BatchBuilder::with_capacity(records.iter().map(size).sum());
+    let capacity = records.iter().map(size).sum();
+    let mut builder = match ext {
+        Some(ext) => BatchBuilder::with_ext(capacity, ext)?,
+        None => BatchBuilder::with_capacity(capacity),
+    };
     for r in records {
         builder.push_parts(
             r.timestamp,
@@ -569,6 +739,173 @@ pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<(u32, u64)>> {
     Some(bytes.chunks_exact(12).map(|c| (read_u32(c, 0), read_u64(c, 4))).collect())
 }
 
+/// A key of a store's producer state (after the store's `{store}\0` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKey<'a> {
+    /// The entry of an idempotency key.
+    Idempotency(&'a [u8]),
+    /// When an idempotency entry was written, for expiry in time order.
+    Expiry { written_ms: i64, key: &'a [u8] },
+    /// A producer session's state on this partition.
+    Producer(u64),
+}
+
+impl StateKey<'_> {
+    pub const IDEMPOTENCY_PREFIX: &'static [u8] = b"i:";
+    pub const EXPIRY_PREFIX: &'static [u8] = b"e:";
+    pub const PRODUCER_PREFIX: &'static [u8] = b"p:";
+
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            StateKey::Idempotency(key) => [Self::IDEMPOTENCY_PREFIX, key].concat(),
+            StateKey::Expiry { written_ms, key } => {
+                [Self::EXPIRY_PREFIX, &(*written_ms).max(0).to_be_bytes()[..], key].concat()
+            }
+            StateKey::Producer(id) => [Self::PRODUCER_PREFIX, &id.to_be_bytes()[..]].concat(),
+        }
+    }
+
+    /// `(written_ms, idempotency key)` of an encoded [`StateKey::Expiry`].
+    pub fn decode_expiry(encoded: &[u8]) -> Option<(i64, &[u8])> {
+        let rest = encoded.strip_prefix(Self::EXPIRY_PREFIX)?;
+        let ms = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        Some((ms, &rest[8..]))
+    }
+}
+
+/// What a partition remembers of one idempotency key: the batch it wrote, and whether a
+/// retry is the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyEntry {
+    pub fingerprint: [u8; 16],
+    pub base_offset: u64,
+    pub record_count: u32,
+    pub default_timestamp: i64,
+    pub routed_with: u32,
+    /// When it was written (ms): the entry is good for the topic's idempotency window.
+    pub written_ms: i64,
+}
+
+impl IdempotencyEntry {
+    const LEN: usize = 16 + 8 + 4 + 8 + 4 + 8;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.base_offset.to_be_bytes());
+        out.extend_from_slice(&self.record_count.to_be_bytes());
+        out.extend_from_slice(&self.default_timestamp.to_be_bytes());
+        out.extend_from_slice(&self.routed_with.to_be_bytes());
+        out.extend_from_slice(&self.written_ms.to_be_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&b[..16]);
+        Some(Self {
+            fingerprint,
+            base_offset: read_u64(b, 16),
+            record_count: read_u32(b, 24),
+            default_timestamp: read_u64(b, 28) as i64,
+            routed_with: read_u32(b, 36),
+            written_ms: read_u64(b, 40) as i64,
+        })
+    }
+}
+
+/// One batch a producer session wrote, kept to answer a retry of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionBatch {
+    pub first_sequence: u32,
+    pub record_count: u32,
+    pub base_offset: u64,
+    pub default_timestamp: i64,
+}
+
+/// A producer session's state on one partition: its epoch, the last sequence written,
+/// and its last few batches (Kafka keeps five).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: u32,
+    /// The sequence of the last record written; `None` before the first.
+    pub last_sequence: Option<u32>,
+    pub last_write_ms: i64,
+    /// Oldest first.
+    pub recent: Vec<SessionBatch>,
+}
+
+impl ProducerEntry {
+    /// How many batches are kept to answer retries.
+    pub const RECENT: usize = 5;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 9 + 8 + 1 + self.recent.len() * 24);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        match self.last_sequence {
+            Some(s) => {
+                out.push(1);
+                out.extend_from_slice(&s.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.last_write_ms.to_be_bytes());
+        out.push(self.recent.len() as u8);
+        for b in &self.recent {
+            out.extend_from_slice(&b.first_sequence.to_be_bytes());
+            out.extend_from_slice(&b.record_count.to_be_bytes());
+            out.extend_from_slice(&b.base_offset.to_be_bytes());
+            out.extend_from_slice(&b.default_timestamp.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let mut at = 0usize;
+        let mut take = |n: usize| {
+            let r = b.get(at..at + n)?;
+            at += n;
+            Some(r)
+        };
+        let epoch = read_u32(take(4)?, 0);
+        let last_sequence = match take(1)?[0] {
+            0 => None,
+            1 => Some(read_u32(take(4)?, 0)),
+            _ => return None,
+        };
+        let last_write_ms = read_u64(take(8)?, 0) as i64;
+        let n = usize::from(take(1)?[0]);
+        let mut recent = Vec::with_capacity(n);
+        for _ in 0..n {
+            let r = take(24)?;
+            recent.push(SessionBatch {
+                first_sequence: read_u32(r, 0),
+                record_count: read_u32(r, 4),
+                base_offset: read_u64(r, 8),
+                default_timestamp: read_u64(r, 16) as i64,
+            });
+        }
+        (at == b.len()).then_some(Self { epoch, last_sequence, last_write_ms, recent })
+    }
+}
+
+/// The RocksDB key of `store`'s producer-state value `key` in the metadata column family.
+pub fn state_key(store: &str, key: &StateKey<'_>) -> Vec<u8> {
+    let mut k = meta_prefix(store);
+    k.extend_from_slice(&key.encode());
+    k
+}
+
+/// The RocksDB key prefix of `store`'s producer-state keys starting with `prefix`.
+pub fn state_prefix(store: &str, prefix: &[u8]) -> Vec<u8> {
+    let mut k = meta_prefix(store);
+    k.extend_from_slice(prefix);
+    k
+}
+
 /// Concatenates byte strings as `[u32 length][bytes]` frames (batches in a fetch answer).
 pub fn encode_frames<'a>(parts: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) -> Result<(), CodecError> {
     for p in parts {
@@ -681,6 +1018,80 @@ mod tests {
             ["default", "p.", "p.abc", "p..1", "p.a.b.1", "p.abc.x", "p.abc.-1", "q.abc.1", "p.abc.99999999999"]
         {
             assert_eq!(StoreName::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn producer_extensions_round_trip_and_damage_is_refused() {
+        let ext = ProducerExt {
+            idempotency: Some(Idempotency { key: b"req-1".to_vec(), fingerprint: [7; 16], routed_with: 3 }),
+            session: Some(Session { producer_id: 9, epoch: 2, first_sequence: 40 }),
+            default_timestamp: 1_700_000_000_000,
+        };
+        for ext in [ext.clone(), ProducerExt { session: None, ..ext.clone() }, ProducerExt { idempotency: None, ..ext }]
+        {
+            let mut b = BatchBuilder::with_ext(16, &ext).expect("builder");
+            b.push(&record(5, Some(b"k"), Some(b"v"), &[("h", b"1")])).expect("push");
+            b.push(&record(6, None, None, &[])).expect("push");
+            let mut bytes = BytesMut::from(&b.finish().expect("finish")[..]);
+            stamp(&mut bytes, 10, 1).expect("stamp");
+            let batch = Batch::parse(bytes.freeze()).expect("parse");
+            assert_eq!(batch.ext(), Some(ext.clone()));
+            let offsets: Vec<u64> = batch.records().map(|r| r.offset).collect();
+            assert_eq!(offsets, [10, 11]);
+            let kept: Vec<RecordView> = batch.records().skip(1).collect();
+            assert_eq!(rebuild_with(&kept, 11, 1, Some(&ext)).expect("rebuild").ext(), Some(ext.clone()));
+            assert_eq!(rebuild(&kept, 11, 1).expect("rebuild").ext(), None);
+        }
+        let plain = encode(&[record(1, None, Some(b"v"), &[])]);
+        assert_eq!(Batch::parse(plain).expect("v1").ext(), None, "a version-1 batch has none");
+        let long = ProducerExt {
+            idempotency: Some(Idempotency { key: vec![b'x'; 256], fingerprint: [0; 16], routed_with: 1 }),
+            ..ProducerExt::default()
+        };
+        assert!(BatchBuilder::with_ext(0, &long).is_err());
+        // A damaged extension (flags with an unknown bit), CRC fixed up: refused.
+        let mut b = BatchBuilder::with_ext(8, &ProducerExt::default()).expect("builder");
+        b.push(&record(1, None, Some(b"v"), &[])).expect("push");
+        let mut bad = BytesMut::from(&b.finish().expect("finish")[..]);
+        bad[39] = 0x80;
+        let crc = crc32c::crc32c(&bad[CRC_START..]);
+        bad[13..17].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(Batch::parse(bad.freeze()), Err(CodecError::BadExt(_))));
+    }
+
+    #[test]
+    fn producer_state_layouts_round_trip_and_sort_expiry_by_time() {
+        let e = IdempotencyEntry {
+            fingerprint: [3; 16],
+            base_offset: 77,
+            record_count: 2,
+            default_timestamp: -5,
+            routed_with: 6,
+            written_ms: 1_700_000_000_000,
+        };
+        assert_eq!(IdempotencyEntry::decode(&e.encode()), Some(e));
+        assert_eq!(IdempotencyEntry::decode(&[0; 3]), None);
+        let p = ProducerEntry {
+            epoch: 4,
+            last_sequence: Some(41),
+            last_write_ms: 9,
+            recent: vec![SessionBatch { first_sequence: 40, record_count: 2, base_offset: 10, default_timestamp: 8 }],
+        };
+        assert_eq!(ProducerEntry::decode(&p.encode()), Some(p.clone()));
+        let fresh = ProducerEntry { last_sequence: None, recent: vec![], ..p };
+        assert_eq!(ProducerEntry::decode(&fresh.encode()), Some(fresh));
+        assert_eq!(ProducerEntry::decode(&[0, 0, 0, 1, 2]), None);
+
+        let early = StateKey::Expiry { written_ms: 5, key: b"zz" }.encode();
+        let late = StateKey::Expiry { written_ms: 300, key: b"aa" }.encode();
+        assert!(early < late, "expiry keys sort by time first");
+        assert_eq!(StateKey::decode_expiry(&late), Some((300, &b"aa"[..])));
+        for key in [StateKey::Idempotency(b"k"), StateKey::Producer(1)] {
+            let full = state_key("p.a.0", &key);
+            let (start, end) = meta_range("p.a.0");
+            assert!(start <= full && full < end, "dropped with its store");
+            assert!(MetaKey::ALL.iter().all(|m| meta_key("p.a.0", *m) != full));
         }
     }
 

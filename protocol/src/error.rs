@@ -76,6 +76,20 @@ pub enum ErrorCode {
     GroupNotEmpty,
     /// No committed offset for a partition and `auto_offset_reset` is `none`.
     NoCommittedOffset,
+    /// A conditional append (`expected_offset`) found the log ending elsewhere; nothing
+    /// was written. `details.log_end_offset` says where it ends.
+    OffsetMismatch,
+    /// An `Idempotency-Key` already used, within the window, for another request;
+    /// nothing was written.
+    IdempotencyKeyReused,
+    /// A producer session's sequence skips ahead or goes back beyond what can be
+    /// answered as a replay; nothing was written. `details.expected_sequence` says which.
+    OutOfOrderSequence,
+    /// A producer session whose epoch another registration of the same name has
+    /// superseded; nothing was written.
+    ProducerFenced,
+    /// A producer id no registration gave out (or one that expired): register again.
+    UnknownProducerId,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -118,6 +132,11 @@ impl ErrorCode {
             Self::InconsistentGroupProtocol => "inconsistent_group_protocol",
             Self::GroupNotEmpty => "group_not_empty",
             Self::NoCommittedOffset => "no_committed_offset",
+            Self::OffsetMismatch => "offset_mismatch",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::OutOfOrderSequence => "out_of_order_sequence",
+            Self::ProducerFenced => "producer_fenced",
+            Self::UnknownProducerId => "unknown_producer_id",
             Self::Internal => "internal",
         }
     }
@@ -140,14 +159,19 @@ impl ErrorCode {
             | Self::UnknownPartition
             | Self::NotFound
             | Self::UnknownGroup
-            | Self::UnknownMemberId => 404,
+            | Self::UnknownMemberId
+            | Self::UnknownProducerId => 404,
             Self::MethodNotAllowed => 405,
             Self::TopicAlreadyExists
             | Self::StaleVersion
             | Self::StaleGeneration
             | Self::InconsistentGroupProtocol
             | Self::GroupNotEmpty
-            | Self::NoCommittedOffset => 409,
+            | Self::NoCommittedOffset
+            | Self::OutOfOrderSequence
+            | Self::ProducerFenced => 409,
+            Self::OffsetMismatch => 412,
+            Self::IdempotencyKeyReused => 422,
             Self::RecordTooLarge | Self::RequestTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::OffsetOutOfRange => 416,
@@ -184,17 +208,38 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// What an error says beyond its code, for a client to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetails {
+    /// `offset_mismatch`: where the partition's log ends now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_end_offset: Option<u64>,
+    /// `out_of_order_sequence`: the sequence the partition expects next from the producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sequence: Option<u32>,
+    /// `producer_fenced`: the producer's current epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_epoch: Option<u32>,
+}
+
 /// An error with a stable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{code}: {message}")]
 pub struct FjordError {
     pub code: ErrorCode,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ErrorDetails>,
 }
 
 impl FjordError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: ErrorDetails) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn retriable(&self) -> bool {

@@ -29,9 +29,9 @@ pub mod partitioner;
 
 pub use clock::now_ms;
 pub use codec::{Batch, BatchBuilder, Header, Record, RecordView};
-pub use error::{ErrorCode, FjordError, Result};
+pub use error::{ErrorCode, ErrorDetails, FjordError, Result};
 pub use names::{NodeId, TopicPartition};
 pub use node::{
-    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus, ProduceRequest,
-    ProduceResponse,
+    Acks, FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus, ProduceReplay,
+    ProduceRequest, ProduceResponse,
 };

@@ -52,12 +52,28 @@ pub struct ProduceRequest {
     pub acks: Acks,
     /// How long to wait for replication with `acks=all`.
     pub timeout: Duration,
+    /// A conditional append: written only if the partition's log ends exactly here.
+    pub expected_offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProduceResponse {
     pub base_offset: u64,
     pub record_count: u32,
+    /// Set when the batch was a retry of one already written (its idempotency key or
+    /// producer sequence): these are the original offsets, and nothing was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ProduceReplay>,
+}
+
+/// What a replayed batch was originally written as, beyond its offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceReplay {
+    /// The time stamped on records that came without one.
+    pub default_timestamp: i64,
+    /// The partition count the original request was routed with (idempotency keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routed_with: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

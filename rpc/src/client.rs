@@ -119,6 +119,7 @@ impl NodeApi for NodeClient {
             partition: req.tp.partition,
             acks: req.acks.as_str().to_owned(),
             timeout_ms: req.timeout.as_millis() as u64,
+            expected_offset: req.expected_offset,
         };
         Self::json(self.request(Route::Produce, req.timeout + PRODUCE_SLACK).query(&q).body(req.batch)).await
     }

@@ -98,6 +98,9 @@ pub struct ProduceQuery {
     /// `0`, `1` or `all` ([`Acks::as_str`](fjord_protocol::Acks::as_str)).
     pub acks: String,
     pub timeout_ms: u64,
+    /// A conditional append ([`ProduceRequest::expected_offset`](fjord_protocol::ProduceRequest::expected_offset)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

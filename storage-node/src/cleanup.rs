@@ -1,6 +1,8 @@
 //! The periodic log cleanup of every replica, leader or follower (each replica cleans
 //! its own log, as in Kafka): retention where `cleanup.policy` has `delete`, then
-//! compaction where it has `compact`. Log work runs on blocking threads.
+//! compaction where it has `compact`; on every topic, expiry of producer state
+//! (idempotency keys past `idempotency.window.ms`, producer sessions idle past
+//! `producer.id.expiration.ms`). Log work runs on blocking threads.
 
 use crate::replica::{CompactionMark, Replica};
 use crate::replicas::Replicas;
@@ -16,6 +18,23 @@ pub async fn clean_all(replicas: &Replicas) {
         if config.compacts() {
             compact(&r, false).await;
         }
+        expire_producer_state(&r, config.idempotency_window_ms, config.producer_id_expiration_ms).await;
+    }
+}
+
+async fn expire_producer_state(r: &Replica, window_ms: i64, expiration_ms: i64) {
+    let log = r.log.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        log.expire_producer_state(fjord_protocol::now_ms(), window_ms, expiration_ms)
+    })
+    .await;
+    match result {
+        Ok(Ok((keys, producers))) if keys + producers > 0 => {
+            debug!(partition = %r.tp, keys, producers, "expired producer state")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!(partition = %r.tp, error = %e, "producer state expiry failed"),
+        Err(e) => warn!(partition = %r.tp, error = %e, "producer state expiry task failed"),
     }
 }
 
@@ -63,9 +82,10 @@ async fn compact(r: &Replica, force: bool) {
         return;
     }
     let log = r.log.clone();
-    let result =
-        tokio::task::spawn_blocking(move || log.compact(now, config.delete_retention_ms, config.min_compaction_lag_ms))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        log.compact(now, config.delete_retention_ms, config.min_compaction_lag_ms, config.idempotency_window_ms)
+    })
+    .await;
     match result {
         Ok(Ok(Some(done))) => {
             r.state.lock().compacted = Some(CompactionMark { due_ms: done.due_ms, ..mark });

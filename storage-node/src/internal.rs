@@ -64,6 +64,7 @@ async fn produce(State(node): State<Arc<StorageNode>>, Query(q): Query<ProduceQu
         batch: body,
         acks,
         timeout: Duration::from_millis(q.timeout_ms).min(MAX_WAIT),
+        expected_offset: q.expected_offset,
     };
     json(node.produce(req).await)
 }

@@ -14,11 +14,11 @@ use crate::replica::Replica;
 use crate::replicas::Replicas;
 use async_trait::async_trait;
 use fjord_coordinator::{ClusterMetadata, Coordinator, NodeInfo};
-use fjord_log::{Engine, RocksEngine, WalSync};
+use fjord_log::{Append, Appended, Dedupe, Engine, RocksEngine, WalSync};
 use fjord_protocol::group::{GroupRequest, GroupResponse};
 use fjord_protocol::{
-    Acks, Batch, ErrorCode, FetchRequest, FetchResponse, FjordError, ListOffsetResponse, NodeApi, NodeId, OffsetSpec,
-    PartitionStatus, ProduceRequest, ProduceResponse, Result, TopicPartition,
+    now_ms, Acks, ErrorCode, FetchRequest, FetchResponse, FjordError, ListOffsetResponse, NodeApi, NodeId, OffsetSpec,
+    PartitionStatus, ProduceReplay, ProduceRequest, ProduceResponse, Result, TopicPartition,
 };
 use fjord_rpc::{EpochEndOffset, ReplicaFetchAnswer, ReplicaFetchRequest};
 use parking_lot::Mutex;
@@ -202,13 +202,16 @@ impl StorageNode {
         self.leader.epoch_end_offset(tp, epoch)
     }
 
-    /// Appends a produce request's batch as the leader in its current epoch (refused
-    /// with `not_enough_replicas` and nothing written when `acks=all` finds the ISR
-    /// below `min.insync.replicas`).
-    async fn append_as_leader(&self, replica: &Replica, req: &ProduceRequest) -> Result<(Batch, u32, u32)> {
-        let (epoch, isr, min_isr) = {
+    /// Appends a produce request's batch as the leader in its current epoch, checked
+    /// against the partition's producer state ([`fjord_log::dedupe`]: a retry of a batch
+    /// already written comes back as a replay, nothing written) and, for a conditional
+    /// append, against where the log ends. Refused with `not_enough_replicas` and nothing
+    /// written when `acks=all` finds the ISR below `min.insync.replicas`.
+    async fn append_as_leader(&self, replica: &Replica, req: &ProduceRequest) -> Result<(Appended, u32, u32)> {
+        let (epoch, isr, min_isr, window) = {
             let s = replica.state.lock();
-            (s.meta.leader_epoch, s.meta.isr.len() as u32, s.meta.config.min_insync_replicas)
+            let c = &s.meta.config;
+            (s.meta.leader_epoch, s.meta.isr.len() as u32, c.min_insync_replicas, c.idempotency_window_ms)
         };
         if req.acks == Acks::All && isr < min_isr {
             return Err(FjordError::new(
@@ -216,18 +219,22 @@ impl StorageNode {
                 format!("{}: {isr} in-sync replica(s), min.insync.replicas is {min_isr}; nothing was written", req.tp),
             ));
         }
-        let appended = replica.appends.append(req.batch.clone(), epoch).await?;
-        self.leader.appended(replica);
+        let append = Append { batch: req.batch.clone(), expected_offset: req.expected_offset };
+        let dedupe = Dedupe { now_ms: now_ms(), idempotency_window_ms: window };
+        let appended = replica.appends.append(append, epoch, Some(dedupe)).await?;
+        if matches!(appended, Appended::Written(_)) {
+            self.leader.appended(replica);
+        }
         Ok((appended, epoch, min_isr))
     }
 
-    /// `acks=all`: waits until the HW passes the batch while this replica still leads
-    /// in the epoch it appended in, or the deadline.
+    /// `acks=all`: waits until the HW passes the batch (a replay's original batch) while
+    /// this replica still leads in the epoch it answered in, or the deadline.
     async fn await_replication(
         &self,
         replica: &Replica,
         req: &ProduceRequest,
-        appended: &Batch,
+        appended: &Appended,
         epoch: u32,
     ) -> Result<()> {
         let mut hw_rx = replica.log.subscribe_high_watermark();
@@ -293,7 +300,13 @@ impl NodeApi for StorageNode {
                 ));
             }
         }
-        Ok(ProduceResponse { base_offset: appended.base_offset(), record_count: appended.record_count() })
+        let replay = match &appended {
+            Appended::Written(_) => None,
+            Appended::Replayed(r) => {
+                Some(ProduceReplay { default_timestamp: r.default_timestamp, routed_with: r.routed_with })
+            }
+        };
+        Ok(ProduceResponse { base_offset: appended.base_offset(), record_count: appended.record_count(), replay })
     }
 
     async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse> {

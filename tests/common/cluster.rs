@@ -206,7 +206,7 @@ impl Cluster {
     /// Produces one record with `value` to `topic`/`partition` through gateway `g`,
     /// waiting up to 10 s for it.
     pub async fn produce(&self, g: usize, topic: &str, partition: u32, acks: Acks, value: &Value) -> Produced {
-        let opts = ProduceOptions { acks, timeout_ms: Some(10_000) };
+        let opts = ProduceOptions { acks, timeout_ms: Some(10_000), ..Default::default() };
         let api = fjord_client::Client::with_http(self.client.clone(), &self.gateway(g));
         let sent = tokio::time::timeout(
             Duration::from_secs(15),

@@ -47,7 +47,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
 
 /// Produces `records` to `topic` with `acks=all`, asserting every one was written.
 pub async fn produce(api: &fjord_client::Client, topic: &str, records: Vec<fjord_client::Record>) {
-    let opts = fjord_client::ProduceOptions { acks: fjord_client::Acks::All, timeout_ms: None };
+    let opts = fjord_client::ProduceOptions { acks: fjord_client::Acks::All, ..Default::default() };
     let reply = api.produce(topic, None, &records, &opts).await.unwrap_or_else(|e| panic!("produce to {topic}: {e}"));
     assert!(reply.all_written(), "produce to {topic}: {reply:?}");
 }

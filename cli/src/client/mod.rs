@@ -75,7 +75,7 @@ impl Failure {
 impl From<fjord_client::Error> for Failure {
     fn from(e: fjord_client::Error) -> Self {
         match &e {
-            fjord_client::Error::Api { status, code, message, retriable } => {
+            fjord_client::Error::Api { status, code, message, retriable, .. } => {
                 let exit = match (*status, code.as_str()) {
                     (_, _) if *retriable => Exit::Unavailable,
                     (404, _) => Exit::NotFound,

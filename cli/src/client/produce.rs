@@ -150,7 +150,7 @@ struct Tally {
 
 pub async fn run(args: ProduceArgs) -> Outcome {
     let api = args.conn.client()?;
-    let opts = ProduceOptions { acks: acks(&args.acks)?, timeout_ms: Some(args.timeout_ms) };
+    let opts = ProduceOptions { acks: acks(&args.acks)?, timeout_ms: Some(args.timeout_ms), ..Default::default() };
     if args.batch_records == 0 {
         return Err(Failure::usage("--batch-records must be at least 1"));
     }

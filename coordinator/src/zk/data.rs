@@ -36,6 +36,13 @@ pub struct StateZnode {
     pub controller_epoch: u32,
 }
 
+/// `/producers/{name}`. The id and epoch are the znode's creation zxid and data
+/// version, so the data only names the producer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerZnode {
+    pub name: String,
+}
+
 /// `/controller`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerZnode {

@@ -25,12 +25,13 @@ mod snapshot;
 
 use crate::api::Coordinator;
 use crate::model::{
-    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, TopicChange, TopicConfig,
-    TopicMetadata,
+    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange,
+    TopicConfig, TopicMetadata,
 };
+use crate::producers;
 use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
-use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
+use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, ProducerZnode, StateZnode, TopicZnode};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
@@ -587,6 +588,14 @@ impl Coordinator for ZkCoordinator {
         Ok(version)
     }
 
+    async fn register_producer(&self, name: &str) -> Result<ProducerInfo> {
+        producers::check_producer_name(name)?;
+        let inner = &self.inner;
+        let info = register_producer_znode(&inner.session(), &inner.paths.producer(name), name).await?;
+        inner.await_refresh().await;
+        Ok(info)
+    }
+
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {
         let inner = &self.inner;
         let s = inner.session();
@@ -622,6 +631,37 @@ impl Coordinator for ZkCoordinator {
         inner.await_refresh().await;
         Ok(epoch)
     }
+}
+
+/// Creates `/producers/{name}` (epoch 0) or rewrites it conditionally (the next epoch).
+async fn register_producer_znode(s: &Session, path: &str, name: &str) -> Result<ProducerInfo> {
+    let zk = |e| zk_error(&format!("registering {path}"), e);
+    let data = encode(path, &ProducerZnode { name: name.to_owned() })?;
+    let info = |stat: &zookeeper_async::Stat| ProducerInfo {
+        name: name.to_owned(),
+        id: stat.czxid as u64,
+        epoch: stat.version as u32,
+    };
+    for _ in 0..CAS_ATTEMPTS {
+        match s.get(path, false).await.map_err(zk)? {
+            None => match s.create(path, data.clone(), false).await {
+                Ok(stat) => return Ok(info(&stat)),
+                Err(ZkError::NodeExists) => continue,
+                Err(e) => return Err(zk(e)),
+            },
+            Some((_, stat)) => {
+                if stat.version == i32::MAX {
+                    return Err(producers::producer_epoch_exhausted(name));
+                }
+                match s.set(path, data.clone(), Some(stat.version)).await {
+                    Ok(stat) => return Ok(info(&stat)),
+                    Err(ZkError::BadVersion | ZkError::NoNode) => continue,
+                    Err(e) => return Err(zk(e)),
+                }
+            }
+        }
+    }
+    Err(FjordError::new(ErrorCode::StaleVersion, format!("{path} kept changing; register again")))
 }
 
 /// Increments `/controller_epoch` with a conditional write (creating it at 1).

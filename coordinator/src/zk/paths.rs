@@ -4,8 +4,8 @@
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 
 /// The persistent directories created at connect time, parents first.
-pub const BASE_DIRS: [&str; 6] =
-    ["/brokers", "/brokers/ids", "/brokers/topics", "/config", "/config/topics", "/gateways"];
+pub const BASE_DIRS: [&str; 7] =
+    ["/brokers", "/brokers/ids", "/brokers/topics", "/config", "/config/topics", "/gateways", "/producers"];
 
 /// The persistent directories created at connect time after [`BASE_DIRS`].
 pub const ADMIN_DIRS: [&str; 3] = ["/admin", "/admin/delete_topics", "/cluster"];
@@ -109,6 +109,16 @@ impl ZkPaths {
         self.under("/controller_epoch")
     }
 
+    pub fn producers(&self) -> String {
+        self.under("/producers")
+    }
+
+    /// `/producers/{name}`: its creation zxid is the producer id, its data version the
+    /// epoch (each registration rewrites it).
+    pub fn producer(&self, name: &str) -> String {
+        format!("{}/producers/{name}", self.root)
+    }
+
     pub fn gateways(&self) -> String {
         self.under("/gateways")
     }
@@ -133,6 +143,7 @@ mod tests {
         assert_eq!(p.controller(), "/fjord/controller");
         assert_eq!(p.controller_epoch(), "/fjord/controller_epoch");
         assert_eq!(p.gateway("g1"), "/fjord/gateways/g1");
+        assert_eq!(p.producer("writer-1"), "/fjord/producers/writer-1");
         assert_eq!(p.cluster_id(), "/fjord/cluster/id");
     }
 

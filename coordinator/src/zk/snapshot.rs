@@ -7,14 +7,14 @@
 //! are not all there yet (being created or deleted) is left out, with an `exists` watch
 //! on what is missing so its arrival triggers the next read.
 
-use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, StateZnode, TopicZnode};
+use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, ProducerZnode, StateZnode, TopicZnode};
 use super::paths::ZkPaths;
 use super::session::Session;
-use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, TopicConfig, TopicMetadata};
+use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, ProducerInfo, TopicConfig, TopicMetadata};
 use fjord_protocol::NodeId;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::BTreeMap;
-use zookeeper_async::ZkResult;
+use zookeeper_async::{Stat, ZkResult};
 
 /// Requests kept in flight at once while reading many znodes.
 const PARALLEL_READS: usize = 32;
@@ -49,6 +49,15 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         }
     }
 
+    let mut producers = BTreeMap::new();
+    for (name, bytes, stat) in read_children_with_stat(s, &paths.producers()).await? {
+        let path = format!("{}/{name}", paths.producers());
+        if let Some(znode) = ok_or_log(decode::<ProducerZnode>(&path, &bytes)) {
+            let id = stat.czxid as u64;
+            producers.insert(id, ProducerInfo { name: znode.name, id, epoch: stat.version as u32 });
+        }
+    }
+
     let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
@@ -56,7 +65,7 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
     let topics: Vec<Option<TopicMetadata>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
     let topics = topics.into_iter().flatten().map(|t| (t.name.clone(), t)).collect();
 
-    Ok(ClusterMetadata { cluster_id, controller, controller_epoch, nodes, gateways, topics })
+    Ok(ClusterMetadata { cluster_id, controller, controller_epoch, nodes, gateways, topics, producers })
 }
 
 fn ok_or_log<T>(r: fjord_protocol::Result<T>) -> Option<T> {
@@ -77,13 +86,18 @@ async fn read_watched(s: &Session, path: &str) -> ZkResult<Option<Vec<u8>>> {
 
 /// `(name, data)` of every child, watching the child list and each child's data.
 async fn read_children(s: &Session, dir: &str) -> ZkResult<Vec<(String, Vec<u8>)>> {
+    Ok(read_children_with_stat(s, dir).await?.into_iter().map(|(name, bytes, _)| (name, bytes)).collect())
+}
+
+/// [`read_children`] with each child's stat.
+async fn read_children_with_stat(s: &Session, dir: &str) -> ZkResult<Vec<(String, Vec<u8>, Stat)>> {
     let names = s.children(dir, true).await?.unwrap_or_default();
     let reads: Vec<_> = names
         .into_iter()
         .map(|name| async move {
             // A child gone since the listing has fired the child watch; skip it.
             Ok::<_, zookeeper_async::ZkError>(
-                s.get(&format!("{dir}/{name}"), true).await?.map(|(bytes, _)| (name, bytes)),
+                s.get(&format!("{dir}/{name}"), true).await?.map(|(bytes, stat)| (name, bytes, stat)),
             )
         })
         .collect();

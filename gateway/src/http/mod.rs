@@ -6,10 +6,12 @@
 //! `params` (shared parameters, checked once) and `sse` (the one Server-Sent Events pump).
 
 pub mod cluster;
+pub mod exactly_once;
 pub mod extract;
 pub mod groups;
 pub mod params;
 pub mod produce;
+pub mod producers;
 pub mod records;
 pub mod sse;
 pub mod topics;
@@ -53,6 +55,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(topics::router())
         .merge(records::router())
+        .merge(producers::router())
         .merge(groups::router())
         .merge(cluster::router())
         .routes(utoipa_axum::routes!(openapi_json))

@@ -5,16 +5,18 @@
 
 use crate::body::{self, InRecord};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+use crate::http::exactly_once::{self, ProducerHeaders, RequestShape};
 use crate::http::extract::{media_type, ApiPath, ApiQuery};
 use crate::http::params;
 use crate::state::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use fjord_coordinator::{NewTopic, TopicConfig, TopicMetadata};
+use fjord_protocol::codec::ProducerExt;
 use fjord_protocol::{partitioner, Acks, BatchBuilder, ErrorCode, FjordError, ProduceRequest, TopicPartition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +44,9 @@ pub struct ProduceParams {
     /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
     /// records' timestamp (ms; default: when the gateway received them).
     timestamp: Option<i64>,
+    /// Only the partition route takes a condition; read here to refuse it clearly.
+    #[param(ignore)]
+    expected_offset: Option<serde_json::Value>,
 }
 
 /// The query of a produce to one partition: [`ProduceParams`] without `partition` (the
@@ -60,11 +65,24 @@ pub struct PartitionProduceParams {
     /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
     /// records' timestamp (ms; default: when the gateway received them).
     timestamp: Option<i64>,
+    /// Conditional append: write only if the partition's log ends exactly at this
+    /// offset (its next offset is this), else `412 offset_mismatch` with the current end
+    /// in `error.details.log_end_offset` and nothing written. Needs `acks` 1 or `all`.
+    #[param(minimum = 0, example = 42)]
+    expected_offset: Option<u64>,
 }
 
-impl From<PartitionProduceParams> for ProduceParams {
-    fn from(q: PartitionProduceParams) -> Self {
-        Self { acks: q.acks, timeout_ms: q.timeout_ms, key: q.key, partition: None, timestamp: q.timestamp }
+impl PartitionProduceParams {
+    fn split(self) -> (ProduceParams, Option<u64>) {
+        let q = ProduceParams {
+            acks: self.acks,
+            timeout_ms: self.timeout_ms,
+            key: self.key,
+            partition: None,
+            timestamp: self.timestamp,
+            expected_offset: None,
+        };
+        (q, self.expected_offset)
     }
 }
 
@@ -103,6 +121,16 @@ pub enum ProduceMedia {
 }
 
 impl ProduceMedia {
+    /// The media type's canonical name (what a request's fingerprint covers).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Ndjson => "application/x-ndjson",
+            Self::Octet => "application/octet-stream",
+            Self::Binary => body::BINARY_RECORDS,
+        }
+    }
+
     pub fn of(headers: &HeaderMap) -> ApiResult<Self> {
         let Some(media) = media_type(headers)? else { return Ok(Self::Json) };
         match media.as_str() {
@@ -128,7 +156,17 @@ impl ProduceMedia {
     post,
     path = "/v1/topics/{topic}/records",
     tag = "records",
-    params(("topic" = String, Path, description = "Topic name"), ProduceParams),
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ProduceParams,
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, example = "order-7f3a-submit",
+            description = "Makes the request safe to retry: a retry with the same key and the same request \
+            (topic, path, Content-Type, key/partition/timestamp/expected_offset parameters and body) within the \
+            topic's `idempotency.window.ms`, through any gateway and across leader failover, is answered with the \
+            original partitions and offsets (header `Idempotent-Replayed`) and writes nothing; the same key with \
+            another request is `422 idempotency_key_reused`. 1 to 255 printable ASCII characters, bare or as a \
+            quoted string. Unkeyed records go to a partition derived from the key."),
+    ),
     request_body(
         description = "Records as JSON, as NDJSON (one record object per line), one raw value \
             (`application/octet-stream`, key and partition from the query), or length-prefixed \
@@ -145,10 +183,11 @@ impl ProduceMedia {
         )
     ),
     responses(
-        (status = 200, description = "Every record was written", body = ProduceResponse),
-        (status = 207, description = "Some partitions failed; see each record's `error`", body = ProduceResponse),
-        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
+        (status = 200, description = "Every record was written (or, with Idempotency-Key, had been)", body = ProduceResponse, headers(("Idempotent-Replayed" = String, description = "`true`: a retry of an idempotent request already written, answered with its original offsets and nothing written; `partial`: some partitions were"))),
+        (status = 207, description = "Some partitions failed; see each record's `error`", body = ProduceResponse, headers(("Idempotent-Replayed" = String, description = "`true`: a retry of an idempotent request already written, answered with its original offsets and nothing written; `partial`: some partitions were"))),
+        (status = 400, description = "Malformed body, parameters or headers, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
         (status = 404, description = "Unknown topic (auto-create off) or partition", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used for another request within the window; nothing written", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
@@ -163,7 +202,12 @@ pub async fn produce_to_topic(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    produce(state, topic, None, q, headers, body?).await
+    if q.expected_offset.is_some() {
+        return Err(ApiError::bad_request(
+            "expected_offset needs the partition route, /v1/topics/{topic}/partitions/{partition}/records",
+        ));
+    }
+    produce(state, topic, None, q, None, headers, body?).await
 }
 
 /// Produce to one partition.
@@ -175,6 +219,20 @@ pub async fn produce_to_topic(
         ("topic" = String, Path, description = "Topic name"),
         ("partition" = u32, Path, description = "Partition number"),
         PartitionProduceParams,
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1, example = "order-7f3a-submit",
+            description = "Makes the request safe to retry: a retry with the same key and the same request \
+            (topic, path, Content-Type, key/partition/timestamp/expected_offset parameters and body) within the \
+            topic's `idempotency.window.ms`, through any gateway and across leader failover, is answered with the \
+            original partitions and offsets (header `Idempotent-Replayed`) and writes nothing; the same key with \
+            another request is `422 idempotency_key_reused`. 1 to 255 printable ASCII characters, bare or as a \
+            quoted string. Unkeyed records go to a partition derived from the key."),
+        ("Producer-Id" = Option<u64>, Header, description = "Producer session (from `POST /v1/producers`); \
+            with Producer-Epoch and Producer-Sequence."),
+        ("Producer-Epoch" = Option<u32>, Header, description = "The session's epoch; an older one than the \
+            latest registration is `409 producer_fenced`."),
+        ("Producer-Sequence" = Option<u32>, Header, description = "The sequence of the request's first record on \
+            this partition, from 0 per epoch; n records use n numbers. A sequence already written is answered as \
+            a replay; a gap is `409 out_of_order_sequence` with the expected one in `error.details`."),
     ),
     request_body(
         description = "As for the topic route; a record's `partition`, if given, must match the path.",
@@ -186,9 +244,12 @@ pub async fn produce_to_topic(
         )
     ),
     responses(
-        (status = 200, description = "Every record was written", body = ProduceResponse),
-        (status = 400, description = "Malformed body or parameters, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
-        (status = 404, description = "Unknown topic or partition", body = ErrorBody),
+        (status = 200, description = "Every record was written (or, retried, had been)", body = ProduceResponse, headers(("Idempotent-Replayed" = String, description = "`true`: a retry of an idempotent request already written, answered with its original offsets and nothing written; `partial`: some partitions were"))),
+        (status = 400, description = "Malformed body, parameters or headers, or a record without a key on a compacted topic; nothing written", body = ErrorBody),
+        (status = 404, description = "Unknown topic or partition, or `unknown_producer_id`", body = ErrorBody),
+        (status = 409, description = "`producer_fenced` (a newer registration of the producer; current epoch in `error.details.producer_epoch`) or `out_of_order_sequence` (expected sequence in `error.details.expected_sequence`); nothing written", body = ErrorBody),
+        (status = 412, description = "`offset_mismatch`: the log does not end at `expected_offset` (its end in `error.details.log_end_offset`); nothing written", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used for another request within the window; nothing written", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
@@ -202,7 +263,8 @@ pub async fn produce_to_partition(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    produce(state, topic, Some(partition), q.into(), headers, body?).await
+    let (q, expected_offset) = q.split();
+    produce(state, topic, Some(partition), q, expected_offset, headers, body?).await
 }
 
 async fn produce(
@@ -210,17 +272,43 @@ async fn produce(
     topic: String,
     path_partition: Option<u32>,
     q: ProduceParams,
+    expected_offset: Option<u64>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let acks = params::acks(q.acks.as_deref())?;
     let timeout = params::timeout(&state, q.timeout_ms, DEFAULT_PRODUCE_TIMEOUT_MS)?;
-    let records = parse(&q, &headers, body)?;
+    if expected_offset.is_some() && acks == Acks::None {
+        return Err(ApiError::bad_request(
+            "expected_offset needs acks=1 or acks=all: with acks=0 nobody learns whether the condition held",
+        ));
+    }
+    let media = ProduceMedia::of(&headers)?;
+    let producer = ProducerHeaders::parse(&headers, path_partition.is_some())?;
+    let fingerprint = match producer.idempotency_key {
+        Some(_) => RequestShape {
+            topic: &topic,
+            path_partition,
+            media: media.as_str(),
+            key: q.key.as_deref(),
+            partition: q.partition,
+            timestamp: q.timestamp,
+            expected_offset,
+            body: &body,
+        }
+        .fingerprint(),
+        None => [0; 16],
+    };
+    let records = parse(&q, media, body)?;
     fjord_coordinator::validate_topic_name(&topic)?;
     crate::http::topics::refuse_internal(&topic)?;
-    let targets = route(&state, &topic, &records, path_partition).await?;
+    if let Some(session) = &producer.session {
+        exactly_once::check_registered(&state, session).await?;
+    }
+    let (targets, count) = route(&state, &topic, &records, path_partition, producer.routing_seed()).await?;
     let now = fjord_protocol::now_ms();
-    let batches = batches(&records, &targets, now)?;
+    let ext = producer.ext(fingerprint, count, now);
+    let batches = batches(&records, &targets, now, ext.as_ref())?;
     if acks == Acks::None {
         dispatch_unacknowledged(&state, &topic, batches, timeout);
         let offsets = targets
@@ -229,13 +317,13 @@ async fn produce(
             .collect();
         return Ok(Json(ProduceResponse { offsets }).into_response());
     }
-    let results = dispatch(&state, &topic, batches, acks, timeout).await;
+    let results = dispatch(&state, &topic, batches, acks, timeout, expected_offset).await;
     assemble(&records, results, now)
 }
 
 /// Step 1: the body as records, per its media type; refuses an empty request.
-fn parse(q: &ProduceParams, headers: &HeaderMap, body: Bytes) -> ApiResult<Vec<InRecord>> {
-    let records = match ProduceMedia::of(headers)? {
+fn parse(q: &ProduceParams, media: ProduceMedia, body: Bytes) -> ApiResult<Vec<InRecord>> {
+    let records = match media {
         ProduceMedia::Json => body::parse_json(&body)?,
         ProduceMedia::Ndjson => body::parse_ndjson(&body)?,
         ProduceMedia::Octet => vec![InRecord {
@@ -255,21 +343,24 @@ fn parse(q: &ProduceParams, headers: &HeaderMap, body: Bytes) -> ApiResult<Vec<I
     Ok(records)
 }
 
-/// Step 2: every record checked and given its partition, in request order. Validates
-/// everything before writing anything — and before auto-creating the topic, so that a
-/// rejected request leaves no topic behind.
+/// Step 2: every record checked and given its partition, in request order, with the
+/// partition count it was routed with. Validates everything before writing anything —
+/// and before auto-creating the topic, so that a rejected request leaves no topic
+/// behind. Unkeyed records go to one partition per request: round robin, or from
+/// `seed` (an idempotency key's hash) so that a retry lands where its first attempt did.
 async fn route(
     state: &AppState,
     topic: &str,
     records: &[InRecord],
     path_partition: Option<u32>,
-) -> ApiResult<Vec<u32>> {
-    let round = state.round_robin.fetch_add(1, Ordering::Relaxed);
+    seed: Option<u64>,
+) -> ApiResult<(Vec<u32>, u32)> {
+    let round = seed.unwrap_or_else(|| state.round_robin.fetch_add(1, Ordering::Relaxed));
     let sticky_for = |count: u32| (round % u64::from(count.max(1))) as u32;
-    match existing_topic_for_produce(state, topic)? {
+    let routed = match existing_topic_for_produce(state, topic)? {
         Some(meta) => {
             let count = meta.partitions.len() as u32;
-            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count))
+            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count)).map(|t| (t, count))
         }
         None => {
             // Check against the topic as it would be created, then against what was
@@ -278,9 +369,10 @@ async fn route(
             route_records(topic, records, path_partition, count, &TopicConfig::default(), sticky_for(count))?;
             let meta = auto_create_topic(state, topic).await?;
             let count = meta.partitions.len() as u32;
-            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count))
+            route_records(topic, records, path_partition, count, &meta.config, sticky_for(count)).map(|t| (t, count))
         }
-    }
+    };
+    routed
 }
 
 /// The topic to produce to: `Ok(Some)` when it exists, `Ok(None)` when it does not but
@@ -372,12 +464,27 @@ struct PartitionBatch {
     records: Vec<usize>,
 }
 
-/// The records as one batch per partition (stamped `now` where they have no timestamp).
-fn batches(records: &[InRecord], targets: &[u32], now: i64) -> ApiResult<Vec<PartitionBatch>> {
+/// The records as one batch per partition (stamped `now` where they have no
+/// timestamp), each carrying `ext` when the request is idempotent or sequenced.
+fn batches(
+    records: &[InRecord],
+    targets: &[u32],
+    now: i64,
+    ext: Option<&ProducerExt>,
+) -> ApiResult<Vec<PartitionBatch>> {
     let mut by_partition: BTreeMap<u32, (BatchBuilder, Vec<usize>)> = BTreeMap::new();
     for (i, (r, p)) in records.iter().zip(targets).enumerate() {
-        let (builder, idx) =
-            by_partition.entry(*p).or_insert_with(|| (BatchBuilder::with_capacity(body_hint(records)), Vec::new()));
+        let (builder, idx) = match by_partition.entry(*p) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let builder = match ext {
+                    Some(ext) => BatchBuilder::with_ext(body_hint(records), ext)
+                        .map_err(|e| ApiError::bad_request(format!("producer headers: {e}")))?,
+                    None => BatchBuilder::with_capacity(body_hint(records)),
+                };
+                e.insert((builder, Vec::new()))
+            }
+        };
         builder
             .push_parts(
                 r.timestamp.unwrap_or(now),
@@ -417,6 +524,7 @@ async fn dispatch(
     batches: Vec<PartitionBatch>,
     acks: Acks,
     timeout: Duration,
+    expected_offset: Option<u64>,
 ) -> Vec<Dispatched> {
     let deadline = Instant::now() + timeout;
     let calls = batches.into_iter().map(|b| {
@@ -424,7 +532,7 @@ async fn dispatch(
         async move {
             let result = state
                 .call_leader(&tp, deadline, |node| {
-                    let req = ProduceRequest { tp: tp.clone(), batch: b.batch.clone(), acks, timeout };
+                    let req = ProduceRequest { tp: tp.clone(), batch: b.batch.clone(), acks, timeout, expected_offset };
                     async move { node.produce(req).await }
                 })
                 .await;
@@ -438,7 +546,7 @@ async fn dispatch(
 fn dispatch_unacknowledged(state: &AppState, topic: &str, batches: Vec<PartitionBatch>, timeout: Duration) {
     let (state, topic) = (state.clone(), topic.to_owned());
     tokio::spawn(async move {
-        for d in dispatch(&state, &topic, batches, Acks::None, timeout).await {
+        for d in dispatch(&state, &topic, batches, Acks::None, timeout, None).await {
             if let Err(e) = d.result {
                 tracing::warn!(partition = d.partition, error = %e.0, "acks=0 produce failed after the answer was sent");
             }
@@ -447,19 +555,30 @@ fn dispatch_unacknowledged(state: &AppState, topic: &str, batches: Vec<Partition
 }
 
 /// Step 4: each record's partition and offset (or its partition's error) in request
-/// order: 200 when all were written, 207 when some were, the error itself when none.
+/// order: 200 when all were written, 207 when some were, the error itself when none. A
+/// replayed partition answers its original offsets and default timestamp; the
+/// `Idempotent-Replayed` header says whether all (`true`) or some (`partial`) were.
 fn assemble(records: &[InRecord], results: Vec<Dispatched>, now: i64) -> ApiResult<Response> {
     let mut offsets: Vec<Option<ProducedOffset>> = (0..records.len()).map(|_| None).collect();
     let mut first_error: Option<FjordError> = None;
     let mut failed = 0usize;
+    let (mut replayed, mut answered) = (0usize, 0usize);
     for d in results {
         match d.result {
             Ok(resp) => {
+                answered += 1;
+                let default_ts = match resp.replay {
+                    Some(r) => {
+                        replayed += 1;
+                        r.default_timestamp
+                    }
+                    None => now,
+                };
                 for (n, i) in d.records.into_iter().enumerate() {
                     offsets[i] = Some(ProducedOffset {
                         partition: d.partition,
                         offset: Some(resp.base_offset + n as u64),
-                        timestamp: Some(records[i].timestamp.unwrap_or(now)),
+                        timestamp: Some(records[i].timestamp.unwrap_or(default_ts)),
                         error: None,
                     });
                 }
@@ -472,11 +591,7 @@ fn assemble(records: &[InRecord], results: Vec<Dispatched>, now: i64) -> ApiResu
                         partition: d.partition,
                         offset: None,
                         timestamp: None,
-                        error: Some(ErrorDetail {
-                            code: detail.code.clone(),
-                            message: detail.message.clone(),
-                            retriable: detail.retriable,
-                        }),
+                        error: Some(detail.clone()),
                     });
                 }
                 first_error.get_or_insert(e.0);
@@ -489,5 +604,11 @@ fn assemble(records: &[InRecord], results: Vec<Dispatched>, now: i64) -> ApiResu
         }
     }
     let status = if failed > 0 { StatusCode::MULTI_STATUS } else { StatusCode::OK };
-    Ok((status, Json(ProduceResponse { offsets: offsets.into_iter().flatten().collect() })).into_response())
+    let mut response =
+        (status, Json(ProduceResponse { offsets: offsets.into_iter().flatten().collect() })).into_response();
+    if replayed > 0 {
+        let value = if replayed == answered && failed == 0 { "true" } else { "partial" };
+        response.headers_mut().insert(exactly_once::IDEMPOTENT_REPLAYED, HeaderValue::from_static(value));
+    }
+    Ok(response)
 }

@@ -80,6 +80,13 @@ pub struct TopicConfigChanges {
     /// (acknowledged records may be lost). Default false.
     #[schema(rename = "unclean.leader.election.enable")]
     unclean_leader_election_enable: Option<bool>,
+    /// How long an `Idempotency-Key` is remembered (ms): a retry within it is answered
+    /// with the original offsets. Default 300000 (5 minutes).
+    #[schema(rename = "idempotency.window.ms", minimum = 1000, maximum = 604800000)]
+    idempotency_window_ms: Option<i64>,
+    /// An idle producer session is forgotten after this (ms). Default 86400000 (1 day).
+    #[schema(rename = "producer.id.expiration.ms", minimum = 1000, maximum = 604800000)]
+    producer_id_expiration_ms: Option<i64>,
 }
 
 /// A topic's effective config, every key with its value.
@@ -103,6 +110,10 @@ pub struct TopicConfigValues {
     max_message_bytes: u32,
     #[schema(rename = "unclean.leader.election.enable")]
     unclean_leader_election_enable: bool,
+    #[schema(rename = "idempotency.window.ms")]
+    idempotency_window_ms: i64,
+    #[schema(rename = "producer.id.expiration.ms")]
+    producer_id_expiration_ms: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,6 +9,7 @@
 mod cleanup;
 mod common;
 mod consume;
+mod exactly_once;
 mod groups;
 mod partial;
 mod produce;

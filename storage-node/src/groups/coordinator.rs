@@ -358,6 +358,6 @@ async fn append(host: &dyn GroupHost, partition: u32, writes: &[Write]) -> Resul
     }
     let batch = b.finish().map_err(|e| internal("group batch", e))?;
     let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-    host.append(ProduceRequest { tp, batch, acks: Acks::All, timeout: WRITE_TIMEOUT }).await?;
+    host.append(ProduceRequest { tp, batch, acks: Acks::All, timeout: WRITE_TIMEOUT, expected_offset: None }).await?;
     Ok(())
 }
