@@ -60,6 +60,23 @@ impl AppState {
         F: Fn(Arc<dyn NodeApi>) -> Fut,
         Fut: Future<Output = Result<T, FjordError>>,
     {
+        self.call_leader_retrying(tp, deadline, &[], f).await
+    }
+
+    /// [`call_leader`](Self::call_leader), also retrying the errors in `also` — for calls
+    /// a retry cannot repeat, such as an idempotent produce, the errors that leave it
+    /// unknown whether it happened.
+    pub async fn call_leader_retrying<T, F, Fut>(
+        &self,
+        tp: &TopicPartition,
+        deadline: Instant,
+        also: &[ErrorCode],
+        f: F,
+    ) -> ApiResult<T>
+    where
+        F: Fn(Arc<dyn NodeApi>) -> Fut,
+        Fut: Future<Output = Result<T, FjordError>>,
+    {
         let mut rx = self.coordinator.metadata();
         let mut backoff = Duration::from_millis(2);
         loop {
@@ -87,7 +104,10 @@ impl AppState {
                 )),
             };
             match attempt {
-                Err(e) if matches!(e.code, ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable) => {
+                Err(e)
+                    if matches!(e.code, ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable)
+                        || also.contains(&e.code) =>
+                {
                     if Instant::now() + backoff >= deadline {
                         return Err(e.into());
                     }

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     LeaderNotAvailable,
     /// The request's deadline passed before it completed.
     RequestTimeout,
+    /// The connection to the storage node broke before it answered (it crashed or was
+    /// cut off mid-call): a write may or may not have happened. Retriable; safe to
+    /// retry with the same `Idempotency-Key`.
+    NodeDisconnected,
     /// A stored or received record batch failed validation.
     CorruptBatch,
     /// The storage engine failed.
@@ -120,6 +124,7 @@ impl ErrorCode {
             Self::NotLeader => "not_leader",
             Self::LeaderNotAvailable => "leader_not_available",
             Self::RequestTimeout => "request_timeout",
+            Self::NodeDisconnected => "node_disconnected",
             Self::CorruptBatch => "corrupt_batch",
             Self::StorageError => "storage_error",
             Self::ShuttingDown => "shutting_down",
@@ -180,6 +185,7 @@ impl ErrorCode {
             | Self::NotLeader
             | Self::LeaderNotAvailable
             | Self::LeaderChangedAfterAppend
+            | Self::NodeDisconnected
             | Self::ShuttingDown => 503,
             Self::RequestTimeout => 504,
             Self::StorageError | Self::Internal => 500,
@@ -195,6 +201,7 @@ impl ErrorCode {
                 | Self::NotLeader
                 | Self::LeaderNotAvailable
                 | Self::RequestTimeout
+                | Self::NodeDisconnected
                 | Self::ShuttingDown
                 | Self::StaleVersion
                 | Self::LeaderChangedAfterAppend
@@ -260,6 +267,9 @@ mod tests {
             ErrorCode::InvalidBase64,
             ErrorCode::OffsetOutOfRange,
             ErrorCode::InvalidRecord,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::NodeDisconnected,
+            ErrorCode::OutOfOrderSequence,
         ] {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -274,5 +284,18 @@ mod tests {
         assert_eq!(ErrorCode::NotEnoughReplicas.http_status(), 503);
         assert!(!ErrorCode::InvalidRecord.retriable());
         assert_eq!(ErrorCode::InvalidRecord.http_status(), 400);
+        // Exactly-once: refusals are final and say nothing was written; a broken
+        // connection is worth a retry (with the same Idempotency-Key).
+        let final_refusals = [
+            (ErrorCode::OffsetMismatch, 412),
+            (ErrorCode::IdempotencyKeyReused, 422),
+            (ErrorCode::OutOfOrderSequence, 409),
+            (ErrorCode::ProducerFenced, 409),
+            (ErrorCode::UnknownProducerId, 404),
+        ];
+        for (code, status) in final_refusals {
+            assert_eq!((code.http_status(), code.retriable()), (status, false), "{code}");
+        }
+        assert_eq!((ErrorCode::NodeDisconnected.http_status(), ErrorCode::NodeDisconnected.retriable()), (503, true));
     }
 }

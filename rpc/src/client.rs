@@ -51,7 +51,8 @@ fn transport(e: &reqwest::Error) -> FjordError {
     } else if e.is_timeout() {
         FjordError::new(ErrorCode::RequestTimeout, format!("storage node did not answer in time: {e}"))
     } else {
-        FjordError::new(ErrorCode::Internal, format!("storage node call failed: {e}"))
+        // Sent (or being sent) on a connection that broke: the node may have acted.
+        FjordError::new(ErrorCode::NodeDisconnected, format!("the storage node's connection broke mid-call: {e}"))
     }
 }
 

@@ -129,6 +129,10 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Send every produce request with its own `Idempotency-Key` (exactly-once produce),
+    /// to measure what the dedupe index costs.
+    #[arg(long)]
+    pub idempotent: bool,
 }
 
 /// Largest request body the bench builds (the gateway's default limit).
@@ -151,6 +155,7 @@ struct Run {
     total_bytes: Option<u64>,
     warmup: Duration,
     prefill_bytes: u64,
+    idempotent: bool,
 }
 
 impl Run {
@@ -224,6 +229,7 @@ impl Run {
             total_bytes: a.total_bytes,
             warmup: a.warmup,
             prefill_bytes: a.prefill_bytes,
+            idempotent: a.idempotent,
         })
     }
 
@@ -282,6 +288,7 @@ impl Run {
                 stamp,
                 records: u64::from(self.rpr),
                 bytes: self.request_bytes(),
+                idempotency: self.idempotent.then(|| target::KeySeq::new(i)),
             })
             .collect())
     }
@@ -298,6 +305,7 @@ impl Run {
             acks: self.acks.clone(),
             format: self.format.name(),
             rate: self.rate,
+            idempotent: self.idempotent,
             duration_s: self.duration.map(|d| d.as_secs_f64()),
             total_bytes: self.total_bytes,
             warmup_s: self.warmup.as_secs_f64(),

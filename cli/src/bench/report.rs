@@ -107,6 +107,8 @@ pub struct Settings {
     pub format: &'static str,
     /// Target requests/s; 0 = closed loop.
     pub rate: f64,
+    /// Each produce request carried its own `Idempotency-Key`.
+    pub idempotent: bool,
     pub duration_s: Option<f64>,
     pub total_bytes: Option<u64>,
     pub warmup_s: f64,
@@ -146,7 +148,7 @@ impl Report {
         let rate = if s.rate > 0.0 { format!("{} req/s (open loop)", s.rate) } else { "closed loop".into() };
         let _ = writeln!(
             out,
-            "fjord bench {} → {} topic `{}`: {} partition(s), {} B × {} per request, {} connection(s), acks={}, {}, {}",
+            "fjord bench {} → {} topic `{}`: {} partition(s), {} B × {} per request, {} connection(s), acks={}, {}, {}{}",
             s.mode,
             s.url,
             s.topic,
@@ -156,7 +158,8 @@ impl Report {
             s.concurrency,
             s.acks,
             s.format,
-            rate
+            rate,
+            if s.idempotent { ", idempotent" } else { "" }
         );
         let r = &self.result;
         let _ = writeln!(

@@ -74,6 +74,26 @@ pub struct ProduceOp {
     pub stamp: Option<WallClock>,
     pub records: u64,
     pub bytes: u64,
+    /// `--idempotent`: each request's own `Idempotency-Key`.
+    pub idempotency: Option<KeySeq>,
+}
+
+/// Idempotency keys unique per run, worker and request.
+pub struct KeySeq {
+    prefix: String,
+    next: u64,
+}
+
+impl KeySeq {
+    pub fn new(worker: usize) -> Self {
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self { prefix: format!("bench-{run:x}-{worker}-"), next: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}{}", self.prefix, self.next)
+    }
 }
 
 impl Op for ProduceOp {
@@ -84,7 +104,11 @@ impl Op for ProduceOp {
             Some(clock) => self.body.stamped(clock.micros(intended)),
             None => self.body.bytes.clone(),
         };
-        let sent = self.client.post(url).header(CONTENT_TYPE, self.body.content_type).body(body).send().await;
+        let mut req = self.client.post(url).header(CONTENT_TYPE, self.body.content_type);
+        if let Some(keys) = &mut self.idempotency {
+            req = req.header("idempotency-key", keys.next());
+        }
+        let sent = req.body(body).send().await;
         let r = match sent {
             Ok(r) => r,
             Err(e) => return Outcome::err(error_key(&e)),

@@ -310,14 +310,14 @@ async fn produce(
     let ext = producer.ext(fingerprint, count, now);
     let batches = batches(&records, &targets, now, ext.as_ref())?;
     if acks == Acks::None {
-        dispatch_unacknowledged(&state, &topic, batches, timeout);
+        dispatch_unacknowledged(&state, &topic, batches, timeout, ext.is_some());
         let offsets = targets
             .iter()
             .map(|p| ProducedOffset { partition: *p, offset: None, timestamp: None, error: None })
             .collect();
         return Ok(Json(ProduceResponse { offsets }).into_response());
     }
-    let results = dispatch(&state, &topic, batches, acks, timeout, expected_offset).await;
+    let results = dispatch(&state, &topic, batches, acks, timeout, expected_offset, ext.is_some()).await;
     assemble(&records, results, now)
 }
 
@@ -525,13 +525,18 @@ async fn dispatch(
     acks: Acks,
     timeout: Duration,
     expected_offset: Option<u64>,
+    idempotent: bool,
 ) -> Vec<Dispatched> {
     let deadline = Instant::now() + timeout;
+    // A retry of an idempotent batch is answered as a replay if the first try was
+    // written, so the gateway itself retries what leaves that unknown.
+    let also: &[ErrorCode] =
+        if idempotent { &[ErrorCode::NodeDisconnected, ErrorCode::LeaderChangedAfterAppend] } else { &[] };
     let calls = batches.into_iter().map(|b| {
         let tp = TopicPartition::new(topic, b.partition);
         async move {
             let result = state
-                .call_leader(&tp, deadline, |node| {
+                .call_leader_retrying(&tp, deadline, also, |node| {
                     let req = ProduceRequest { tp: tp.clone(), batch: b.batch.clone(), acks, timeout, expected_offset };
                     async move { node.produce(req).await }
                 })
@@ -543,10 +548,16 @@ async fn dispatch(
 }
 
 /// `acks=0`: the batches go out after the answer; failures are only logged.
-fn dispatch_unacknowledged(state: &AppState, topic: &str, batches: Vec<PartitionBatch>, timeout: Duration) {
+fn dispatch_unacknowledged(
+    state: &AppState,
+    topic: &str,
+    batches: Vec<PartitionBatch>,
+    timeout: Duration,
+    idempotent: bool,
+) {
     let (state, topic) = (state.clone(), topic.to_owned());
     tokio::spawn(async move {
-        for d in dispatch(&state, &topic, batches, Acks::None, timeout, None).await {
+        for d in dispatch(&state, &topic, batches, Acks::None, timeout, None, idempotent).await {
             if let Err(e) = d.result {
                 tracing::warn!(partition = d.partition, error = %e.0, "acks=0 produce failed after the answer was sent");
             }
