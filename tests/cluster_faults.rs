@@ -468,3 +468,103 @@ async fn sigterm_moves_leaderships_before_the_node_exits() {
         assert_log(&c, "cs", p, &exp).await;
     }
 }
+
+/// **A follower behind the leader's log start.** A follower that was down while the
+/// leader's retention (`retention.bytes`) removed every batch it would fetch next finds
+/// its fetch offset below the leader's log start when it comes back. It starts its log
+/// over at the leader's log start (Kafka's `truncateFullyAndStartAt`), catches up and
+/// rejoins the ISR, instead of being refused with `offset_out_of_range` forever; then,
+/// made the leader, it serves the leader's records from that log start on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_resets_and_rejoins() {
+    let mut c = Cluster::start(3, 1).await;
+    c.create_topic("ret", 1, 3, json!({"min.insync.replicas": 2, "retention.bytes": 4096})).await;
+    c.wait_for_isr("ret", 3, Duration::from_secs(30)).await;
+    produce_ok(&c, 0, "ret", 0, 0).await;
+    let leader = c.leader("ret", 0).await.expect("leader");
+    let ctl = controller(&c).await.expect("controller");
+    let victim = (1..=3u32)
+        .find(|n| *n != leader && *n != ctl)
+        .unwrap_or_else(|| (1..=3).find(|n| *n != leader).expect("a follower"));
+    c.node(victim as usize).kill9();
+    c.wait_for_isr("ret", 2, node_loss_deadline()).await;
+    // Enough one-record batches that retention (every second) moves the log start well
+    // past the one record the victim has.
+    let pad = "x".repeat(1000);
+    for i in 1..=40u64 {
+        let r = c.produce(0, "ret", 0, Acks::All, &json!({"i": i, "pad": pad})).await;
+        assert!(r.offset().is_some(), "produce {i}: {r:?}");
+    }
+    c.wait_until("the leader's retention moved its log start past offset 1", Duration::from_secs(20), |c| async move {
+        c.describe("ret").await.is_some_and(|t| t.partitions[0].log_start_offset.unwrap_or(0) > 1)
+    })
+    .await;
+    c.restart_node(victim as usize);
+    c.wait_for_isr("ret", 3, Duration::from_secs(30)).await;
+    let start = c.describe("ret").await.expect("describe").partitions[0].log_start_offset.expect("log start");
+
+    // Made the leader (the others stopped), it serves what it fetched after the reset.
+    for n in (1..=3u32).filter(|n| *n != victim) {
+        c.node(n as usize).kill9();
+    }
+    c.wait_until(&format!("node {victim} leads"), node_loss_deadline() * 2, |c| async move {
+        c.leader("ret", 0).await == Some(victim)
+    })
+    .await;
+    let records: Vec<(u64, serde_json::Value)> = c
+        .api(0)
+        .read_to_end("ret", 0, fjord_client::Start::Earliest)
+        .await
+        .expect("read from the reset follower")
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap_or_default()))
+        .collect();
+    let offsets: Vec<u64> = records.iter().map(|(o, _)| *o).collect();
+    let first = offsets.first().copied().expect("records");
+    assert!(first >= start, "it serves from the leader's log start {start} on: {offsets:?}");
+    assert_eq!(offsets.last().copied(), Some(40), "up to the last acknowledged record");
+    let is: Vec<u64> = records.iter().map(|(_, v)| v["i"].as_u64().expect("i")).collect();
+    assert_eq!(is, (first..=40).collect::<Vec<_>>(), "every record from there, each at its offset");
+}
+
+/// Runs one `zkCli.sh` command against the cluster's ZooKeeper; returns its output.
+fn zk_cli(c: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new("/usr/share/zookeeper/bin/zkCli.sh")
+        .args(["-server", &c.zk.connect_string()])
+        .args(args)
+        .output()
+        .expect("run zkCli.sh");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// **An unreadable znode deletes nothing.** When a topic's partition-state znode stops
+/// decoding (here overwritten with garbage), the topic drops out of the metadata — the
+/// gateway answers `unknown_topic` — but no storage node deletes its data: once the
+/// znode is readable again, every acknowledged record is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_znode_leaves_the_data_alone() {
+    let c = Cluster::start(3, 1).await;
+    c.create_topic("z", 1, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("z", 3, Duration::from_secs(30)).await;
+    for i in 0..5 {
+        produce_ok(&c, 0, "z", 0, i).await;
+    }
+    let path = "/fjord/brokers/topics/z/partitions/0/state";
+    let original = zk_cli(&c, &["get", path])
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no JSON in zkCli's answer for {path}"));
+    zk_cli(&c, &["set", path, "not json"]);
+    c.wait_until("the gateway leaves the topic out", Duration::from_secs(20), |c| async move {
+        c.describe("z").await.is_none()
+    })
+    .await;
+    c.wait_until("every node has read the bad znode", Duration::from_secs(20), |c| async move {
+        c.nodes.iter().all(|n| n.log_text().contains("skipping a znode Fjord cannot read"))
+    })
+    .await;
+    zk_cli(&c, &["set", path, &original]);
+    c.wait_for_isr("z", 3, Duration::from_secs(30)).await;
+    assert_log(&c, "z", 0, &[0, 1, 2, 3, 4]).await;
+}

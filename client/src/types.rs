@@ -152,7 +152,10 @@ pub struct ErrorDetail {
 /// their message.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetails {
-    /// `offset_mismatch`: where the partition's log ends now.
+    /// `offset_out_of_range`: where the partition's log starts now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_start_offset: Option<u64>,
+    /// `offset_mismatch`, `offset_out_of_range`: where the partition's log ends now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_end_offset: Option<u64>,
     /// `out_of_order_sequence`: the sequence the partition expects next.

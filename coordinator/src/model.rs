@@ -3,7 +3,7 @@
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A storage node as other parts see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,15 @@ pub struct ClusterMetadata {
     /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
     #[serde(default)]
     pub producers: BTreeMap<u64, ProducerInfo>,
+    /// Ids of topics that exist but are left out of `topics` because they could not be
+    /// read whole (being created or deleted, or a znode that does not decode): storage
+    /// nodes keep their data. Only a topic that is gone is deleted.
+    #[serde(default)]
+    pub held_topic_ids: BTreeSet<String>,
+    /// Some topic could not be read at all (its id unknown): storage nodes drop no data
+    /// until it can.
+    #[serde(default)]
+    pub unreadable_topics: bool,
 }
 
 impl ClusterMetadata {

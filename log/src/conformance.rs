@@ -37,6 +37,9 @@
 //!   a truncation removes, and outlives retention and compaction of its batches;
 //!   conditional appends (`expected_offset`) write only where the log ends, also within
 //!   one group-commit run;
+//! - a follower whose log ends below its leader's log start resets to it: empty,
+//!   starting and ending there, durable across a restart, and takes the leader's batches
+//!   from there; a reset is refused when it would skip nothing or the role moved on;
 //! - at the engine level: `scan`/`last_batch`/`get_meta` follow the [`Engine`] contract,
 //!   stores are independent, `create_partition` is idempotent, `list_partitions` lists the
 //!   stores, and `drop_partition` removes a store's batches and metadata.
@@ -173,6 +176,7 @@ conformance!(
     retention_and_compaction_keep_producer_state,
     producer_sessions_sequence_and_fence,
     conditional_appends,
+    a_follower_behind_the_leaders_log_start_resets_there,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1565,4 +1569,33 @@ fn conditional_appends<H: Harness>(h: &mut H) {
 
 fn committed_len(log: &PartitionLog) -> u64 {
     log.offsets().log_end
+}
+
+fn a_follower_behind_the_leaders_log_start_resets_there<H: Harness>(h: &mut H) {
+    let leader = open(h, "leader");
+    for i in 0..4 {
+        append(&leader, &timed("x", &[i]), 3);
+    }
+    leader.advance_high_watermark(4);
+    let follower = open(h, "follower");
+    replicate(&follower, &read(&leader, 0, 1, 1)); // it has [0, 1) only
+    assert!(leader.apply_retention(0, -1, 1).expect("retention").batches >= 2);
+    let start = leader.offsets().log_start;
+    assert!(start > follower.offsets().log_end, "the leader removed what the follower needs next");
+
+    follower.become_follower(3);
+    assert!(matches!(follower.reset_to(2, start), Err(Error::Fenced { .. })), "another epoch");
+    follower.reset_to(3, start).expect("reset");
+    let empty = LogOffsets { log_start: start, log_end: start, high_watermark: start, size_bytes: 0 };
+    assert_eq!(follower.offsets(), empty);
+    assert!(matches!(follower.reset_to(3, start), Err(Error::OffsetOutOfRange { .. })), "nothing to skip");
+    let rest = read(&leader, start, ALL, u64::MAX);
+    let leader_end = leader.offsets().log_end;
+    drop(leader);
+    let follower = restart(h, follower);
+    assert_eq!(follower.offsets(), empty, "durable");
+    replicate(&follower, &rest);
+    assert_eq!(follower.offsets().log_end, leader_end);
+    assert_eq!(read(&follower, start, ALL, u64::MAX).iter().map(Batch::base_offset).collect::<Vec<_>>(), bases(&rest));
+    assert_eq!(follower.epochs(), [(3, start)]);
 }

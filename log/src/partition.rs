@@ -483,6 +483,52 @@ impl PartitionLog {
         Ok(new_end)
     }
 
+    /// A follower in `leader_epoch` whose log ends below its leader's log start (the
+    /// leader's retention removed what it would fetch next) starts over there, empty, as
+    /// Kafka's `truncateFullyAndStartAt`: every batch goes, the log starts and ends at
+    /// `offset`, the epoch history is cleared (the next batch fetched starts it again).
+    /// Producer state stays: its entries answer replays of batches that are gone with the
+    /// offsets they had. Refused if the role has moved on, or if `offset` is not above
+    /// this log's end (then there is nothing to skip: truncate by epoch instead).
+    pub fn reset_to(&self, leader_epoch: u32, offset: u64) -> Result<()> {
+        let _writer = self.writer.lock();
+        match self.role() {
+            Role::Unfenced => {}
+            Role::Follower { epoch, .. } if epoch == leader_epoch => {}
+            role => return Err(Error::Fenced { role }),
+        }
+        let log_end = self.state.lock().log_end;
+        if offset <= log_end {
+            return Err(Error::OffsetOutOfRange { offset, log_start: self.state.lock().log_start, log_end });
+        }
+        let start = codec::encode_u64(offset);
+        let size = codec::encode_u64(0);
+        let epochs = codec::encode_epochs(&[]);
+        self.engine.write(
+            &self.name,
+            &[
+                WriteOp::DeleteBatches { from: 0, to: u64::MAX },
+                WriteOp::PutMeta { key: MetaKey::LogStart, value: &start },
+                WriteOp::PutMeta { key: MetaKey::Size, value: &size },
+                WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
+            ],
+        )?;
+        {
+            let mut s = self.state.lock();
+            s.log_start = offset;
+            s.log_end = offset;
+            s.high_watermark = offset;
+            s.size_bytes = 0;
+            s.epochs.clear();
+            s.generation += 1;
+        }
+        self.hw_tx.send_replace(offset);
+        if matches!(self.role(), Role::Follower { .. }) {
+            *self.role.lock() = Role::Follower { epoch: leader_epoch, truncated: true };
+        }
+        Ok(())
+    }
+
     /// Removes idempotency entries older than `idempotency_window_ms` and producer
     /// sessions idle for longer than `producer_expiration_ms` (by the gateway times their
     /// batches carry). Returns how many of each went.

@@ -1,5 +1,4 @@
-//! A partition's producer state as stored: idempotency entries (with their expiry
-//! order) and producer sessions, read through the engine and changed by the same engine
+//! A partition's producer state as stored: idempotency entries and producer sessions, read through the engine and changed by the same engine
 //! write as the batches that change them (appends, replicated appends, truncation), or
 //! by an expiry pass. The decisions are [`crate::dedupe`]'s.
 
@@ -74,10 +73,7 @@ impl<'a> StateRun<'a> {
     pub fn record(&mut self, batch: &Batch) -> Result<()> {
         let Some(ext) = batch.ext() else { return Ok(()) };
         if let Some(idem) = &ext.idempotency {
-            let old = self.idempotency_entry(&idem.key)?;
-            if let Some(old) = old {
-                self.ops.push((StateKey::Expiry { written_ms: old.written_ms, key: &idem.key }.encode(), None));
-            }
+            // One put, no read: a follower replicating keeps up at the leader's pace.
             let entry = IdempotencyEntry {
                 fingerprint: idem.fingerprint,
                 base_offset: batch.base_offset(),
@@ -87,8 +83,6 @@ impl<'a> StateRun<'a> {
                 written_ms: ext.default_timestamp,
             };
             self.ops.push((StateKey::Idempotency(&idem.key).encode(), Some(entry.encode())));
-            self.ops
-                .push((StateKey::Expiry { written_ms: entry.written_ms, key: &idem.key }.encode(), Some(Vec::new())));
             self.idempotency.insert(idem.key.clone(), Some(entry));
         }
         if let Some(s) = &ext.session {
@@ -109,8 +103,6 @@ impl<'a> StateRun<'a> {
                 if let Some(entry) = self.idempotency_entry(&idem.key)? {
                     if entry.base_offset == *base {
                         self.ops.push((StateKey::Idempotency(&idem.key).encode(), None));
-                        self.ops
-                            .push((StateKey::Expiry { written_ms: entry.written_ms, key: &idem.key }.encode(), None));
                         self.idempotency.insert(idem.key.clone(), None);
                     }
                 }
@@ -128,22 +120,22 @@ impl<'a> StateRun<'a> {
 
     /// Removes idempotency entries written before `now_ms - window_ms` and producer
     /// sessions idle since before `now_ms - expiration_ms`. Returns how many of each.
+    /// One pass over the entries (there is no time-ordered index: it would double the
+    /// writes of every keyed append, and the pass runs only every cleanup interval).
     pub fn expire(&mut self, now_ms: i64, window_ms: i64, expiration_ms: i64) -> Result<(u64, u64)> {
         let cutoff = now_ms.saturating_sub(window_ms);
         let mut expired = Vec::new();
-        self.engine.scan_state(self.store, StateKey::EXPIRY_PREFIX, &mut |k, _| match StateKey::decode_expiry(k) {
-            Some((written, key)) if written < cutoff => {
-                expired.push((written, key.to_vec()));
-                true
+        self.engine.scan_state(self.store, StateKey::IDEMPOTENCY_PREFIX, &mut |k, v| {
+            if let (Some(key), Some(e)) = (k.strip_prefix(StateKey::IDEMPOTENCY_PREFIX), IdempotencyEntry::decode(v)) {
+                if e.written_ms < cutoff {
+                    expired.push(key.to_vec());
+                }
             }
-            _ => false,
+            true
         })?;
-        for (written, key) in &expired {
-            if self.idempotency_entry(key)?.is_some_and(|e| e.written_ms == *written) {
-                self.ops.push((StateKey::Idempotency(key).encode(), None));
-                self.idempotency.insert(key.clone(), None);
-            }
-            self.ops.push((StateKey::Expiry { written_ms: *written, key }.encode(), None));
+        for key in &expired {
+            self.ops.push((StateKey::Idempotency(key).encode(), None));
+            self.idempotency.insert(key.clone(), None);
         }
         let idle_before = now_ms.saturating_sub(expiration_ms);
         let mut idle = Vec::new();

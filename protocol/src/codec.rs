@@ -744,32 +744,19 @@ pub fn decode_epochs(bytes: &[u8]) -> Option<Vec<(u32, u64)>> {
 pub enum StateKey<'a> {
     /// The entry of an idempotency key.
     Idempotency(&'a [u8]),
-    /// When an idempotency entry was written, for expiry in time order.
-    Expiry { written_ms: i64, key: &'a [u8] },
     /// A producer session's state on this partition.
     Producer(u64),
 }
 
 impl StateKey<'_> {
     pub const IDEMPOTENCY_PREFIX: &'static [u8] = b"i:";
-    pub const EXPIRY_PREFIX: &'static [u8] = b"e:";
     pub const PRODUCER_PREFIX: &'static [u8] = b"p:";
 
     pub fn encode(&self) -> Vec<u8> {
         match self {
             StateKey::Idempotency(key) => [Self::IDEMPOTENCY_PREFIX, key].concat(),
-            StateKey::Expiry { written_ms, key } => {
-                [Self::EXPIRY_PREFIX, &(*written_ms).max(0).to_be_bytes()[..], key].concat()
-            }
             StateKey::Producer(id) => [Self::PRODUCER_PREFIX, &id.to_be_bytes()[..]].concat(),
         }
-    }
-
-    /// `(written_ms, idempotency key)` of an encoded [`StateKey::Expiry`].
-    pub fn decode_expiry(encoded: &[u8]) -> Option<(i64, &[u8])> {
-        let rest = encoded.strip_prefix(Self::EXPIRY_PREFIX)?;
-        let ms = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-        Some((ms, &rest[8..]))
     }
 }
 
@@ -1083,10 +1070,6 @@ mod tests {
         assert_eq!(ProducerEntry::decode(&fresh.encode()), Some(fresh));
         assert_eq!(ProducerEntry::decode(&[0, 0, 0, 1, 2]), None);
 
-        let early = StateKey::Expiry { written_ms: 5, key: b"zz" }.encode();
-        let late = StateKey::Expiry { written_ms: 300, key: b"aa" }.encode();
-        assert!(early < late, "expiry keys sort by time first");
-        assert_eq!(StateKey::decode_expiry(&late), Some((300, &b"aa"[..])));
         for key in [StateKey::Idempotency(b"k"), StateKey::Producer(1)] {
             let full = state_key("p.a.0", &key);
             let (start, end) = meta_range("p.a.0");

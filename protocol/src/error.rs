@@ -218,7 +218,10 @@ impl fmt::Display for ErrorCode {
 /// What an error says beyond its code, for a client to act on.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetails {
-    /// `offset_mismatch`: where the partition's log ends now.
+    /// `offset_out_of_range`: where the partition's log starts now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_start_offset: Option<u64>,
+    /// `offset_mismatch`, `offset_out_of_range`: where the partition's log ends now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_end_offset: Option<u64>,
     /// `out_of_order_sequence`: the sequence the partition expects next from the producer.

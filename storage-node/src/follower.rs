@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -160,8 +160,26 @@ async fn fetch_once(f: &FollowerSide, client: &NodeClient, replicas: &[(Arc<Repl
         let mine: Vec<Bytes> = frames.by_ref().take(result.batches as usize).collect();
         if let Some(e) = &result.error {
             if e.code == ErrorCode::OffsetOutOfRange {
-                // Our log is ahead of the leader's: truncate by epoch again.
-                r.log.require_truncation(epoch);
+                let leader_start = e.details.as_ref().and_then(|d| d.log_start_offset);
+                match leader_start {
+                    // Behind the leader's log start (its retention removed what we need
+                    // next): start over there, as Kafka's follower does.
+                    Some(start) if fetched_at < start => {
+                        let log = r.log.clone();
+                        let reset = tokio::task::spawn_blocking(move || log.reset_to(epoch, start)).await;
+                        match reset {
+                            Ok(Ok(())) => {
+                                info!(partition = %r.tp, from = fetched_at, to = start, "behind the leader's log start: reset the log to it")
+                            }
+                            Ok(Err(e)) => {
+                                debug!(partition = %r.tp, error = %e, "reset to the leader's log start not done")
+                            }
+                            Err(e) => warn!(partition = %r.tp, error = %e, "reset task failed"),
+                        }
+                    }
+                    // Our log is ahead of the leader's: truncate by epoch again.
+                    _ => r.log.require_truncation(epoch),
+                }
             }
             debug!(partition = %r.tp, error = %e, "leader refused the fetch");
             continue;

@@ -10,7 +10,7 @@
 use crate::replica::Replica;
 use crate::replicas::Replicas;
 use fjord_coordinator::{Coordinator, PartitionState};
-use fjord_protocol::{ErrorCode, FjordError, NodeId, Result, TopicPartition};
+use fjord_protocol::{ErrorCode, ErrorDetails, FjordError, NodeId, Result, TopicPartition};
 use fjord_rpc::{EpochEndOffset, ReplicaFetchAnswer, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,10 +81,16 @@ impl LeaderSide {
         }
         let o = r.log.offsets();
         if p.fetch_offset > o.log_end || p.fetch_offset < o.log_start {
+            let where_ = ErrorDetails {
+                log_start_offset: Some(o.log_start),
+                log_end_offset: Some(o.log_end),
+                ..Default::default()
+            };
             return Err(FjordError::new(
                 ErrorCode::OffsetOutOfRange,
                 format!("{tp}: follower fetch offset {} outside [{}, {}]", p.fetch_offset, o.log_start, o.log_end),
-            ));
+            )
+            .with_details(where_));
         }
         self.record_follower(&r, follower, p.fetch_offset, o.log_end);
         Ok((r, p.fetch_offset < o.log_end))

@@ -120,7 +120,11 @@ impl Replicas {
             next.insert(tp.clone(), replica);
         }
         *self.open.write() = next;
-        self.drop_unassigned(&wanted)
+        if meta.unreadable_topics {
+            warn!("a topic in the metadata cannot be read: dropping no store until it can");
+            return Ok(());
+        }
+        self.drop_unassigned(&wanted, &meta.held_topic_ids)
     }
 
     /// Every replica `meta` assigns to this node, by store.
@@ -176,11 +180,18 @@ impl Replicas {
     }
 
     /// Drops the stores of partition replicas the metadata no longer assigns here.
-    fn drop_unassigned(&self, wanted: &HashMap<StoreName, (TopicPartition, String, ReplicaMeta)>) -> Result<()> {
+    /// Drops the stores of replicas the metadata does not assign here — a deleted topic,
+    /// a moved replica — but not those of topics it holds back (`held`: they exist but
+    /// could not be read whole).
+    fn drop_unassigned(
+        &self,
+        wanted: &HashMap<StoreName, (TopicPartition, String, ReplicaMeta)>,
+        held: &std::collections::BTreeSet<String>,
+    ) -> Result<()> {
         let stores = self.engine.list_partitions().map_err(FjordError::from)?;
         for name in stores {
             let Some(store) = StoreName::parse(&name) else { continue };
-            if wanted.contains_key(&store) {
+            if wanted.contains_key(&store) || held.contains(&store.topic_id) {
                 continue;
             }
             info!(store = %name, "dropping the store of a replica no longer assigned here");

@@ -81,7 +81,7 @@ impl Proc {
         signal(self.pid(), "-CONT");
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

@@ -13,7 +13,7 @@ use super::session::Session;
 use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, ProducerInfo, TopicConfig, TopicMetadata};
 use fjord_protocol::NodeId;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use zookeeper_async::{Stat, ZkResult};
 
 /// Requests kept in flight at once while reading many znodes.
@@ -62,10 +62,44 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
     let reads: Vec<_> = names.iter().map(|name| read_topic(s, paths, name)).collect();
-    let topics: Vec<Option<TopicMetadata>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
-    let topics = topics.into_iter().flatten().map(|t| (t.name.clone(), t)).collect();
+    let read: Vec<TopicRead> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
+    let (mut topics, mut held_topic_ids, mut unreadable_topics) = (BTreeMap::new(), BTreeSet::new(), false);
+    for t in read {
+        match t {
+            TopicRead::Whole(t) => {
+                topics.insert(t.name.clone(), t);
+            }
+            TopicRead::Held(id) => {
+                held_topic_ids.insert(id);
+            }
+            TopicRead::Unreadable => unreadable_topics = true,
+            TopicRead::Gone => {}
+        }
+    }
 
-    Ok(ClusterMetadata { cluster_id, controller, controller_epoch, nodes, gateways, topics, producers })
+    Ok(ClusterMetadata {
+        cluster_id,
+        controller,
+        controller_epoch,
+        nodes,
+        gateways,
+        topics,
+        producers,
+        held_topic_ids,
+        unreadable_topics,
+    })
+}
+
+/// What reading one topic's znodes found.
+enum TopicRead {
+    Whole(TopicMetadata),
+    /// It exists (by this id) but is not whole: being created or deleted, or a config or
+    /// partition state that does not decode.
+    Held(String),
+    /// Its topic znode does not decode: which topic it is, is unknown.
+    Unreadable,
+    /// Deleted since the listing.
+    Gone,
 }
 
 fn ok_or_log<T>(r: fjord_protocol::Result<T>) -> Option<T> {
@@ -105,16 +139,23 @@ async fn read_children_with_stat(s: &Session, dir: &str) -> ZkResult<Vec<(String
     Ok(children.into_iter().flatten().collect())
 }
 
-async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<Option<TopicMetadata>> {
+async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicRead> {
     let topic_path = paths.topic(name);
-    let Some((bytes, _)) = s.get(&topic_path, true).await? else { return Ok(None) };
-    let Some(znode) = ok_or_log(decode::<TopicZnode>(&topic_path, &bytes)) else { return Ok(None) };
+    let Some((bytes, _)) = s.get(&topic_path, true).await? else { return Ok(TopicRead::Gone) };
+    let Some(znode) = ok_or_log(decode::<TopicZnode>(&topic_path, &bytes)) else {
+        tracing::error!(topic = name, "topic znode does not decode: storage nodes drop no data until it does");
+        return Ok(TopicRead::Unreadable);
+    };
+    let held = TopicRead::Held(znode.topic_id.clone());
     let Some(assignment) = znode.dense_assignment() else {
         tracing::warn!(topic = name, "skipping a topic whose partitions are not numbered 0..n");
-        return Ok(None);
+        return Ok(held);
     };
-    let Some(config) = read_watched(s, &paths.topic_config(name)).await? else { return Ok(None) };
-    let Some(config) = ok_or_log(decode::<TopicConfig>(&paths.topic_config(name), &config)) else { return Ok(None) };
+    let Some(config) = read_watched(s, &paths.topic_config(name)).await? else { return Ok(held) };
+    let Some(config) = ok_or_log(decode::<TopicConfig>(&paths.topic_config(name), &config)) else {
+        tracing::error!(topic = name, "topic config does not decode: the topic is left out, its data kept");
+        return Ok(held);
+    };
 
     let reads: Vec<_> = assignment
         .into_iter()
@@ -142,6 +183,6 @@ async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<Option
         })
         .collect();
     let states: Vec<Option<PartitionState>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
-    let Some(partitions) = states.into_iter().collect::<Option<Vec<_>>>() else { return Ok(None) };
-    Ok(Some(TopicMetadata { name: name.to_owned(), topic_id: znode.topic_id, config, partitions }))
+    let Some(partitions) = states.into_iter().collect::<Option<Vec<_>>>() else { return Ok(held) };
+    Ok(TopicRead::Whole(TopicMetadata { name: name.to_owned(), topic_id: znode.topic_id, config, partitions }))
 }

@@ -4,8 +4,10 @@
 //! retry of a batch already written is answered with its original offsets.
 //!
 //! - **`Idempotency-Key`** (the IETF httpapi draft's header, bare or as a quoted
-//!   structured-field string): 1 to 255 printable ASCII characters. The fingerprint is a
-//!   SHA-256 (first 16 bytes) over what decides the records: the topic, the path's
+//!   structured-field string): 1 to 255 printable ASCII characters. The fingerprint is
+//!   XXH3-128 over what decides the records (fast enough to hash every body: SHA-256 cost
+//!   ~30% of produce throughput; the fingerprint guards against a client's own mistakes,
+//!   not against an adversary, who could only collide its own keys): the topic, the path's
 //!   partition, the media type, the `key`, `partition`, `timestamp` and
 //!   `expected_offset` parameters and the body — not `acks` or `timeout_ms`, which a
 //!   retry may change. Unkeyed records without a partition go to `hash(key) % count`,
@@ -20,9 +22,9 @@ use axum::http::HeaderMap;
 use fjord_coordinator::ProducerInfo;
 use fjord_protocol::codec::{Idempotency, ProducerExt, Session, MAX_IDEMPOTENCY_KEY_LEN};
 use fjord_protocol::ErrorCode;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::time::Instant;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const PRODUCER_ID: &str = "producer-id";
@@ -98,10 +100,7 @@ impl ProducerHeaders {
     /// Where this request's unkeyed records without a partition go: derived from the
     /// idempotency key, so that a retry goes to the same partition.
     pub fn routing_seed(&self) -> Option<u64> {
-        self.idempotency_key.as_ref().map(|key| {
-            let digest = Sha256::digest(key);
-            u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
-        })
+        self.idempotency_key.as_ref().map(|key| xxh3_64(key))
     }
 }
 
@@ -177,10 +176,10 @@ pub struct RequestShape<'a> {
 
 impl RequestShape<'_> {
     pub fn fingerprint(&self) -> [u8; 16] {
-        let mut h = Sha256::new();
+        let mut h = Xxh3::new();
         let mut field = |tag: u8, bytes: &[u8]| {
-            h.update([tag]);
-            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(&[tag]);
+            h.update(&(bytes.len() as u64).to_be_bytes());
             h.update(bytes);
         };
         field(b't', self.topic.as_bytes());
@@ -201,10 +200,7 @@ impl RequestShape<'_> {
             field(b'o', &o.to_be_bytes());
         }
         field(b'b', self.body);
-        let digest = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
-        out
+        h.digest128().to_be_bytes()
     }
 }
 

@@ -423,7 +423,10 @@ async fn reset_position(
     Ok(found.offset)
 }
 
-/// One poll of a member: `PollBegin`, fetches, `PollEnd`.
+/// One poll of a member: `PollBegin`, fetches, `PollEnd`. A long poll of a member that
+/// owns no partition yet (all pending a hand-over, or more members than partitions)
+/// waits out its time — a client loop would otherwise spin — then polls once more, so
+/// it answers with whatever the member owns by then.
 async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOptions) -> ApiResult<PollOutcome> {
     let begin = GroupRequest::PollBegin { group: group.to_owned(), member_id: member_id.to_owned() };
     let plan: PollPlan = match call(state, begin).await? {
@@ -433,6 +436,18 @@ async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOp
     let mut wait = opts.wait.min(Duration::from_millis(plan.session_timeout_ms / 2));
     if !plan.membership.pending.is_empty() {
         wait = wait.min(PENDING_POLL_WAIT);
+    }
+    if plan.positions.is_empty() && !wait.is_zero() {
+        let end = GroupRequest::PollEnd {
+            group: group.to_owned(),
+            member_id: member_id.to_owned(),
+            generation: plan.membership.generation,
+            positions: Vec::new(),
+        };
+        call(state, end).await?;
+        tokio::time::sleep(wait).await;
+        let again = PollOptions { wait: Duration::ZERO, ..*opts };
+        return Box::pin(poll_once(state, group, member_id, &again)).await;
     }
     let route_deadline = Instant::now() + wait.max(Duration::from_secs(5));
 

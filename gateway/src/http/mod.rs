@@ -18,12 +18,14 @@ pub mod topics;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use fjord_protocol::ErrorCode;
 use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -91,12 +93,36 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::new(ErrorCode::Internal, "internal error").into_response()
 }
 
+/// How much longer than the longest `timeout_ms` a request may take in all before the
+/// gateway answers `request_timeout` itself (a group call's own deadline, with room).
+const REQUEST_DEADLINE_SLACK: Duration = Duration::from_secs(20);
+
+/// Bounds every request's handling (until the response head; a stream's body then goes
+/// on): nothing a gateway waits on — a node cut off mid-call, ZooKeeper — can hold a
+/// request forever. Past the bound the answer is `request_timeout` (retriable; a write may
+/// have happened, as for any timeout).
+async fn request_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the gateway gave up on the request after {} ms; a write it carried may have happened",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// The whole API as a router, ready to serve (or to test with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let (router, _) = routes();
+    let limit = Duration::from_millis(state.config.max_timeout_ms) + REQUEST_DEADLINE_SLACK;
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(limit, request_deadline))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
@@ -111,4 +137,38 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// A handler that never answers is cut off at the deadline with `request_timeout`
+    /// in the API's error shape; a quick one is untouched.
+    #[tokio::test]
+    async fn requests_past_the_deadline_are_answered_request_timeout() {
+        let app = Router::new()
+            .route("/stuck", get(std::future::pending::<&'static str>))
+            .route("/quick", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(Duration::from_millis(50), request_deadline));
+        let stuck = app
+            .clone()
+            .oneshot(Request::get("/stuck").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(stuck.status().as_u16(), 504);
+        let body = stuck.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            (v["error"]["code"].as_str(), v["error"]["retriable"].as_bool()),
+            (Some("request_timeout"), Some(true))
+        );
+        let quick =
+            app.oneshot(Request::get("/quick").body(Body::empty()).expect("request")).await.expect("infallible");
+        assert_eq!(quick.status().as_u16(), 200);
+    }
 }

@@ -166,3 +166,28 @@ async fn leaving_hands_partitions_over_and_an_empty_group_can_be_deleted() {
     assert!(h.group_names().await.is_empty());
     h.shutdown().await;
 }
+
+/// A long poll of a member that owns no partition (a second member of a one-partition
+/// topic) waits out its `timeout_ms` before answering, empty, instead of answering at
+/// once and making a client loop spin; then it answers with what the member owns.
+#[tokio::test]
+async fn a_member_without_partitions_long_polls_instead_of_spinning() {
+    let h = Harness::new().await;
+    h.create_topic(json!({"name": "one", "partitions": 1})).await;
+    let a = h.join_id("g", json!({"topics": ["one"], "auto_offset_reset": "earliest"})).await;
+    let b = h.join_id("g", json!({"topics": ["one"], "auto_offset_reset": "earliest"})).await;
+    let owners = h.settle("g", &[&a, &b]).await;
+    let idle =
+        owners.iter().find(|(_, ps)| ps.is_empty()).map(|(m, _)| m.clone()).expect("a member without partitions");
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = h.poll("g", &idle, "timeout_ms=400").await;
+        assert_eq!(polled(&answer), none(), "{answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "answered after {:?}: it did not wait",
+            started.elapsed()
+        );
+    }
+    h.shutdown().await;
+}
