@@ -69,7 +69,9 @@ pub async fn run_storage_node(
 }
 
 /// Kafka's controlled shutdown: mark this node as leaving so the controller moves its
-/// leaderships to other in-sync replicas, and wait (bounded) until it leads nothing.
+/// leaderships to other in-sync replicas, and wait (bounded) until it leads nothing that
+/// could move. A partition with no other live in-sync replica stays led by this node
+/// (writable) until the process ends (controller::plan).
 async fn controlled_shutdown(coordinator: &Arc<dyn Coordinator>, id: u32, timeout: Duration) {
     let mut rx = coordinator.metadata();
     let me = rx.borrow().nodes.get(&id).cloned();
@@ -80,7 +82,8 @@ async fn controlled_shutdown(coordinator: &Arc<dyn Coordinator>, id: u32, timeou
         return;
     }
     let leads_nothing = |m: &fjord_coordinator::ClusterMetadata| {
-        !m.topics.values().flat_map(|t| &t.partitions).any(|p| p.leader == Some(id) && p.replicas.len() > 1)
+        let successor = |r: &u32| *r != id && m.nodes.get(r).is_some_and(|n| !n.shutting_down);
+        !m.topics.values().flat_map(|t| &t.partitions).any(|p| p.leader == Some(id) && p.isr.iter().any(successor))
     };
     let waited = tokio::time::timeout(timeout, async {
         while !leads_nothing(&rx.borrow_and_update()) {

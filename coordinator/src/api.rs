@@ -5,7 +5,7 @@ use crate::model::{
     ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
 };
 use async_trait::async_trait;
-use fjord_protocol::{NodeId, Result};
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -43,6 +43,22 @@ pub trait Coordinator: Send + Sync + 'static {
     /// metadata and decide again. The replica list is not changed by this call.
     async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32>;
 
+    /// Writes a controller's decisions (one [`crate::controller::plan`]), fenced by the
+    /// controller epoch: if `controller_epoch` is not the current epoch — the writer was
+    /// deposed and a newer controller was elected — nothing is written and the answer is
+    /// `stale_version`. Otherwise each state is written as [`update_partition_state`]
+    /// writes it (only if its stored version is still `state.version`), with one result
+    /// per state in order, and the snapshot is published once for the whole plan rather
+    /// than once per partition (a topic of thousands of partitions is one write of the
+    /// embedded store, one round of ZooKeeper writes).
+    ///
+    /// [`update_partition_state`]: Coordinator::update_partition_state
+    async fn write_plan(
+        &self,
+        controller_epoch: u32,
+        states: Vec<(String, PartitionState)>,
+    ) -> Result<Vec<Result<i32>>>;
+
     /// Tries to become the controller. `Ok(Some(epoch))` when `node` is the controller
     /// (now or already), with the controller epoch; `Ok(None)` when another node is.
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>>;
@@ -51,4 +67,13 @@ pub trait Coordinator: Send + Sync + 'static {
     /// first registration gets a new id and epoch 0, each later one the same id and the
     /// next epoch, which fences the older instances. Persistent, unlike nodes.
     async fn register_producer(&self, name: &str) -> Result<ProducerInfo>;
+}
+
+/// The answer to a plan written under controller epoch `mine` when `current` is the
+/// controller epoch ([`Coordinator::write_plan`]).
+pub(crate) fn fenced(mine: u32, current: u32) -> FjordError {
+    FjordError::new(
+        ErrorCode::StaleVersion,
+        format!("controller epoch {mine} is not the current one ({current}): a newer controller decides"),
+    )
 }

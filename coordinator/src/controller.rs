@@ -29,7 +29,8 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// The partition states that should change, as `(topic, new state)`. Each new state
 /// carries the **current** `version`, so writing it with
 /// [`Coordinator::update_partition_state`] fails if anyone changed the partition since the
-/// snapshot was taken. Partitions that need no change are left out; applying every state
+/// snapshot was taken; [`Coordinator::write_plan`] writes them all, fenced by the
+/// controller epoch. Partitions that need no change are left out; applying every state
 /// of a plan and planning again gives an empty plan.
 ///
 /// A node is *live* when it is registered and not `shutting_down`. Per partition:
@@ -54,18 +55,19 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 ///      can be elected when it returns. Every one of them held all committed records
 ///      when it was last in the ISR, so electing it loses nothing.
 ///
-/// Unlike Kafka's controlled shutdown, which leaves a shutting-down node leading a
-/// partition when no other ISR member can take over (and retries until it gives up),
-/// a shutting-down leader with no successor makes the partition offline right away:
-/// `shutting_down` means "lead nothing", so the node can finish its shutdown promptly
-/// and nobody writes to a log that is about to close.
+/// As in Kafka's controlled shutdown, a shutting-down leader with no live in-sync
+/// successor keeps leading (its ISR shrinks to itself, with no epoch bump, and no
+/// unclean election replaces it while it lives): the partition stays writable until the
+/// node's process ends and its registration goes, when rule 3 takes the leadership away
+/// and the partition is offline until an ISR member returns.
 pub fn plan(meta: &ClusterMetadata) -> Vec<(String, PartitionState)> {
     let live: BTreeSet<NodeId> = meta.nodes.values().filter(|n| !n.shutting_down).map(|n| n.id).collect();
+    let registered: BTreeSet<NodeId> = meta.nodes.keys().copied().collect();
     let mut out = Vec::new();
     for (name, topic) in &meta.topics {
         let unclean = topic.config.unclean_leader_election_enable;
         for p in &topic.partitions {
-            if let Some(next) = plan_partition(p, &live, unclean) {
+            if let Some(next) = plan_partition(p, &live, &registered, unclean) {
                 out.push((name.clone(), next));
             }
         }
@@ -77,7 +79,12 @@ pub fn plan(meta: &ClusterMetadata) -> Vec<(String, PartitionState)> {
 ///
 /// Epochs saturate rather than wrap: followers and fencing rely on epochs never going
 /// backwards, and four billion elections of one partition will not happen.
-fn plan_partition(p: &PartitionState, live: &BTreeSet<NodeId>, unclean: bool) -> Option<PartitionState> {
+fn plan_partition(
+    p: &PartitionState,
+    live: &BTreeSet<NodeId>,
+    registered: &BTreeSet<NodeId>,
+    unclean: bool,
+) -> Option<PartitionState> {
     let is_live = |id: &NodeId| live.contains(id);
     let live_isr: Vec<NodeId> = p.isr.iter().copied().filter(is_live).collect();
     let mut next = p.clone();
@@ -99,10 +106,16 @@ fn plan_partition(p: &PartitionState, live: &BTreeSet<NodeId>, unclean: bool) ->
         _ => {
             let clean = p.replicas.iter().copied().find(|r| is_live(r) && p.isr.contains(r));
             let unclean_choice = || p.replicas.iter().copied().find(is_live).filter(|_| unclean);
+            // A leader still registered here is shutting down (a dead one is not
+            // registered): with no in-sync successor it keeps leading, and the ISR
+            // keeps it, until its process ends.
+            let staying = p.leader.filter(|l| registered.contains(l) && p.isr.contains(l));
             if let Some(leader) = clean {
                 next.leader = Some(leader);
                 next.leader_epoch = p.leader_epoch.saturating_add(1);
                 next.isr = live_isr;
+            } else if let Some(leader) = staying {
+                next.isr = vec![leader];
             } else if let Some(leader) = unclean_choice() {
                 next.leader = Some(leader);
                 next.leader_epoch = p.leader_epoch.saturating_add(1);
@@ -211,13 +224,28 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId) {
     }
 }
 
-/// Writes every change `plan` asks for, logging leader changes.
+/// Writes every change `plan` asks for in one fenced batch, logging leader changes.
 async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata) {
-    for (topic, next) in plan(meta) {
+    let planned = plan(meta);
+    if planned.is_empty() {
+        return;
+    }
+    let results = match coordinator.write_plan(meta.controller_epoch, planned.clone()).await {
+        Ok(results) => results,
+        Err(e) if e.code == ErrorCode::StaleVersion => {
+            info!(controller_epoch = meta.controller_epoch, error = %e, "deposed: a newer controller was elected");
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "controller could not write its plan; will retry");
+            return;
+        }
+    };
+    for ((topic, next), result) in planned.iter().zip(results) {
         let partition = next.partition;
-        let Some(before) = meta.partition(&topic, partition) else { continue };
-        match coordinator.update_partition_state(&topic, next.clone()).await {
-            Ok(_) => log_change(&topic, before, &next),
+        let Some(before) = meta.partition(topic, partition) else { continue };
+        match result {
+            Ok(_) => log_change(topic, before, next),
             Err(e) if e.code == ErrorCode::StaleVersion => {
                 debug!(%topic, partition, "partition state changed under the controller; re-planning");
             }
@@ -397,11 +425,23 @@ mod tests {
     }
 
     #[test]
-    fn shutting_down_sole_isr_leader_makes_the_partition_offline() {
+    fn shutting_down_sole_isr_leader_keeps_leading_until_it_is_gone() {
         let mut m = meta(&[1, 2], vec![part(&[1, 2], Some(1), 5, &[1])]);
         m.nodes.get_mut(&1).expect("1").shutting_down = true;
+        assert_eq!(planned(&m), None, "no in-sync successor: node 1 keeps leading");
+        // Not even an unclean election replaces it while it lives.
+        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        assert_eq!(planned(&m), None, "no unclean election of a live leader");
+        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = false;
+        // A dead follower still leaves its ISR (no epoch bump).
+        let mut m = meta(&[1], vec![part(&[1, 2], Some(1), 5, &[1, 2])]);
+        m.nodes.get_mut(&1).expect("1").shutting_down = true;
+        let next = planned(&m).expect("shrink");
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(1), 5, vec![1]));
+        // Once its process ends (its registration goes) the partition is offline.
+        m.nodes.remove(&1);
         let next = planned(&m).expect("offline");
-        assert_eq!((next.leader, next.leader_epoch, next.isr), (None, 6, vec![1]));
+        assert_eq!((next.leader, next.leader_epoch, next.isr), (None, 6, vec![1, 2]));
     }
 
     #[test]
@@ -501,8 +541,20 @@ mod tests {
                     next.leader != old.leader,
                     "case {case}: {old:?} → {next:?}"
                 );
+                // A shutting-down leader (registered, not live) hands over only to an
+                // in-sync replica, and keeps leading (in its ISR) when none is live.
+                let leaving =
+                    old.leader.filter(|l| before.nodes.contains_key(l) && !live.contains(l) && old.isr.contains(l));
+                if let (Some(_), true) = (leaving, next.leader != old.leader) {
+                    let l = next.leader.expect("a live leader is replaced, not removed");
+                    assert!(old.isr.contains(&l), "case {case}: {old:?} → {next:?}");
+                }
                 if next.leader == old.leader {
-                    assert!(next.isr.iter().all(|r| old.isr.contains(r) && live.contains(r)), "case {case}");
+                    let kept = |r: &NodeId| leaving == Some(*r);
+                    assert!(
+                        next.isr.iter().all(|r| old.isr.contains(r) && (live.contains(r) || kept(r))),
+                        "case {case}: {old:?} → {next:?}"
+                    );
                 } else if let Some(l) = next.leader {
                     assert!(live.contains(&l) && next.isr.contains(&l), "case {case}: {old:?} → {next:?}");
                     let fresh = old.leader.is_none() && old.leader_epoch == 0;

@@ -118,6 +118,25 @@ impl EmbeddedCoordinator {
     }
 }
 
+/// Writes one partition's state into `m` if its version is still `state.version`.
+fn write_state(m: &mut ClusterMetadata, topic: &str, state: PartitionState) -> Result<i32> {
+    let t = m.topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?;
+    let p = t.partitions.get_mut(state.partition as usize).ok_or_else(|| {
+        FjordError::new(ErrorCode::UnknownPartition, format!("{topic} has no partition {}", state.partition))
+    })?;
+    if p.version != state.version {
+        return Err(FjordError::new(
+            ErrorCode::StaleVersion,
+            format!("{topic}-{}: state version is {}, not {}", state.partition, p.version, state.version),
+        ));
+    }
+    p.leader = state.leader;
+    p.leader_epoch = state.leader_epoch;
+    p.isr = state.isr;
+    p.version += 1;
+    Ok(p.version)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
@@ -157,22 +176,19 @@ impl Coordinator for EmbeddedCoordinator {
     }
 
     async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32> {
+        self.update(|m| write_state(m, topic, state)).await
+    }
+
+    async fn write_plan(
+        &self,
+        controller_epoch: u32,
+        states: Vec<(String, PartitionState)>,
+    ) -> Result<Vec<Result<i32>>> {
         self.update(|m| {
-            let t = m.topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?;
-            let p = t.partitions.get_mut(state.partition as usize).ok_or_else(|| {
-                FjordError::new(ErrorCode::UnknownPartition, format!("{topic} has no partition {}", state.partition))
-            })?;
-            if p.version != state.version {
-                return Err(FjordError::new(
-                    ErrorCode::StaleVersion,
-                    format!("{topic}-{}: state version is {}, not {}", state.partition, p.version, state.version),
-                ));
+            if m.controller_epoch != controller_epoch {
+                return Err(crate::api::fenced(controller_epoch, m.controller_epoch));
             }
-            p.leader = state.leader;
-            p.leader_epoch = state.leader_epoch;
-            p.isr = state.isr;
-            p.version += 1;
-            Ok(p.version)
+            Ok(states.into_iter().map(|(topic, state)| write_state(m, &topic, state)).collect())
         })
         .await
     }

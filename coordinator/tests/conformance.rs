@@ -132,6 +132,7 @@ conformance!(
     metadata_receivers_wake_on_changes_made_by_other_clients,
     nodes_and_gateways_appear_in_the_snapshot,
     partition_state_writes_are_conditional_on_the_version,
+    a_plan_is_written_only_under_the_current_controller_epoch,
     the_first_controller_candidate_wins_and_others_are_refused,
     shutting_down_nodes_get_no_new_replicas,
     the_controller_leads_after_create_node_loss_and_restart,
@@ -283,6 +284,43 @@ async fn partition_state_writes_are_conditional_on_the_version(f: Fixture) {
     assert_eq!(c.update_partition_state("t", bad).await.expect_err("no partition").code, ErrorCode::UnknownPartition);
 }
 
+/// A controller's plan is fenced by its epoch: under any epoch but the current one
+/// nothing is written and the answer is `stale_version`; under the current one every
+/// state is written on its own terms (a state whose version moved on fails alone, as does
+/// one of an unknown topic), with one result per state in order.
+async fn a_plan_is_written_only_under_the_current_controller_epoch(f: Fixture) {
+    let c = &f.main;
+    c.register_node(node(1)).await.expect("register");
+    c.create_topic(topic("t", 3, 1)).await.expect("create");
+    let epoch = c.campaign_controller(1).await.expect("campaign").expect("wins");
+    let before = f.snapshot().topics["t"].partitions.clone();
+    let lead = |p: &PartitionState| PartitionState { leader: Some(1), leader_epoch: 1, isr: vec![1], ..p.clone() };
+    let plan: Vec<(String, PartitionState)> = before.iter().map(|p| ("t".to_owned(), lead(p))).collect();
+
+    for wrong in [epoch - 1, epoch + 1] {
+        let e = c.write_plan(wrong, plan.clone()).await.expect_err("a deposed epoch writes nothing");
+        assert_eq!(e.code, ErrorCode::StaleVersion, "{e}");
+        assert_eq!(f.snapshot().topics["t"].partitions, before, "epoch {wrong} changed nothing");
+    }
+
+    // Partition 1 moves on before the plan lands.
+    let moved = PartitionState { leader_epoch: 9, ..lead(&before[1]) };
+    let v1 = c.update_partition_state("t", moved).await.expect("moved on");
+    let mut plan = plan;
+    plan.push(("gone".to_owned(), lead(&before[0])));
+    let results = c.write_plan(epoch, plan).await.expect("the current epoch writes");
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert_eq!(results[1].as_ref().expect_err("stale").code, ErrorCode::StaleVersion);
+    assert_eq!(results[3].as_ref().expect_err("unknown").code, ErrorCode::UnknownTopic);
+    let after = f.snapshot().topics["t"].partitions.clone();
+    for i in [0, 2] {
+        assert_eq!((after[i].leader, after[i].leader_epoch), (Some(1), 1), "{:?}", after[i]);
+        assert_eq!(Ok(&after[i].version), results[i].as_ref(), "the version each write answered");
+    }
+    assert_eq!((after[1].leader_epoch, after[1].version), (9, v1), "the stale state did not land");
+}
+
 /// The first candidate becomes controller with an epoch, asking again confirms it with
 /// the same epoch, and a candidate on another client is refused while it holds.
 async fn the_first_controller_candidate_wins_and_others_are_refused(f: Fixture) {
@@ -428,6 +466,32 @@ mod zk_only {
         assert!(second > first, "epoch {second} must exceed {first}");
         let m = b.metadata().borrow().clone();
         assert_eq!((m.controller, m.controller_epoch), (Some(2), second));
+    }
+
+    /// A zombie controller — one whose session ended while it still believes it
+    /// controls (paused past the session timeout, say) — cannot write its plans once
+    /// another node has won a newer epoch: `write_plan` under the old epoch writes
+    /// nothing, on any client.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposed_controllers_plan_is_refused() {
+        let (server, a, b) = zk_fixture().await;
+        b.register_node(node(1)).await.expect("register");
+        b.create_topic(topic("t", 1, 1)).await.expect("create");
+        let old = a.campaign_controller(1).await.expect("campaign").expect("a wins");
+        a.close().await;
+        let mut rx = b.metadata();
+        eventually(&mut rx, "controller gone", |m| m.controller.is_none()).await;
+        let new = b.campaign_controller(2).await.expect("campaign").expect("b wins");
+        assert!(new > old);
+        // The zombie's view: a client that still holds the old snapshot's epoch.
+        let zombie = connect(&server.connect_string(), SESSION_TIMEOUT).await;
+        let before = b.metadata().borrow().topics["t"].partitions[0].clone();
+        let state = PartitionState { leader: Some(1), leader_epoch: 1, isr: vec![1], ..before.clone() };
+        let e = zombie.write_plan(old, vec![("t".into(), state.clone())]).await.expect_err("fenced");
+        assert_eq!(e.code, ErrorCode::StaleVersion, "{e}");
+        assert_eq!(b.metadata().borrow().topics["t"].partitions[0], before, "nothing written");
+        let written = b.write_plan(new, vec![("t".into(), state)]).await.expect("the new controller writes");
+        assert!(written[0].is_ok(), "{written:?}");
     }
 
     /// Topics, config and registrations survive a ZooKeeper crash and restart; while

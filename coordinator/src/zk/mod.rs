@@ -58,7 +58,7 @@ const DEBOUNCE: Duration = Duration::from_millis(5);
 const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// Conditional writes retried internally (lost races on the topic znode, the epoch).
 const CAS_ATTEMPTS: usize = 10;
-/// Requests kept in flight at once when creating many partition znodes.
+/// Requests kept in flight at once when creating many partition znodes or writing a plan.
 const PARALLEL_WRITES: usize = 32;
 
 /// A [`Coordinator`] backed by a ZooKeeper ensemble.
@@ -302,6 +302,34 @@ impl Inner {
                 Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 None => {}
             }
+        }
+    }
+
+    /// Writes one partition's state znode if its version is still `state.version`,
+    /// stamped with `controller_epoch` (as Kafka stamps its LeaderAndIsr znodes).
+    async fn write_state(&self, s: &Session, topic: &str, state: PartitionState, controller_epoch: u32) -> Result<i32> {
+        validate_topic_name(topic).map_err(|_| unknown_topic(topic))?;
+        let path = self.paths.partition_state(topic, state.partition);
+        let stored =
+            StateZnode { leader: state.leader, leader_epoch: state.leader_epoch, isr: state.isr, controller_epoch };
+        match s.set(&path, encode(&path, &stored)?, Some(state.version)).await {
+            Ok(stat) => Ok(stat.version),
+            Err(ZkError::BadVersion) => Err(FjordError::new(
+                ErrorCode::StaleVersion,
+                format!("{topic}-{}: state version {} is no longer current", state.partition, state.version),
+            )),
+            Err(ZkError::NoNode) => {
+                let topic_path = self.paths.topic(topic);
+                let exists = s.exists(&topic_path, false).await.map_err(|e| zk_error("reading a topic", e))?;
+                Err(match exists {
+                    None => unknown_topic(topic),
+                    Some(_) => FjordError::new(
+                        ErrorCode::UnknownPartition,
+                        format!("{topic} has no partition {}", state.partition),
+                    ),
+                })
+            }
+            Err(e) => Err(zk_error(&format!("writing {path}"), e)),
         }
     }
 
@@ -553,39 +581,44 @@ impl Coordinator for ZkCoordinator {
     }
 
     async fn update_partition_state(&self, topic: &str, state: PartitionState) -> Result<i32> {
-        validate_topic_name(topic).map_err(|_| unknown_topic(topic))?;
         let inner = &self.inner;
-        let s = inner.session();
-        let path = inner.paths.partition_state(topic, state.partition);
-        let stored = StateZnode {
-            leader: state.leader,
-            leader_epoch: state.leader_epoch,
-            isr: state.isr,
-            controller_epoch: inner.snapshot().controller_epoch,
-        };
-        let version = match s.set(&path, encode(&path, &stored)?, Some(state.version)).await {
-            Ok(stat) => stat.version,
-            Err(ZkError::BadVersion) => {
-                return Err(FjordError::new(
-                    ErrorCode::StaleVersion,
-                    format!("{topic}-{}: state version {} is no longer current", state.partition, state.version),
-                ))
-            }
-            Err(ZkError::NoNode) => {
-                let topic_path = inner.paths.topic(topic);
-                let exists = s.exists(&topic_path, false).await.map_err(|e| zk_error("reading a topic", e))?;
-                return Err(match exists {
-                    None => unknown_topic(topic),
-                    Some(_) => FjordError::new(
-                        ErrorCode::UnknownPartition,
-                        format!("{topic} has no partition {}", state.partition),
-                    ),
-                });
-            }
-            Err(e) => return Err(zk_error(&format!("writing {path}"), e)),
-        };
+        let stamp = inner.snapshot().controller_epoch;
+        let version = inner.write_state(&inner.session(), topic, state, stamp).await?;
         inner.await_refresh().await;
         Ok(version)
+    }
+
+    async fn write_plan(
+        &self,
+        controller_epoch: u32,
+        states: Vec<(String, PartitionState)>,
+    ) -> Result<Vec<Result<i32>>> {
+        let inner = &self.inner;
+        let s = inner.session();
+        // ZooKeeper's multi-op is not in the client: the fence is a read of
+        // /controller_epoch before the conditional writes. A controller deposed between
+        // that read and a write can still land that one write — but only on a partition
+        // nobody changed since its snapshot (the version check), with a decision the
+        // rules allowed there, and the new controller re-plans from whatever is stored.
+        let path = inner.paths.controller_epoch();
+        let current = match s.get(&path, false).await.map_err(|e| zk_error(&format!("reading {path}"), e))? {
+            Some((bytes, _)) => data::decode_epoch(&path, &bytes)?,
+            None => 0,
+        };
+        if current != controller_epoch {
+            return Err(crate::api::fenced(controller_epoch, current));
+        }
+        // Pipelined on the one session, a bounded number in flight.
+        let results: Vec<Result<i32>> = stream::iter(states)
+            .map(|(topic, state)| {
+                let s = &s;
+                async move { inner.write_state(s, &topic, state, controller_epoch).await }
+            })
+            .buffered(PARALLEL_WRITES)
+            .collect()
+            .await;
+        inner.await_refresh().await;
+        Ok(results)
     }
 
     async fn register_producer(&self, name: &str) -> Result<ProducerInfo> {
