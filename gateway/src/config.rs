@@ -17,6 +17,12 @@ pub struct GatewayConfig {
     pub default_replication_factor: u32,
     /// Upper bound on any request's `timeout_ms`.
     pub max_timeout_ms: u64,
+    /// Bytes of `acks=0` batches this gateway holds that no storage node has answered
+    /// yet (Kafka's producer `buffer.memory`). A request that does not fit waits for
+    /// room up to its `timeout_ms`, then is refused `429 throttled` with nothing written:
+    /// fire-and-forget producers are slowed to what the cluster takes instead of piling
+    /// up tasks and memory without bound.
+    pub max_unacknowledged_bytes: usize,
     /// Partition count of the internal `__consumer_offsets` topic, created on the first
     /// consumer-group call (Kafka's `offsets.topic.num.partitions`). Fixed once created.
     pub offsets_topic_partitions: u32,
@@ -34,6 +40,7 @@ impl Default for GatewayConfig {
             default_partitions: 1,
             default_replication_factor: 1,
             max_timeout_ms: 60_000,
+            max_unacknowledged_bytes: 64 << 20,
             offsets_topic_partitions: 16,
             offsets_topic_replication_factor: 3,
         }
@@ -48,6 +55,9 @@ impl GatewayConfig {
         }
         if self.max_request_bytes < 1024 {
             return Err("gateway.max_request_bytes must be at least 1024".into());
+        }
+        if self.max_unacknowledged_bytes < 1024 || self.max_unacknowledged_bytes > u32::MAX as usize {
+            return Err("gateway.max_unacknowledged_bytes must be between 1024 and 4294967295".into());
         }
         if self.default_partitions == 0 {
             return Err("gateway.default_partitions must be at least 1".into());

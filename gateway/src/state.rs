@@ -36,11 +36,14 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// Picks the partition of each request's unkeyed records (sticky per request).
     pub round_robin: Arc<AtomicU64>,
+    /// Room for `acks=0` bytes in flight (`max_unacknowledged_bytes`, one permit a byte).
+    pub unacknowledged: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(coordinator: Arc<dyn Coordinator>, nodes: Arc<dyn NodeDirectory>, config: GatewayConfig) -> Self {
-        Self { coordinator, nodes, config: Arc::new(config), round_robin: Arc::new(AtomicU64::new(0)) }
+        let unacknowledged = Arc::new(tokio::sync::Semaphore::new(config.max_unacknowledged_bytes));
+        Self { coordinator, nodes, config: Arc::new(config), round_robin: Arc::new(AtomicU64::new(0)), unacknowledged }
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {

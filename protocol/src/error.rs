@@ -59,6 +59,9 @@ pub enum ErrorCode {
     StorageError,
     /// The server is shutting down.
     ShuttingDown,
+    /// The server is at a limit (the gateway's budget of `acks=0` bytes not yet handed to
+    /// a storage node); nothing was written. Retry after a pause.
+    Throttled,
     /// A conditional metadata write lost a race; re-read and retry.
     StaleVersion,
     /// Appended, but leadership moved before the write was replicated: it may or may
@@ -128,6 +131,7 @@ impl ErrorCode {
             Self::CorruptBatch => "corrupt_batch",
             Self::StorageError => "storage_error",
             Self::ShuttingDown => "shutting_down",
+            Self::Throttled => "throttled",
             Self::StaleVersion => "stale_version",
             Self::LeaderChangedAfterAppend => "leader_changed_after_append",
             Self::InvalidGroupId => "invalid_group_id",
@@ -180,6 +184,7 @@ impl ErrorCode {
             Self::RecordTooLarge | Self::RequestTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::OffsetOutOfRange => 416,
+            Self::Throttled => 429,
             Self::NotEnoughReplicas
             | Self::NotEnoughReplicasAfterAppend
             | Self::NotLeader
@@ -203,6 +208,7 @@ impl ErrorCode {
                 | Self::RequestTimeout
                 | Self::NodeDisconnected
                 | Self::ShuttingDown
+                | Self::Throttled
                 | Self::StaleVersion
                 | Self::LeaderChangedAfterAppend
         )

@@ -190,6 +190,7 @@ impl ProduceMedia {
         (status = 422, description = "`idempotency_key_reused`: the key was used for another request within the window; nothing written", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+        (status = 429, description = "`throttled` (acks=0): the gateway's budget of unanswered acks=0 bytes stayed full for timeout_ms; nothing written; retriable, with Retry-After", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
         (status = 504, description = "Retriable: not replicated within timeout_ms", body = ErrorBody),
         (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
@@ -226,11 +227,11 @@ pub async fn produce_to_topic(
             original partitions and offsets (header `Idempotent-Replayed`) and writes nothing; the same key with \
             another request is `422 idempotency_key_reused`. 1 to 255 printable ASCII characters, bare or as a \
             quoted string. Unkeyed records go to a partition derived from the key."),
-        ("Producer-Id" = Option<u64>, Header, description = "Producer session (from `POST /v1/producers`); \
+        ("Producer-Id" = Option<u64>, Header, example = 1, description = "Producer session (from `POST /v1/producers`); \
             with Producer-Epoch and Producer-Sequence."),
-        ("Producer-Epoch" = Option<u32>, Header, description = "The session's epoch; an older one than the \
+        ("Producer-Epoch" = Option<u32>, Header, example = 0, description = "The session's epoch; an older one than the \
             latest registration is `409 producer_fenced`."),
-        ("Producer-Sequence" = Option<u32>, Header, description = "The sequence of the request's first record on \
+        ("Producer-Sequence" = Option<u32>, Header, example = 42, description = "The sequence of the request's first record on \
             this partition, from 0 per epoch; n records use n numbers. A sequence already written is answered as \
             a replay; a gap is `409 out_of_order_sequence` with the expected one in `error.details`."),
     ),
@@ -252,6 +253,7 @@ pub async fn produce_to_topic(
         (status = 422, description = "`idempotency_key_reused`: the key was used for another request within the window; nothing written", body = ErrorBody),
         (status = 413, description = "A record or the body is too large; nothing written", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
+        (status = 429, description = "`throttled` (acks=0): the gateway's budget of unanswered acks=0 bytes stayed full for timeout_ms; nothing written; retriable, with Retry-After", body = ErrorBody),
         (status = 503, description = "Retriable: no leader, not enough in-sync replicas", body = ErrorBody),
         (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
@@ -310,7 +312,8 @@ async fn produce(
     let ext = producer.ext(fingerprint, count, now);
     let batches = batches(&records, &targets, now, ext.as_ref())?;
     if acks == Acks::None {
-        dispatch_unacknowledged(&state, &topic, batches, timeout, ext.is_some());
+        let room = unacknowledged_room(&state, &batches, timeout).await?;
+        dispatch_unacknowledged(&state, &topic, batches, timeout, ext.is_some(), room);
         let offsets = targets
             .iter()
             .map(|p| ProducedOffset { partition: *p, offset: None, timestamp: None, error: None })
@@ -547,13 +550,39 @@ async fn dispatch(
     futures::future::join_all(calls).await
 }
 
-/// `acks=0`: the batches go out after the answer; failures are only logged.
+/// `acks=0` back-pressure: room for the request's batches in the gateway's budget of
+/// unanswered bytes, waited for up to the request's timeout; `429 throttled` (nothing
+/// written) if none comes. A request larger than the whole budget needs all of it.
+async fn unacknowledged_room(
+    state: &AppState,
+    batches: &[PartitionBatch],
+    timeout: Duration,
+) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    let bytes = batches.iter().map(|b| b.batch.len()).sum::<usize>().clamp(1, state.config.max_unacknowledged_bytes);
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    match tokio::time::timeout(timeout, state.unacknowledged.clone().acquire_many_owned(bytes)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        // Timed out, or the semaphore was closed (never done): either way nothing is sent.
+        _ => Err(ApiError::new(
+            ErrorCode::Throttled,
+            format!(
+                "this gateway already holds {} bytes of acks=0 records not yet written \
+                 (max_unacknowledged_bytes); nothing was written: retry later or use acks=1",
+                state.config.max_unacknowledged_bytes
+            ),
+        )),
+    }
+}
+
+/// `acks=0`: the batches go out after the answer, holding `room` until every partition
+/// has answered; failures are only logged.
 fn dispatch_unacknowledged(
     state: &AppState,
     topic: &str,
     batches: Vec<PartitionBatch>,
     timeout: Duration,
     idempotent: bool,
+    room: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (state, topic) = (state.clone(), topic.to_owned());
     tokio::spawn(async move {
@@ -562,6 +591,7 @@ fn dispatch_unacknowledged(
                 tracing::warn!(partition = d.partition, error = %e.0, "acks=0 produce failed after the answer was sent");
             }
         }
+        drop(room);
     });
 }
 

@@ -8,12 +8,18 @@ use axum::Router;
 use bytes::Bytes;
 use fjord_coordinator::{Coordinator, EmbeddedCoordinator};
 use fjord_gateway::{AppState, GatewayConfig, SingleNode};
+use fjord_protocol::group::{GroupRequest, GroupResponse};
+use fjord_protocol::{
+    FetchRequest, FetchResponse, ListOffsetResponse, NodeApi, OffsetSpec, PartitionStatus, ProduceRequest,
+    ProduceResponse, TopicPartition,
+};
 use fjord_storage_node::{NodeConfig, StorageNode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tempfile::TempDir;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// One gateway over one storage node with its own data directory.
@@ -24,6 +30,33 @@ pub struct Harness {
     _controller: fjord_coordinator::controller::ControllerTask,
     // Dropped last: RocksDB lives in it.
     _dir: TempDir,
+}
+
+/// A storage node whose produce calls wait until the gate opens.
+struct GatedNode {
+    node: Arc<StorageNode>,
+    gate: watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl NodeApi for GatedNode {
+    async fn produce(&self, req: ProduceRequest) -> fjord_protocol::Result<ProduceResponse> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        self.node.produce(req).await
+    }
+    async fn fetch(&self, req: FetchRequest) -> fjord_protocol::Result<FetchResponse> {
+        self.node.fetch(req).await
+    }
+    async fn list_offset(&self, tp: TopicPartition, spec: OffsetSpec) -> fjord_protocol::Result<ListOffsetResponse> {
+        self.node.list_offset(tp, spec).await
+    }
+    async fn partition_status(&self, tp: TopicPartition) -> fjord_protocol::Result<PartitionStatus> {
+        self.node.partition_status(tp).await
+    }
+    async fn group(&self, req: GroupRequest) -> fjord_protocol::Result<GroupResponse> {
+        self.node.group(req).await
+    }
 }
 
 /// A response, fully read.
@@ -85,6 +118,17 @@ impl Harness {
     }
 
     pub async fn with_config(config: GatewayConfig) -> Self {
+        Self::build(config, None).await
+    }
+
+    /// A harness whose storage node takes no produce call until `gate` says `true`
+    /// (the node is slow, or busy): produce calls wait at the gate, everything else is
+    /// served at once.
+    pub async fn with_gated_produce(config: GatewayConfig, gate: watch::Receiver<bool>) -> Self {
+        Self::build(config, Some(gate)).await
+    }
+
+    async fn build(config: GatewayConfig, gate: Option<watch::Receiver<bool>>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
         let node_config = NodeConfig {
@@ -98,7 +142,11 @@ impl Harness {
             .await
             .expect("storage node starts");
         let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
-        let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api: node.clone() }), config);
+        let api: Arc<dyn NodeApi> = match gate {
+            Some(gate) => Arc::new(GatedNode { node: node.clone(), gate }),
+            None => node.clone(),
+        };
+        let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api }), config);
         Self { app: fjord_gateway::app(state), node, _controller: controller, _dir: dir }
     }
 

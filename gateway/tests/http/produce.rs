@@ -317,3 +317,46 @@ async fn acks_modes() {
     assert_eq!(h.high_watermarks("t").await, vec![5]);
     h.shutdown().await;
 }
+
+/// `acks=0` back-pressure: while the storage node has not answered, the gateway holds at
+/// most `max_unacknowledged_bytes` of acks=0 batches. A request that does not fit waits
+/// up to its `timeout_ms` and is refused `429 throttled` (retriable) with nothing
+/// written; once the node answers, the room comes back and the next request goes
+/// through. Without the budget the second request would be answered 200 and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_0_waits_for_room_and_is_throttled_with_nothing_written() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let config = GatewayConfig { max_unacknowledged_bytes: 4096, ..Default::default() };
+    let h = Harness::with_gated_produce(config, gate).await;
+    h.create_topic(json!({"name": "t", "partitions": 1})).await;
+    let record = |tag: &str| json!({"records": [{"key": tag, "value": "x".repeat(3000)}]});
+
+    h.post_json("/v1/topics/t/records?acks=0", &record("first")).await.expect_status(200);
+    // The node holds the first batch: 3,000 more bytes do not fit in 4,096.
+    let reply = h.post_json("/v1/topics/t/records?acks=0&timeout_ms=300", &record("throttled")).await;
+    reply.expect_error(429, "throttled");
+    assert_eq!(reply.json()["error"]["retriable"], true);
+
+    open.send_replace(true);
+    wait_for_high_watermark(&h, 1).await;
+    // Room again: the next request fits (waiting, if need be, for the first's permit).
+    h.post_json("/v1/topics/t/records?acks=0&timeout_ms=5000", &record("third")).await.expect_status(200);
+    wait_for_high_watermark(&h, 2).await;
+    let read = h.consume("t", 0, "offset=0&max_records=10").await;
+    let keys: Vec<String> = read["records"].as_array().expect("records").iter().map(|r| r["key"].to_string()).collect();
+    assert_eq!(keys, vec!["\"first\"", "\"third\""], "the throttled request wrote nothing");
+    h.shutdown().await;
+}
+
+/// Waits (bounded) until partition 0 of `t` has high watermark `hw`.
+async fn wait_for_high_watermark(h: &Harness, hw: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = h.high_watermarks("t").await;
+        if now == vec![hw] {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "high watermark {now:?}, waited for {hw}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
