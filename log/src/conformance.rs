@@ -17,8 +17,9 @@
 //! - the high watermark only rises, is clamped to the LEO, and wakes its subscribers; the
 //!   value it publishes never goes backwards, even under concurrent advances;
 //! - a restart recovers log start, LEO, size and epoch history (even when retention has
-//!   removed every batch), while the HW restarts at the log start for the replica layer
-//!   to raise;
+//!   removed every batch); the HW restarts at its last checkpoint (the log start without
+//!   one) for the replica layer to raise, and a truncation below the checkpoint lowers
+//!   it in the same write, so a restart never serves what was appended after it;
 //! - the leader-epoch history records the first offset of each new epoch;
 //! - retention by time and by bytes (Kafka's rule) removes whole committed batches from
 //!   the start only, moves the log start, keeps the LEO, and shrinks the size exactly;
@@ -160,6 +161,7 @@ conformance!(
     high_watermark_is_monotonic_clamped_and_notifies,
     concurrent_high_watermark_advances_publish_monotonically,
     restart_recovers_state,
+    a_checkpointed_high_watermark_survives_restarts,
     epoch_history,
     retention_by_time,
     retention_by_bytes,
@@ -514,7 +516,7 @@ fn restart_recovers_state<H: Harness>(h: &mut H) {
         assert_eq!(
             log.offsets(),
             LogOffsets { high_watermark: before.log_start, ..before },
-            "log start, LEO and size are recovered; the HW restarts at the log start"
+            "log start, LEO and size are recovered; with no checkpoint the HW restarts at the log start"
         );
         assert_eq!(log.epochs(), epochs);
         assert!(read(&log, 2, ALL, log.offsets().high_watermark).is_empty(), "nothing is committed yet");
@@ -526,6 +528,37 @@ fn restart_recovers_state<H: Harness>(h: &mut H) {
     assert_eq!(log.offsets().high_watermark, 7);
     assert_eq!(committed(&log), expected);
     assert_eq!(append(&log, &timed("c", &[500]), 4).base_offset(), 7, "appends continue at the LEO");
+}
+
+fn a_checkpointed_high_watermark_survives_restarts<H: Harness>(h: &mut H) {
+    let mut log = open(h, "p.t.0");
+    let mut expected = Vec::new();
+    for key in ["a", "b", "c"] {
+        let records = timed(key, &[10, 11]);
+        let batch = append(&log, &records, 1);
+        expected.extend(numbered(batch.base_offset(), &records));
+    }
+    log.advance_high_watermark(4);
+    assert!(log.checkpoint_high_watermark().expect("checkpoint"), "the HW moved: stored");
+    assert!(!log.checkpoint_high_watermark().expect("checkpoint"), "unchanged: nothing written");
+    log.advance_high_watermark(6);
+    // Not checkpointed again: a restart comes back at 4, a lower bound of what was
+    // committed, not at the log start.
+    log = restart(h, log);
+    assert_eq!(log.offsets().high_watermark, 4, "the checkpoint is served at once");
+    assert_eq!(committed(&log), expected[..4].to_vec());
+
+    // A follower cut back below the checkpoint: the checkpoint comes down with it, so
+    // whatever is appended there next is not taken as committed after a restart.
+    assert_eq!(log.truncate_to(2).expect("truncate"), 2);
+    assert_eq!(log.offsets().high_watermark, 2);
+    append(&log, &timed("d", &[20, 21, 22]), 2);
+    log = restart(h, log);
+    assert_eq!(
+        log.offsets(),
+        LogOffsets { log_start: 0, log_end: 5, high_watermark: 2, size_bytes: log.offsets().size_bytes }
+    );
+    assert_eq!(committed(&log), expected[..2].to_vec());
 }
 
 fn epoch_history<H: Harness>(h: &mut H) {
@@ -956,6 +989,8 @@ mod model {
             delete_retention_ms: i64,
             min_compaction_lag_ms: i64,
         },
+        /// Stores the HW ([`PartitionLog::checkpoint_high_watermark`]).
+        CheckpointHw,
         Restart,
     }
 
@@ -984,6 +1019,8 @@ mod model {
         log_start: u64,
         log_end: u64,
         hw: u64,
+        /// The HW last checkpointed, if any.
+        checkpoint: Option<u64>,
         epochs: Vec<(u32, u64)>,
     }
 
@@ -1176,6 +1213,7 @@ mod model {
                     delete_retention_ms,
                     min_compaction_lag_ms
                 }),
+            1 => Just(Op::CheckpointHw),
             1 => Just(Op::Restart),
         ]
     }
@@ -1258,10 +1296,20 @@ mod model {
                     let got = log.offset_for_timestamp(*ts).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(got, m.offset_for_timestamp(*ts), "step {}: offset_for_timestamp({})", step, ts);
                 }
+                Op::CheckpointHw => {
+                    let wrote = log.checkpoint_high_watermark().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(
+                        wrote,
+                        m.checkpoint != Some(m.hw),
+                        "step {}: a checkpoint writes when the HW moved",
+                        step
+                    );
+                    m.checkpoint = Some(m.hw);
+                }
                 Op::Restart => {
                     log = restart(h, log);
-                    // The HW is not persisted: it restarts at the log start.
-                    m.hw = m.log_start;
+                    // The HW restarts at its checkpoint, within what the log still holds.
+                    m.hw = m.checkpoint.unwrap_or(m.log_start).clamp(m.log_start, m.log_end);
                 }
             }
             prop_assert_eq!(log.offsets(), m.offsets(), "step {}: offsets after {:?}", step, op);

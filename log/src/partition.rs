@@ -52,6 +52,8 @@ struct State {
     /// (retention, truncation, compaction): a compaction planned without the writer lock
     /// is applied only if this has not moved meanwhile.
     generation: u64,
+    /// The high watermark last stored under [`MetaKey::HighWatermark`] (`None`: never).
+    checkpointed_hw: Option<u64>,
 }
 
 /// One producer's batch for a leader to append.
@@ -165,16 +167,20 @@ impl PartitionLog {
             Some(bytes) => Batch::parse(Bytes::from(bytes))?.next_offset(),
             None => log_start,
         };
-        // The HW is not trusted from disk: the replica layer re-establishes it (a lone
-        // in-sync leader's HW is its LEO; a follower learns it from its leader).
-        let state = State { log_start, log_end, high_watermark: log_start, size_bytes, epochs, generation: 0 };
+        // The checkpointed HW covered committed records when it was stored (and every
+        // truncation since lowered it with the batches it removed), so the log serves
+        // up to it at once; the replica layer raises it from there (a lone in-sync
+        // leader's HW is its LEO; others learn theirs from replication).
+        let checkpointed_hw = u64_meta(&*engine, name, MetaKey::HighWatermark)?;
+        let high_watermark = checkpointed_hw.unwrap_or(log_start).clamp(log_start, log_end);
+        let state = State { log_start, log_end, high_watermark, size_bytes, epochs, generation: 0, checkpointed_hw };
         Ok(Self {
             engine,
             name: name.to_owned(),
             writer: Mutex::new(()),
             state: Mutex::new(state),
             role: Mutex::new(Role::Unfenced),
-            hw_tx: watch::channel(log_start).0,
+            hw_tx: watch::channel(high_watermark).0,
         })
     }
 
@@ -468,9 +474,19 @@ impl PartitionLog {
             WriteOp::PutMeta { key: MetaKey::Size, value: &size_bytes },
             WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
         ];
+        // A checkpoint above the new end would, after a restart, cover whatever is
+        // appended there next: it comes down in the same write.
+        let lowered_hw =
+            self.state.lock().checkpointed_hw.is_some_and(|c| c > new_end).then(|| codec::encode_u64(new_end));
+        if let Some(hw) = &lowered_hw {
+            ops.push(WriteOp::PutMeta { key: MetaKey::HighWatermark, value: hw });
+        }
         ops.extend(run.write_ops());
         self.engine.write(&self.name, &ops)?;
         let mut s = self.state.lock();
+        if lowered_hw.is_some() {
+            s.checkpointed_hw = Some(new_end);
+        }
         s.log_end = new_end;
         s.size_bytes = size;
         s.epochs = history;
@@ -511,6 +527,7 @@ impl PartitionLog {
                 WriteOp::PutMeta { key: MetaKey::LogStart, value: &start },
                 WriteOp::PutMeta { key: MetaKey::Size, value: &size },
                 WriteOp::PutMeta { key: MetaKey::Epochs, value: &epochs },
+                WriteOp::PutMeta { key: MetaKey::HighWatermark, value: &start },
             ],
         )?;
         {
@@ -518,6 +535,7 @@ impl PartitionLog {
             s.log_start = offset;
             s.log_end = offset;
             s.high_watermark = offset;
+            s.checkpointed_hw = Some(offset);
             s.size_bytes = 0;
             s.epochs.clear();
             s.generation += 1;
@@ -560,6 +578,25 @@ impl PartitionLog {
         let idx = s.epochs.iter().rposition(|(e, _)| *e <= epoch)?;
         let end = s.epochs.get(idx + 1).map_or(s.log_end, |(_, start)| *start);
         Some((s.epochs[idx].0, end))
+    }
+
+    /// Stores the high watermark if it moved since the last checkpoint (Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms` task calls this per replica), so
+    /// that a restarted replica serves the records it knew committed at once. Returns
+    /// whether anything was written.
+    pub fn checkpoint_high_watermark(&self) -> Result<bool> {
+        let _writer = self.writer.lock();
+        let (hw, stored) = {
+            let s = self.state.lock();
+            (s.high_watermark, s.checkpointed_hw)
+        };
+        if stored == Some(hw) {
+            return Ok(false);
+        }
+        let value = codec::encode_u64(hw);
+        self.engine.write(&self.name, &[WriteOp::PutMeta { key: MetaKey::HighWatermark, value: &value }])?;
+        self.state.lock().checkpointed_hw = Some(hw);
+        Ok(true)
     }
 
     /// Raises the high watermark to `hw` (clamped to the LEO); never lowers it.

@@ -675,16 +675,20 @@ pub enum MetaKey {
     Size,
     /// The leader-epoch history ([`encode_epochs`]).
     Epochs,
+    /// The last high watermark checkpointed (u64; Kafka's
+    /// `replication-offset-checkpoint`): a lower bound of the committed records.
+    HighWatermark,
 }
 
 impl MetaKey {
-    pub const ALL: [MetaKey; 3] = [MetaKey::LogStart, MetaKey::Size, MetaKey::Epochs];
+    pub const ALL: [MetaKey; 4] = [MetaKey::LogStart, MetaKey::Size, MetaKey::Epochs, MetaKey::HighWatermark];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             MetaKey::LogStart => "log_start",
             MetaKey::Size => "size",
             MetaKey::Epochs => "epochs",
+            MetaKey::HighWatermark => "high_watermark",
         }
     }
 }

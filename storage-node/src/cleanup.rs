@@ -2,7 +2,8 @@
 //! its own log, as in Kafka): retention where `cleanup.policy` has `delete`, then
 //! compaction where it has `compact`; on every topic, expiry of producer state
 //! (idempotency keys past `idempotency.window.ms`, producer sessions idle past
-//! `producer.id.expiration.ms`). Log work runs on blocking threads.
+//! `producer.id.expiration.ms`). Log work runs on blocking threads. Also the periodic
+//! high-watermark checkpoint of every replica.
 
 use crate::replica::{CompactionMark, Replica};
 use crate::replicas::Replicas;
@@ -19,6 +20,27 @@ pub async fn clean_all(replicas: &Replicas) {
             compact(&r, false).await;
         }
         expire_producer_state(&r, config.idempotency_window_ms, config.producer_id_expiration_ms).await;
+    }
+}
+
+/// Stores the high watermark of every replica whose HW moved since its last checkpoint.
+pub async fn checkpoint_high_watermarks(replicas: &Replicas) {
+    let all = replicas.all();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut failed = 0usize;
+        for r in &all {
+            if let Err(e) = r.log.checkpoint_high_watermark() {
+                failed += 1;
+                debug!(partition = %r.tp, error = %e, "high watermark checkpoint failed");
+            }
+        }
+        failed
+    })
+    .await;
+    match result {
+        Ok(0) => {}
+        Ok(failed) => warn!(failed, "high watermark checkpoints failed; retrying on the next pass"),
+        Err(e) => warn!(error = %e, "high watermark checkpoint task failed"),
     }
 }
 

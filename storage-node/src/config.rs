@@ -34,6 +34,10 @@ pub struct NodeConfig {
     pub replica_fetch_wait_max_ms: u64,
     /// Soft limit of one partition's data in one replica fetch.
     pub replica_fetch_max_bytes: usize,
+    /// How often every replica's high watermark is stored, if it moved (Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms`); also on shutdown. A restarted
+    /// replica serves up to its checkpoint at once.
+    pub hw_checkpoint_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -52,6 +56,7 @@ impl Default for NodeConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1 << 20,
+            hw_checkpoint_interval_ms: 5_000,
         }
     }
 }
@@ -70,6 +75,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.wal_sync_interval_ms == 0 {
             return Err("storage.wal_sync_interval_ms must be at least 1".into());
+        }
+        if self.hw_checkpoint_interval_ms == 0 {
+            return Err("storage.hw_checkpoint_interval_ms must be at least 1".into());
         }
         if self.retention_check_interval_ms == 0 {
             return Err("storage.retention_check_interval_ms must be at least 1".into());

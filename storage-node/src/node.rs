@@ -114,6 +114,10 @@ impl StorageNode {
         }));
         let cleanup_every = Duration::from_millis(config.retention_check_interval_ms);
         tasks.push(self.every(cleanup_every, true, |node| async move { cleanup::clean_all(&node.replicas).await }));
+        let checkpoint_every = Duration::from_millis(config.hw_checkpoint_interval_ms);
+        tasks.push(self.every(checkpoint_every, true, |node| async move {
+            cleanup::checkpoint_high_watermarks(&node.replicas).await
+        }));
         let shrink_every = (self.leader.lag_time_max() / 4).max(Duration::from_millis(100));
         tasks.push(self.every(shrink_every, false, |node| async move { node.leader.shrink_isrs() }));
         // Session timeouts are at least a second: a quarter of that bounds how late an
@@ -159,12 +163,14 @@ impl StorageNode {
         }
     }
 
-    /// Stops the background tasks and makes every write durable.
+    /// Stops the background tasks, checkpoints every high watermark and makes every
+    /// write durable.
     pub async fn shutdown(&self) {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
         self.follower.stop();
+        cleanup::checkpoint_high_watermarks(&self.replicas).await;
         self.sync_wal("final WAL sync").await;
     }
 
