@@ -34,6 +34,7 @@
 pub mod baseline;
 pub mod driver;
 pub mod report;
+pub mod scale;
 pub mod target;
 pub mod units;
 pub mod workload;
@@ -59,6 +60,9 @@ pub enum Mode {
     E2e,
     /// Single-record produce requests over many connections.
     Requests,
+    /// Creates --topic (new) with --partitions and measures the time until every
+    /// partition takes a write (--duration is the deadline, default 10 minutes).
+    Partitions,
 }
 
 impl Mode {
@@ -68,6 +72,7 @@ impl Mode {
             Mode::Consume => "consume",
             Mode::E2e => "e2e",
             Mode::Requests => "requests",
+            Mode::Partitions => "partitions",
         }
     }
 }
@@ -316,12 +321,25 @@ impl Run {
 /// Runs `fjord bench` and prints the report.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = Run::from_args(&args).context("bad flags")?;
+    if run.mode == Mode::Partitions {
+        let deadline = args.duration.unwrap_or(Duration::from_secs(600));
+        let http = target::client(scale::PROBES_IN_FLIGHT)?;
+        let report =
+            scale::partitions(http, &run.base, &run.topic, run.partitions, run.replication_factor, deadline).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let client = target::client(run.concurrency + run.partitions as usize + 4)?;
     target::ensure_topic(&client, &run.base, &run.topic, run.partitions, run.replication_factor).await?;
     let report = match run.mode {
         Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines).await?,
         Mode::Consume => consume(&run, &client, args.baselines).await?,
         Mode::E2e => e2e(&run, &client, args.baselines).await?,
+        Mode::Partitions => bail!("`partitions` is measured above"),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
