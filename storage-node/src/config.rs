@@ -38,6 +38,10 @@ pub struct NodeConfig {
     /// `replica.high.watermark.checkpoint.interval.ms`); also on shutdown. A restarted
     /// replica serves up to its checkpoint at once.
     pub hw_checkpoint_interval_ms: u64,
+    /// How long the committed offsets of a group without members are kept after it
+    /// became empty and after its last commit (Kafka's `offsets.retention.minutes`,
+    /// 7 days by default); then the group is removed.
+    pub offsets_retention_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +61,7 @@ impl Default for NodeConfig {
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1 << 20,
             hw_checkpoint_interval_ms: 5_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -76,6 +81,9 @@ impl NodeConfig {
         if self.wal_sync_interval_ms == 0 {
             return Err("storage.wal_sync_interval_ms must be at least 1".into());
         }
+        if self.offsets_retention_ms == 0 {
+            return Err("storage.offsets_retention_ms must be at least 1".into());
+        }
         if self.hw_checkpoint_interval_ms == 0 {
             return Err("storage.hw_checkpoint_interval_ms must be at least 1".into());
         }
@@ -94,12 +102,14 @@ impl NodeConfig {
     }
 }
 
-/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
+/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`),
+/// and how long empty groups' offsets are kept.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicationSettings {
     pub lag_time_max: Duration,
     pub fetch_wait_max: Duration,
     pub fetch_max_bytes: usize,
+    pub offsets_retention: Duration,
 }
 
 impl ReplicationSettings {
@@ -108,6 +118,7 @@ impl ReplicationSettings {
             lag_time_max: Duration::from_millis(c.replica_lag_time_max_ms),
             fetch_wait_max: Duration::from_millis(c.replica_fetch_wait_max_ms),
             fetch_max_bytes: c.replica_fetch_max_bytes,
+            offsets_retention: Duration::from_millis(c.offsets_retention_ms),
         }
     }
 }

@@ -90,7 +90,7 @@ impl StorageNode {
             replicas,
             reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
-            groups: GroupCoordinator::default(),
+            groups: GroupCoordinator::new(replication.offsets_retention),
         });
         node.sync_with_metadata().await?;
         Ok(node)

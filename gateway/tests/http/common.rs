@@ -118,26 +118,36 @@ impl Harness {
     }
 
     pub async fn with_config(config: GatewayConfig) -> Self {
-        Self::build(config, None).await
+        Self::build(config, None, |_| {}).await
+    }
+
+    /// A harness whose storage node runs with `node` applied to its config.
+    pub async fn with_node_config(node: impl FnOnce(&mut NodeConfig)) -> Self {
+        Self::build(GatewayConfig::default(), None, node).await
     }
 
     /// A harness whose storage node takes no produce call until `gate` says `true`
     /// (the node is slow, or busy): produce calls wait at the gate, everything else is
     /// served at once.
     pub async fn with_gated_produce(config: GatewayConfig, gate: watch::Receiver<bool>) -> Self {
-        Self::build(config, Some(gate)).await
+        Self::build(config, Some(gate), |_| {}).await
     }
 
-    async fn build(config: GatewayConfig, gate: Option<watch::Receiver<bool>>) -> Self {
+    async fn build(
+        config: GatewayConfig,
+        gate: Option<watch::Receiver<bool>>,
+        tweak: impl FnOnce(&mut NodeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let coordinator: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
-        let node_config = NodeConfig {
+        let mut node_config = NodeConfig {
             data_dir: dir.path().to_path_buf(),
             // Many of these run in parallel; keep each RocksDB small.
             block_cache_bytes: 8 << 20,
             write_buffer_bytes: 8 << 20,
             ..Default::default()
         };
+        tweak(&mut node_config);
         let node = StorageNode::start(&node_config, coordinator.clone(), "in-process".into())
             .await
             .expect("storage node starts");

@@ -29,9 +29,19 @@ use tracing::{info, warn};
 /// How long a state write may wait for replication.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
 pub struct GroupCoordinator {
     shards: parking_lot::Mutex<HashMap<u32, Arc<AsyncMutex<Shard>>>>,
+    /// How long an empty group's offsets are kept (Kafka's `offsets.retention.minutes`).
+    offsets_retention_ms: i64,
+}
+
+/// Kafka's default `offsets.retention.minutes`: 7 days.
+pub const DEFAULT_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Default for GroupCoordinator {
+    fn default() -> Self {
+        Self::new(DEFAULT_OFFSETS_RETENTION)
+    }
 }
 
 #[derive(Default)]
@@ -54,6 +64,11 @@ fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
 }
 
 impl GroupCoordinator {
+    pub fn new(offsets_retention: Duration) -> Self {
+        let offsets_retention_ms = i64::try_from(offsets_retention.as_millis()).unwrap_or(i64::MAX);
+        Self { shards: parking_lot::Mutex::default(), offsets_retention_ms }
+    }
+
     /// Serves one group call on this node, if it coordinates the group.
     pub async fn handle(&self, host: &dyn GroupHost, req: GroupRequest) -> Result<GroupResponse> {
         let partition = shard_of(host, &req)?;
@@ -89,7 +104,7 @@ impl GroupCoordinator {
         for partition in led {
             let Ok(shard) = self.lock_shard(host, partition).await else { continue };
             let mut call = Call { host, partition, shard, now: Instant::now() };
-            call.sweep().await;
+            call.sweep(self.offsets_retention_ms).await;
         }
     }
 
@@ -296,7 +311,8 @@ impl Call<'_> {
 
     /// Evictions and rebalances due in this shard; only groups with something to do
     /// are copied and written.
-    async fn sweep(&mut self) {
+    async fn sweep(&mut self, offsets_retention_ms: i64) {
+        self.expire_offsets(offsets_retention_ms).await;
         let meta = self.host.metadata();
         let now = self.now;
         let due: Vec<String> = self
@@ -321,6 +337,31 @@ impl Call<'_> {
                 warn!(group = %name, error = %e, "cannot write group state; reloading it");
                 break;
             }
+        }
+    }
+
+    /// Removes the empty groups whose offsets expired: tombstones for the group record
+    /// and every committed offset, as a delete writes them.
+    async fn expire_offsets(&mut self, retention_ms: i64) {
+        let now_ms = fjord_protocol::now_ms();
+        let expired: Vec<String> = self
+            .shard
+            .groups
+            .iter()
+            .filter(|(_, g)| g.offsets_expired(now_ms, retention_ms))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            let Some(g) = self.shard.groups.get(&name) else { continue };
+            let offsets = g.offsets.len();
+            let mut writes: Vec<Write> = vec![(group_key(&name), None)];
+            writes.extend(g.offsets.keys().map(|tp| (offset_key(&name, tp), None)));
+            if let Err(e) = self.write(writes).await {
+                warn!(group = %name, error = %e, "cannot expire the group's offsets; retrying on the next sweep");
+                return;
+            }
+            self.shard.groups.remove(&name);
+            info!(group = %name, offsets, "empty group's offsets expired (offsets_retention_ms)");
         }
     }
 

@@ -37,6 +37,9 @@ pub(super) struct Group {
     /// Partition counts of the subscribed topics the targets were computed for.
     pub(super) partition_counts: BTreeMap<String, u32>,
     pub(super) offsets: BTreeMap<TopicPartition, Committed>,
+    /// When the last member left (ms since the epoch); `None` while it has members (and
+    /// for groups recorded before this was kept: their latest commit counts instead).
+    pub(super) empty_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +80,8 @@ pub(super) struct GroupRecord {
     pub(super) members: Vec<MemberRecord>,
     pub(super) owners: Vec<(TopicPartition, String)>,
     pub(super) partition_counts: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) empty_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +122,7 @@ impl Group {
                 .collect(),
             owners: self.owners.iter().map(|(tp, m)| (tp.clone(), m.clone())).collect(),
             partition_counts: self.partition_counts.clone(),
+            empty_since_ms: self.empty_since_ms,
         }
     }
 
@@ -143,11 +149,24 @@ impl Group {
             owners: r.owners.into_iter().collect(),
             partition_counts: r.partition_counts,
             offsets: BTreeMap::new(),
+            empty_since_ms: r.empty_since_ms,
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty() && self.offsets.is_empty()
+    }
+
+    /// Whether this group's committed offsets have expired (Kafka's
+    /// `offsets.retention.minutes`, KIP-211): it has no members, and `retention_ms` has
+    /// passed since it became empty and since its latest commit (a consumer committing
+    /// without joining keeps its offsets alive).
+    pub(super) fn offsets_expired(&self, now_ms: i64, retention_ms: i64) -> bool {
+        if !self.members.is_empty() {
+            return false;
+        }
+        let last_activity = self.offsets.values().map(|c| c.commit_timestamp).chain(self.empty_since_ms).max();
+        last_activity.is_some_and(|t| now_ms.saturating_sub(t) >= retention_ms)
     }
 
     pub(super) fn state(&self) -> GroupState {
@@ -195,7 +214,9 @@ impl Group {
 
     /// Removes a member; its partitions are free at once.
     pub(super) fn remove_member(&mut self, member_id: &str, meta: &ClusterMetadata) {
-        self.members.remove(member_id);
+        if self.members.remove(member_id).is_some() && self.members.is_empty() {
+            self.empty_since_ms = Some(fjord_protocol::now_ms());
+        }
         self.owners.retain(|_, owner| owner != member_id);
         self.rebalance(meta);
     }
@@ -330,6 +351,7 @@ pub(super) fn join_member(g: &mut Group, join: &JoinGroup, meta: &ClusterMetadat
         auto_offset_reset: join.auto_offset_reset,
         auto_commit: join.auto_commit,
     };
+    g.empty_since_ms = None;
     g.members.insert(
         member_id.clone(),
         Member {
@@ -495,5 +517,66 @@ pub(super) fn apply_record(
             Some(Err(e)) => warn!(%group, error = %e, "skipping an unreadable offset record"),
         },
         Err(e) => warn!(error = %e, "skipping an offsets-topic record with an unreadable key"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed_at(ts: i64) -> Committed {
+        Committed { offset: 1, metadata: None, commit_timestamp: ts }
+    }
+
+    /// An empty group's offsets expire `retention` after the later of its emptying and
+    /// its last commit; a group with members, or with nothing to date it by, never does.
+    #[test]
+    fn offsets_expire_from_the_later_of_emptying_and_the_last_commit() {
+        let tp = TopicPartition::new("t", 0);
+        let mut g = Group { empty_since_ms: Some(1_000), ..Group::default() };
+        g.offsets.insert(tp.clone(), committed_at(500));
+        assert!(!g.offsets_expired(1_099, 100), "emptied at 1000: kept until 1100");
+        assert!(g.offsets_expired(1_100, 100));
+        // A member-less commit after the group emptied keeps it alive.
+        g.offsets.insert(tp.clone(), committed_at(2_000));
+        assert!(!g.offsets_expired(2_099, 100));
+        assert!(g.offsets_expired(2_100, 100));
+        // Recorded before `empty_since_ms` existed: the last commit dates it.
+        let mut old = Group::default();
+        old.offsets.insert(tp, committed_at(3_000));
+        assert!(!old.offsets_expired(3_099, 100) && old.offsets_expired(3_100, 100));
+        // Nothing to date it by: kept.
+        assert!(!Group::default().offsets_expired(i64::MAX, 100));
+        // Members keep every offset, however old.
+        let mut live = old.clone();
+        let config = MemberConfig {
+            client_id: None,
+            topics: BTreeSet::new(),
+            session_timeout_ms: 45_000,
+            auto_offset_reset: OffsetReset::Latest,
+            auto_commit: false,
+        };
+        let member = Member {
+            config,
+            target: Vec::new(),
+            polled_generation: 0,
+            last_seen: Instant::now(),
+            positions: HashMap::new(),
+            sought: BTreeSet::new(),
+        };
+        live.members.insert("m".into(), member);
+        assert!(!live.offsets_expired(i64::MAX, 100));
+    }
+
+    /// The record carries when the group emptied, and older records without it decode.
+    #[test]
+    fn the_group_record_keeps_empty_since_and_reads_old_records() {
+        let g = Group { generation: 3, empty_since_ms: Some(42), ..Group::default() };
+        let json = serde_json::to_vec(&g.record()).expect("encode");
+        let back: GroupRecord = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back.empty_since_ms, Some(42));
+        let old = br#"{"generation":3,"assignor":null,"members":[],"owners":[],"partition_counts":{}}"#;
+        let back: GroupRecord = serde_json::from_slice(old).expect("an older record decodes");
+        assert_eq!(back.empty_since_ms, None);
     }
 }

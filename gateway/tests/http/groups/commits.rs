@@ -312,3 +312,45 @@ async fn a_seek_during_an_in_flight_poll_is_not_lost() {
     );
     h.shutdown().await;
 }
+
+/// Offsets expiry (Kafka's `offsets.retention.minutes`, here `offsets_retention_ms`): a
+/// group that became empty loses its committed offsets, and is gone, once the retention
+/// has passed since it emptied and since its last commit; a group with a live member
+/// keeps offsets committed before that, however old. Waits are on the condition.
+#[tokio::test]
+async fn an_empty_groups_offsets_expire_and_a_live_groups_do_not() {
+    let h = Harness::with_node_config(|n| n.offsets_retention_ms = 300).await;
+    h.create_topic(json!({"name": "t", "partitions": 1})).await;
+    h.fill("t", 0, 0, 5).await;
+    // The live group commits first: by the time the other expires, its commit is older.
+    let manual = |client: &str| {
+        let mut body = member("t", client, "range", "earliest");
+        body["auto_commit"] = json!(false);
+        body
+    };
+    let live = h.join_id("live", manual("a")).await;
+    h.poll("live", &live, "timeout_ms=0").await;
+    let commit = |m: &str, g: u64| json!({"member_id": m, "generation": g, "offsets": [{"topic": "t", "partition": 0, "offset": 3}]});
+    let live_generation = generation(&h.describe("live").await);
+    h.post_json("/v1/groups/live/offsets", &commit(&live, live_generation)).await.expect_no_content();
+
+    let gone = h.join_id("gone", manual("b")).await;
+    h.poll("gone", &gone, "timeout_ms=0").await;
+    let gone_generation = generation(&h.describe("gone").await);
+    h.post_json("/v1/groups/gone/offsets", &commit(&gone, gone_generation)).await.expect_no_content();
+    h.delete(&format!("/v1/groups/gone/members/{gone}")).await.expect_no_content();
+    assert_eq!(h.committed("gone", "t").await, BTreeMap::from([(0, 3)]), "kept while the retention runs");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.get("/v1/groups/gone").await.status != axum::http::StatusCode::NOT_FOUND {
+        assert!(Instant::now() < deadline, "the empty group's offsets never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.get("/v1/groups/gone").await.expect_error(404, "unknown_group");
+    assert!(!h.group_names().await.contains(&"gone".to_owned()));
+    assert_eq!(h.committed("live", "t").await, BTreeMap::from([(0, 3)]), "a group with a member keeps its offsets");
+    // Joining again starts from scratch: nothing committed, so `earliest` applies.
+    let again = h.join_id("gone", manual("b")).await;
+    assert_eq!(polled(&h.poll("gone", &again, "timeout_ms=0").await).first(), Some(&(0, 0)));
+    h.shutdown().await;
+}
