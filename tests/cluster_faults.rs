@@ -568,3 +568,83 @@ async fn an_undecodable_znode_leaves_the_data_alone() {
     c.wait_for_isr("z", 3, Duration::from_secs(30)).await;
     assert_log(&c, "z", 0, &[0, 1, 2, 3, 4]).await;
 }
+
+/// The value of the sample `series` in an OpenMetrics text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` of a process listening on `port` (a gateway's public port, a storage
+/// node's internal one), or `None` if it does not answer.
+async fn scrape(c: &Cluster, port: u16) -> Option<String> {
+    let r =
+        c.client.get(format!("http://127.0.0.1:{port}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// **Metrics match what happened.** Every process serves `/metrics` (gateways on their
+/// public port, storage nodes on their internal one): the gateway that took the writes
+/// counts them and the other none; every replica reports the record count as its log
+/// end offset and exactly one node — the leader — reports leading the partition. While
+/// a follower is paused, the leader reports the partition under-replicated (per
+/// partition and in its node count) once the ISR has shrunk, and not after the follower
+/// rejoined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_serves_metrics_that_match_what_happened() {
+    let mut c = Cluster::start(3, 2).await;
+    c.create_topic("m", 1, 3, json!({})).await;
+    c.wait_for_isr("m", 3, Duration::from_secs(30)).await;
+    for i in 0..10 {
+        produce_ok(&c, 0, "m", 0, i).await;
+    }
+    let produced = r#"fjord_gateway_produced_records_total{topic="m"}"#;
+    let g0 = scrape(&c, c.gateways[0].port).await.expect("gateway 0 serves /metrics");
+    assert_eq!(sample(&g0, produced), Some(10.0), "{g0}");
+    let g1 = scrape(&c, c.gateways[1].port).await.expect("gateway 1 serves /metrics");
+    assert_eq!(sample(&g1, produced), None, "gateway 1 produced nothing");
+
+    let leader = c.leader("m", 0).await.expect("leader");
+    let ports: Vec<(u32, u16)> = c.nodes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p.port)).collect();
+    let leo = r#"fjord_partition_log_end_offset{topic="m",partition="0"}"#;
+    let leads = r#"fjord_partition_leader{topic="m",partition="0"}"#;
+    let under = r#"fjord_partition_under_replicated{topic="m",partition="0"}"#;
+    let ports_ref = &ports;
+    c.wait_until("every replica reports 10 records", Duration::from_secs(20), |c| async move {
+        let mut all = true;
+        for (_, port) in ports_ref {
+            all &= scrape(c, *port).await.is_some_and(|t| sample(&t, leo) == Some(10.0));
+        }
+        all
+    })
+    .await;
+    for (id, port) in &ports {
+        let t = scrape(&c, *port).await.expect("node serves /metrics");
+        assert_eq!(sample(&t, leads), Some(f64::from(u8::from(*id == leader))), "node {id}: {t}");
+        assert_eq!(sample(&t, "fjord_node_replicas").map(|v| v >= 1.0), Some(true), "node {id}");
+    }
+    let leader_port = ports.iter().find(|(id, _)| *id == leader).map(|(_, p)| *p).expect("leader port");
+    let t = scrape(&c, leader_port).await.expect("leader metrics");
+    assert_eq!(sample(&t, under), Some(0.0));
+
+    let ctl = controller(&c).await;
+    let follower = ports.iter().map(|(id, _)| *id).find(|id| *id != leader && Some(*id) != ctl).expect("a follower");
+    c.node(follower as usize).pause();
+    c.wait_until(
+        "the leader reports the partition under-replicated",
+        Duration::from_millis(8 * LAG_TIME_MAX_MS),
+        |c| async move {
+            scrape(c, leader_port).await.is_some_and(|t| {
+                sample(&t, under) == Some(1.0) && sample(&t, "fjord_node_under_replicated_partitions") == Some(1.0)
+            })
+        },
+    )
+    .await;
+    c.node(follower as usize).resume();
+    c.wait_until("the partition is fully replicated again", Duration::from_secs(30), |c| async move {
+        scrape(c, leader_port).await.is_some_and(|t| sample(&t, under) == Some(0.0))
+    })
+    .await;
+}

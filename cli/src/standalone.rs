@@ -24,6 +24,7 @@ pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + 
     let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
     let nodes = Arc::new(SingleNode { id: node.id(), api: node.clone() });
     let state = AppState::new(coordinator, nodes, config.gateway.clone());
+    state.register_collector(Box::new(node.metrics_collector()));
     let listener = TcpListener::bind(&config.gateway.listen)
         .await
         .with_context(|| format!("binding {}", config.gateway.listen))?;

@@ -19,6 +19,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod remote;
 pub mod state;
 

@@ -38,12 +38,27 @@ pub struct AppState {
     pub round_robin: Arc<AtomicU64>,
     /// Room for `acks=0` bytes in flight (`max_unacknowledged_bytes`, one permit a byte).
     pub unacknowledged: Arc<tokio::sync::Semaphore>,
+    /// This process's metrics registry and the gateway's metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
     pub fn new(coordinator: Arc<dyn Coordinator>, nodes: Arc<dyn NodeDirectory>, config: GatewayConfig) -> Self {
         let unacknowledged = Arc::new(tokio::sync::Semaphore::new(config.max_unacknowledged_bytes));
-        Self { coordinator, nodes, config: Arc::new(config), round_robin: Arc::new(AtomicU64::new(0)), unacknowledged }
+        Self {
+            coordinator,
+            nodes,
+            config: Arc::new(config),
+            round_robin: Arc::new(AtomicU64::new(0)),
+            unacknowledged,
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// Adds metrics collected at scrape time to this process's `/metrics` (a storage
+    /// node in the same process).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.metrics.register_collector(collector);
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {

@@ -135,12 +135,31 @@ fn handler(route: Route) -> MethodRouter<Arc<StorageNode>> {
     }
 }
 
-/// The internal API of `node`.
+/// The OpenMetrics text format's media type.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The internal API of `node`, and its `/metrics` for Prometheus.
 pub fn router(node: Arc<StorageNode>) -> Router {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(node.metrics_collector()));
+    let registry = Arc::new(registry);
+    let metrics = get(move || {
+        let registry = registry.clone();
+        async move {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, &registry) {
+                Ok(()) => ([(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], out).into_response(),
+                Err(e) => {
+                    Failure(FjordError::new(ErrorCode::Internal, format!("encoding metrics: {e}"))).into_response()
+                }
+            }
+        }
+    });
     Route::ALL
         .into_iter()
         .fold(Router::new(), |r, route| r.route(route.path(), handler(route)))
         .route(HEALTH_PATH, get(|| async { "ok" }))
+        .route("/metrics", metrics)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(node)
 }

@@ -23,6 +23,7 @@ pub mod follower;
 pub mod groups;
 pub mod internal;
 pub mod leader;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod replicas;

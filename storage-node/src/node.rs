@@ -42,7 +42,7 @@ pub struct StorageNode {
     reconciling: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The consumer groups of the offsets-topic partitions this node leads.
-    groups: GroupCoordinator,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl StorageNode {
@@ -90,7 +90,7 @@ impl StorageNode {
             replicas,
             reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
-            groups: GroupCoordinator::new(replication.offsets_retention),
+            groups: Arc::new(GroupCoordinator::new(replication.offsets_retention)),
         });
         node.sync_with_metadata().await?;
         Ok(node)
@@ -98,6 +98,11 @@ impl StorageNode {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The collector of this node's metrics, for a Prometheus registry.
+    pub fn metrics_collector(&self) -> crate::metrics::NodeCollector {
+        crate::metrics::NodeCollector::new(self.replicas.clone(), Arc::downgrade(&self.groups))
     }
 
     fn spawn_background(self: &Arc<Self>, config: &NodeConfig) {

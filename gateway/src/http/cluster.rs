@@ -11,7 +11,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cluster)).routes(routes!(healthz)).routes(routes!(readyz))
+    OpenApiRouter::new()
+        .routes(routes!(cluster))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,4 +83,21 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     } else {
         (StatusCode::OK, Json(Health { status: "ok".into() }))
     }
+}
+
+/// Every metric of this process (the gateway's, and in `fjord standalone` the storage
+/// node's), in the OpenMetrics text format, for Prometheus to scrape.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "cluster",
+    responses((status = 200, description = "Prometheus metrics of this process, as `application/openmetrics-text; version=1.0.0` (the OpenMetrics text format, which Prometheus scrapes)"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = state.metrics.encode().into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response
 }

@@ -10,7 +10,7 @@ use crate::body::{self, Format};
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{require_json, ApiPath, ApiQuery};
 use crate::http::params;
-use crate::http::records::render_batches;
+use crate::http::records::{payload_len, render_batches};
 use crate::http::sse::{self, EventSource};
 use crate::state::AppState;
 use axum::extract::rejection::BytesRejection;
@@ -478,6 +478,7 @@ async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOp
     let mut bytes = 0usize;
     'partitions: for f in fetched {
         let topic_json = json_bytes(&f.tp.topic)?;
+        let mut payload = 0usize;
         let (rendered, next) = render_batches(&f.batches, f.from, f.high_watermark, |r| {
             if records.len() as u32 >= opts.max_records || (bytes >= opts.max_bytes && !records.is_empty()) {
                 return None;
@@ -485,9 +486,11 @@ async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOp
             let mut out = Vec::new();
             body::render_record(&mut out, &topic_json, f.tp.partition, r, opts.format);
             bytes += out.len();
+            payload += payload_len(r);
             records.push(((f.tp.clone(), r.offset), out));
             Some(())
         })?;
+        state.metrics.gateway.consumed(&f.tp.topic, rendered as usize, payload);
         positions.insert(f.tp.clone(), next);
         if rendered == 0 && records.len() as u32 >= opts.max_records {
             break 'partitions;

@@ -123,6 +123,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(limit, request_deadline))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::record))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))

@@ -301,6 +301,7 @@ async fn produce(
         .fingerprint(),
         None => [0; 16],
     };
+    let body_bytes = body.len();
     let records = parse(&q, media, body)?;
     fjord_coordinator::validate_topic_name(&topic)?;
     crate::http::topics::refuse_internal(&topic)?;
@@ -314,6 +315,7 @@ async fn produce(
     if acks == Acks::None {
         let room = unacknowledged_room(&state, &batches, timeout).await?;
         dispatch_unacknowledged(&state, &topic, batches, timeout, ext.is_some(), room);
+        state.metrics.gateway.produced(&topic, records.len(), body_bytes);
         let offsets = targets
             .iter()
             .map(|p| ProducedOffset { partition: *p, offset: None, timestamp: None, error: None })
@@ -321,6 +323,9 @@ async fn produce(
         return Ok(Json(ProduceResponse { offsets }).into_response());
     }
     let results = dispatch(&state, &topic, batches, acks, timeout, expected_offset, ext.is_some()).await;
+    let written: usize = results.iter().filter(|d| d.result.is_ok()).map(|d| d.records.len()).sum();
+    // Bytes in, as Kafka's BytesInPerSec: the body's share of the records written.
+    state.metrics.gateway.produced(&topic, written, body_bytes * written / records.len().max(1));
     assemble(&records, results, now)
 }
 

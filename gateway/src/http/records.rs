@@ -136,6 +136,7 @@ pub async fn consume(
     let mut out = Vec::with_capacity(fetched.batches.iter().map(Bytes::len).sum::<usize>() * 4 / 3 + 64);
     out.extend_from_slice(b"{\"records\":[");
     let mut n = 0u32;
+    let mut payload = 0usize;
     let (_, next) = render_batches(&fetched.batches, offset, fetched.high_watermark, |r| {
         if n >= max_records {
             return None;
@@ -145,8 +146,10 @@ pub async fn consume(
         }
         body::render_record(&mut out, &topic_json, partition, r, format);
         n += 1;
+        payload += payload_len(r);
         Some(())
     })?;
+    state.metrics.gateway.consumed(&topic, n as usize, payload);
     out.extend_from_slice(
         format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes(),
     );
@@ -181,6 +184,11 @@ async fn fetch_from(
 /// — `from` if none, or the high watermark when the fetch found no record at all in
 /// `[from, high_watermark)` (compaction removed them: a fetch returns the batch of the
 /// first record at or after `from` when there is one below the HW; see `FetchResponse`).
+/// A record's key and value bytes (what the consumed-bytes metric counts).
+pub(crate) fn payload_len(r: &fjord_protocol::RecordView) -> usize {
+    r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len)
+}
+
 pub(crate) fn render_batches(
     batches: &[Bytes],
     from: u64,
@@ -249,9 +257,11 @@ impl PartitionSource {
     fn render(&mut self, r: fjord_protocol::FetchResponse) -> ApiResult<Vec<Event>> {
         let mut events = Vec::new();
         let (topic_json, partition, format) = (&self.topic_json, self.tp.partition, self.opts.format);
+        let mut payload = 0usize;
         let (_, next) = render_batches(&r.batches, self.next, r.high_watermark, |rec| {
             let mut out = Vec::new();
             body::render_record(&mut out, topic_json, partition, rec, format);
+            payload += payload_len(rec);
             events.push(
                 Event::default()
                     .event("record")
@@ -261,6 +271,7 @@ impl PartitionSource {
             Some(())
         })?;
         self.next = next;
+        self.state.metrics.gateway.consumed(&self.tp.topic, events.len(), payload);
         Ok(events)
     }
 }

@@ -157,6 +157,7 @@ impl Harness {
             None => node.clone(),
         };
         let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api }), config);
+        state.register_collector(Box::new(node.metrics_collector()));
         Self { app: fjord_gateway::app(state), node, _controller: controller, _dir: dir }
     }
 

@@ -11,6 +11,7 @@ mod common;
 mod consume;
 mod exactly_once;
 mod groups;
+mod metrics;
 mod partial;
 mod produce;
 mod routes;

@@ -35,6 +35,16 @@ pub struct GroupCoordinator {
     offsets_retention_ms: i64,
 }
 
+/// One coordinated group's figures (see [`GroupCoordinator::figures`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFigures {
+    pub group: String,
+    pub members: usize,
+    pub generation: u32,
+    /// Committed offsets.
+    pub offsets: Vec<(TopicPartition, u64)>,
+}
+
 /// Kafka's default `offsets.retention.minutes`: 7 days.
 pub const DEFAULT_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -67,6 +77,26 @@ impl GroupCoordinator {
     pub fn new(offsets_retention: Duration) -> Self {
         let offsets_retention_ms = i64::try_from(offsets_retention.as_millis()).unwrap_or(i64::MAX);
         Self { shards: parking_lot::Mutex::default(), offsets_retention_ms }
+    }
+
+    /// The groups this node coordinates, as loaded now, for metrics. A shard busy with
+    /// a call is left out of this snapshot (it is never waited for).
+    pub fn figures(&self) -> Vec<GroupFigures> {
+        let shards: Vec<Arc<AsyncMutex<Shard>>> = self.shards.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for shard in shards {
+            let Ok(shard) = shard.try_lock() else { continue };
+            for (name, g) in &shard.groups {
+                out.push(GroupFigures {
+                    group: name.clone(),
+                    members: g.members.len(),
+                    generation: g.generation,
+                    offsets: g.offsets.iter().map(|(tp, c)| (tp.clone(), c.offset)).collect(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
     }
 
     /// Serves one group call on this node, if it coordinates the group.

@@ -14,5 +14,5 @@ pub mod coordinator;
 pub mod host;
 mod state;
 
-pub use coordinator::GroupCoordinator;
+pub use coordinator::{GroupCoordinator, GroupFigures};
 pub use host::{GroupHost, LedLog};

@@ -1,0 +1,217 @@
+//! Prometheus metrics: the process's registry, the gateway's own metrics, and the
+//! middleware that counts and times every request.
+//!
+//! Names follow Prometheus conventions (`fjord_gateway_*`, `_total` counters, `_seconds`
+//! histograms) with Kafka's meanings where Kafka has one (records and bytes in and out
+//! per topic). `GET /metrics` encodes the registry in the OpenMetrics text format; a
+//! storage node in the same process (`fjord standalone`) adds its collector to it
+//! ([`crate::AppState::register_collector`]).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use parking_lot::RwLock;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The OpenMetrics text format's media type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's template (`/v1/topics/{topic}/records`), `unmatched` for none.
+    pub route: String,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Request latencies from 0.25 ms to about 66 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 19))
+}
+
+/// What the gateway counts.
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: LatencyFamily,
+    pub produced_records: Family<TopicLabels, Counter>,
+    pub produced_bytes: Family<TopicLabels, Counter>,
+    pub consumed_records: Family<TopicLabels, Counter>,
+    pub consumed_bytes: Family<TopicLabels, Counter>,
+    /// Requests being served right now (long polls and streams included).
+    pub in_flight: Gauge,
+}
+
+impl GatewayMetrics {
+    fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            produced_records: Family::default(),
+            produced_bytes: Family::default(),
+            consumed_records: Family::default(),
+            consumed_bytes: Family::default(),
+            in_flight: Gauge::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "fjord_gateway_requests",
+            "HTTP requests answered, by route, method and status",
+            self.requests.clone(),
+        );
+        r.register(
+            "fjord_gateway_request_duration_seconds",
+            "Time to the response head, by route and method (a stream's body runs on after it)",
+            self.request_duration.clone(),
+        );
+        r.register(
+            "fjord_gateway_produced_records",
+            "Records acknowledged (or, with acks=0, accepted), by topic",
+            self.produced_records.clone(),
+        );
+        r.register(
+            "fjord_gateway_produced_bytes",
+            "Request body bytes of the records counted as produced, by topic",
+            self.produced_bytes.clone(),
+        );
+        r.register(
+            "fjord_gateway_consumed_records",
+            "Records answered to consumers (partition reads and group polls), by topic",
+            self.consumed_records.clone(),
+        );
+        r.register(
+            "fjord_gateway_consumed_bytes",
+            "Key and value bytes of the records answered to consumers, by topic",
+            self.consumed_bytes.clone(),
+        );
+        r.register(
+            "fjord_gateway_requests_in_flight",
+            "Requests being served now, long polls and streams included",
+            self.in_flight.clone(),
+        );
+    }
+
+    /// Counts records produced to `topic`.
+    pub fn produced(&self, topic: &str, records: usize, bytes: usize) {
+        if records == 0 {
+            return;
+        }
+        let labels = TopicLabels { topic: topic.to_owned() };
+        self.produced_records.get_or_create(&labels).inc_by(records as u64);
+        self.produced_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+
+    /// Counts records answered to a consumer of `topic`.
+    pub fn consumed(&self, topic: &str, records: usize, bytes: usize) {
+        if records == 0 {
+            return;
+        }
+        let labels = TopicLabels { topic: topic.to_owned() };
+        self.consumed_records.get_or_create(&labels).inc_by(records as u64);
+        self.consumed_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+}
+
+/// The process's registry with the gateway's metrics in it.
+#[derive(Clone)]
+pub struct Metrics {
+    pub gateway: GatewayMetrics,
+    registry: Arc<RwLock<Registry>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let gateway = GatewayMetrics::new();
+        let mut registry = Registry::default();
+        gateway.register(&mut registry);
+        Self { gateway, registry: Arc::new(RwLock::new(registry)) }
+    }
+}
+
+impl Metrics {
+    /// Adds metrics collected at scrape time (a storage node's partitions).
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.registry.write().register_collector(collector);
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry.read()) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// One request in the in-flight gauge; leaves it when dropped, also when the client
+/// goes away and the request's future is dropped mid-way.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(g: &'a Gauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts and times every request by its route template (so a topic name never becomes
+/// a label here) and status.
+pub async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let m = &metrics.gateway;
+    let in_flight = InFlight::enter(&m.in_flight);
+    let response = next.run(req).await;
+    drop(in_flight);
+    let status = response.status().as_u16();
+    m.request_duration
+        .get_or_create(&RouteLabels { route: route.clone(), method })
+        .observe(started.elapsed().as_secs_f64());
+    m.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+    response
+}
