@@ -19,6 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -136,11 +137,17 @@ impl GatewayMetrics {
     }
 }
 
+/// The request series of one route template, by (status, method): handles into the
+/// families, so that counting a request whose series exists allocates nothing and takes
+/// one read lock (a family lookup builds and hashes an owned label set every time).
+type RouteSeries = HashMap<(u16, &'static str), (Counter, Histogram)>;
+
 /// The process's registry with the gateway's metrics in it.
 #[derive(Clone)]
 pub struct Metrics {
     pub gateway: GatewayMetrics,
     registry: Arc<RwLock<Registry>>,
+    routes: Arc<RwLock<HashMap<Box<str>, RouteSeries>>>,
 }
 
 impl Default for Metrics {
@@ -148,7 +155,7 @@ impl Default for Metrics {
         let gateway = GatewayMetrics::new();
         let mut registry = Registry::default();
         gateway.register(&mut registry);
-        Self { gateway, registry: Arc::new(RwLock::new(registry)) }
+        Self { gateway, registry: Arc::new(RwLock::new(registry)), routes: Arc::default() }
     }
 }
 
@@ -156,6 +163,21 @@ impl Metrics {
     /// Adds metrics collected at scrape time (a storage node's partitions).
     pub fn register_collector(&self, collector: Box<dyn Collector>) {
         self.registry.write().register_collector(collector);
+    }
+
+    /// Counts one answered request and its time to the response head.
+    fn request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        if let Some((count, time)) = self.routes.read().get(route).and_then(|r| r.get(&(status, method))) {
+            count.inc();
+            time.observe(seconds);
+            return;
+        }
+        let m = &self.gateway;
+        let count = m.requests.get_or_create(&RequestLabels { route: route.to_owned(), method, status }).clone();
+        let time = m.request_duration.get_or_create(&RouteLabels { route: route.to_owned(), method }).clone();
+        count.inc();
+        time.observe(seconds);
+        self.routes.write().entry(route.into()).or_default().insert((status, method), (count, time));
     }
 
     /// The registry in the OpenMetrics text format.
@@ -201,17 +223,13 @@ impl Drop for InFlight<'_> {
 /// Counts and times every request by its route template (so a topic name never becomes
 /// a label here) and status.
 pub async fn record(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let started = Instant::now();
-    let m = &metrics.gateway;
-    let in_flight = InFlight::enter(&m.in_flight);
+    let in_flight = InFlight::enter(&metrics.gateway.in_flight);
     let response = next.run(req).await;
     drop(in_flight);
-    let status = response.status().as_u16();
-    m.request_duration
-        .get_or_create(&RouteLabels { route: route.clone(), method })
-        .observe(started.elapsed().as_secs_f64());
-    m.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.request(route, method, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }

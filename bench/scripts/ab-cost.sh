@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# What a change costs on the two produce shapes of bench/README.md — big JSON batches
+# (1000 × 1 KiB per request) and single-record requests (100 B, 16 connections) — as
+# build B against build A in one sitting. Every run gets a fresh `fjord standalone` of
+# its build (data in $DIR, removed after), and the order alternates per round (A first,
+# then B first), since on this disk a run is slower the more earlier runs wrote. One JSON
+# line per run in $OUT/<shape>-{a,b}.jsonl; medians and B/A ratios on stdout.
+# Usage: A=path/to/fjord B=path/to/fjord DIR=… OUT=… [RUNS=4] ab-cost.sh
+set -euo pipefail
+A=${A:?binary A} B=${B:?binary B} DIR=${DIR:?data dir} OUT=${OUT:?output dir}
+mkdir -p "$OUT"
+sa=
+stop() { if [ -n "$sa" ]; then kill "$sa" 2>/dev/null || true; wait "$sa" 2>/dev/null || true; sa=; fi; rm -rf "$DIR"; }
+trap stop EXIT
+fresh() { # binary
+  stop
+  setsid "$1" standalone --data-dir "$DIR" --listen 127.0.0.1:8080 </dev/null >>"$OUT/standalone.log" 2>&1 &
+  sa=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && return; sleep 0.1; done
+  echo "standalone did not start" >&2; exit 1
+}
+big=(produce --format json --acks 1 --record-size 1KiB --records-per-request 1000 --concurrency 4 --partitions 4 --duration 10s --json)
+req=(requests --topic bench-requests --record-size 100 --concurrency 16 --partitions 4 --format json --acks 1 --duration 10s --json)
+for round in $(seq "${RUNS:-4}"); do
+  sides=(a b); [ $((round % 2)) = 0 ] && sides=(b a)
+  for shape in produce requests; do
+    for side in "${sides[@]}"; do
+      bin=$A; [ "$side" = b ] && bin=$B
+      args=("${big[@]}"); [ "$shape" = requests ] && args=("${req[@]}")
+      fresh "$bin"
+      "$bin" bench "${args[@]}" >> "$OUT/$shape-$side.jsonl"
+    done
+  done
+done
+stop
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+out = sys.argv[1]
+for shape in ("produce", "requests"):
+    rows = {}
+    for side in ("a", "b"):
+        runs = [json.loads(l) for l in open(f"{out}/{shape}-{side}.jsonl") if l.strip()]
+        errors = sum(sum(r["errors"].values()) if isinstance(r["errors"], dict) else r["errors"] for r in runs)
+        rows[side] = (len(runs), statistics.median(r["mb_per_s"] for r in runs),
+                      statistics.median(r["requests_per_s"] for r in runs),
+                      statistics.median(r["latency_ms"]["p50"] for r in runs),
+                      statistics.median(r["latency_ms"]["p99"] for r in runs), errors)
+    (n, am, ar, a50, a99, ae), (_, bm, br, b50, b99, be) = rows["a"], rows["b"]
+    print(f"{shape} (n={n}): A {am:.1f} MB/s {ar:.0f} req/s p50 {a50:.2f} p99 {a99:.2f} ms errors {ae} | "
+          f"B {bm:.1f} MB/s {br:.0f} req/s p50 {b50:.2f} p99 {b99:.2f} ms errors {be} | "
+          f"B/A {br / ar:.3f} req/s, {b50 / a50:.3f} p50, {b99 / a99:.3f} p99")
+PY
