@@ -5,7 +5,8 @@
 # its build (data in $DIR, removed after), and the order alternates per round (A first,
 # then B first), since on this disk a run is slower the more earlier runs wrote. One JSON
 # line per run in $OUT/<shape>-{a,b}.jsonl; medians and B/A ratios on stdout.
-# Usage: A=path/to/fjord B=path/to/fjord DIR=… OUT=… [RUNS=4] ab-cost.sh
+# B_FLAGS: extra `fjord bench` flags for B's runs (e.g. A=B=same build, B_FLAGS=--idempotent).
+# Usage: A=path/to/fjord B=path/to/fjord [B_FLAGS=…] DIR=… OUT=… [RUNS=4] ab-cost.sh
 set -euo pipefail
 A=${A:?binary A} B=${B:?binary B} DIR=${DIR:?data dir} OUT=${OUT:?output dir}
 mkdir -p "$OUT"
@@ -27,6 +28,8 @@ for round in $(seq "${RUNS:-4}"); do
     for side in "${sides[@]}"; do
       bin=$A; [ "$side" = b ] && bin=$B
       args=("${big[@]}"); [ "$shape" = requests ] && args=("${req[@]}")
+      # shellcheck disable=SC2206 # B_FLAGS is a list of flags
+      [ "$side" = b ] && args+=(${B_FLAGS:-})
       fresh "$bin"
       "$bin" bench "${args[@]}" >> "$OUT/$shape-$side.jsonl"
     done
