@@ -585,6 +585,13 @@ impl PartitionLog {
     /// that a restarted replica serves the records it knew committed at once. Returns
     /// whether anything was written.
     pub fn checkpoint_high_watermark(&self) -> Result<bool> {
+        let unchanged = |s: &State| s.checkpointed_hw == Some(s.high_watermark);
+        // The common case, an idle partition, without waiting for its writer lock.
+        if unchanged(&self.state.lock()) {
+            return Ok(false);
+        }
+        // Under the writer lock a truncation cannot lower the HW between the read and
+        // the write (it would be stored above the new log end).
         let _writer = self.writer.lock();
         let (hw, stored) = {
             let s = self.state.lock();

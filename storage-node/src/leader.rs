@@ -141,17 +141,13 @@ impl LeaderSide {
     fn record_follower(&self, r: &Arc<Replica>, follower: NodeId, fetch_offset: u64, leader_leo: u64) {
         r.record_follower(follower, fetch_offset, leader_leo);
         r.advance_leader_high_watermark(self.replicas.me());
+        let Some(isr) = r.expanded_isr(follower, fetch_offset) else { return };
         // Only a live node joins (Kafka's KIP-841): a restarted follower fetches before
         // its registration is seen, and the controller would take an unregistered node
         // straight out of the ISR again — after a client may have counted on it.
         let live = self.replicas.metadata().nodes.get(&follower).is_some_and(|n| !n.shutting_down);
-        if !live {
-            return;
-        }
-        if let Some(isr) = r.expanded_isr(follower, fetch_offset) {
-            if self.write_isr(r, isr) {
-                info!(partition = %r.tp, follower, "follower caught up; adding it to the ISR");
-            }
+        if live && self.write_isr(r, isr) {
+            info!(partition = %r.tp, follower, "follower caught up; adding it to the ISR");
         }
     }
 
