@@ -102,14 +102,12 @@ impl NodeConfig {
     }
 }
 
-/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`),
-/// and how long empty groups' offsets are kept.
+/// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicationSettings {
     pub lag_time_max: Duration,
     pub fetch_wait_max: Duration,
     pub fetch_max_bytes: usize,
-    pub offsets_retention: Duration,
 }
 
 impl ReplicationSettings {
@@ -118,7 +116,21 @@ impl ReplicationSettings {
             lag_time_max: Duration::from_millis(c.replica_lag_time_max_ms),
             fetch_wait_max: Duration::from_millis(c.replica_fetch_wait_max_ms),
             fetch_max_bytes: c.replica_fetch_max_bytes,
-            offsets_retention: Duration::from_millis(c.offsets_retention_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Zero intervals are refused, naming the key.
+    #[test]
+    fn checkpoint_interval_and_offsets_retention_must_be_positive() {
+        assert_eq!(NodeConfig::default().validate(), Ok(()));
+        let e = NodeConfig { hw_checkpoint_interval_ms: 0, ..Default::default() }.validate();
+        assert!(e.is_err_and(|m| m.contains("storage.hw_checkpoint_interval_ms")));
+        let e = NodeConfig { offsets_retention_ms: 0, ..Default::default() }.validate();
+        assert!(e.is_err_and(|m| m.contains("storage.offsets_retention_ms")));
     }
 }

@@ -62,6 +62,7 @@ impl StorageNode {
             Arc::new(engine),
             coordinator.clone(),
             ReplicationSettings::from_config(config),
+            Duration::from_millis(config.offsets_retention_ms),
         )
         .await?;
         coordinator
@@ -80,6 +81,7 @@ impl StorageNode {
         engine: Arc<dyn Engine>,
         coordinator: Arc<dyn Coordinator>,
         replication: ReplicationSettings,
+        offsets_retention: Duration,
     ) -> Result<Arc<Self>> {
         let replicas = Arc::new(Replicas::new(id, engine.clone(), coordinator.metadata()));
         let node = Arc::new(Self {
@@ -90,7 +92,7 @@ impl StorageNode {
             replicas,
             reconciling: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
-            groups: Arc::new(GroupCoordinator::new(replication.offsets_retention)),
+            groups: Arc::new(GroupCoordinator::new(offsets_retention)),
         });
         node.sync_with_metadata().await?;
         Ok(node)
