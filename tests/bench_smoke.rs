@@ -115,6 +115,35 @@ async fn every_mode_reports_sane_figures() {
     drop(fjord);
 }
 
+/// `fjord bench partitions` creates its topic, sees every partition take a record, and
+/// reports times in order; a second run on the same topic is refused (it must be new).
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_mode_reports_when_a_new_topic_is_writable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fjord = Standalone::start(&dir.path().join("data")).await;
+    let base = fjord.base.clone();
+    let run = move || {
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["bench", "partitions", "--topic", "scale-smoke", "--partitions", "5", "--duration", "60s", "--json"])
+            .args(["--url", &base])
+            .output()
+            .expect("run fjord bench")
+    };
+    let (first, second) = tokio::task::spawn_blocking(move || (run(), run())).await.expect("bench runs");
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&first.stderr));
+    let report: Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["mode"], "partitions");
+    assert_eq!(report["partitions"], 5);
+    assert!(num(&report, "/probes") >= 5.0, "{report}");
+    let (create, first_ok, all) =
+        (num(&report, "/create_ms"), num(&report, "/first_writable_ms"), num(&report, "/writable_ms"));
+    assert!(0.0 < create && create <= first_ok && first_ok <= all, "{report}");
+    assert!(!second.status.success(), "the topic exists now: a second run must fail");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("must not exist"));
+    drop(fjord);
+}
+
 #[test]
 fn bad_flags_are_refused_clearly() {
     let out = Command::new(env!("CARGO_BIN_EXE_fjord"))

@@ -74,3 +74,19 @@ impl GatewayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The acks=0 budget is refused outside 1 KiB..4 GiB, naming the key.
+    #[test]
+    fn max_unacknowledged_bytes_is_bounded() {
+        assert_eq!(GatewayConfig::default().validate(), Ok(()));
+        for bad in [0, 1023, u32::MAX as usize + 1] {
+            let e = GatewayConfig { max_unacknowledged_bytes: bad, ..Default::default() }.validate();
+            assert!(e.as_ref().is_err_and(|m| m.contains("gateway.max_unacknowledged_bytes")), "{bad}: {e:?}");
+        }
+        assert_eq!(GatewayConfig { max_unacknowledged_bytes: 1024, ..Default::default() }.validate(), Ok(()));
+    }
+}
