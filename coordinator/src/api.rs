@@ -5,6 +5,7 @@ use crate::model::{
     ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
 };
 use async_trait::async_trait;
+use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -67,6 +68,23 @@ pub trait Coordinator: Send + Sync + 'static {
     /// first registration gets a new id and epoch 0, each later one the same id and the
     /// next epoch, which fences the older instances. Persistent, unlike nodes.
     async fn register_producer(&self, name: &str) -> Result<ProducerInfo>;
+
+    /// Stores a new token record (persistent); an id already stored is `invalid_request`.
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+
+    /// Removes a token; `Ok(false)` if there was none by that id.
+    async fn delete_token(&self, id: &str) -> Result<bool>;
+
+    /// Adds ACL bindings (persistent); one already stored is left as it is.
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<()>;
+
+    /// Removes ACL bindings; those not stored are ignored.
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()>;
+}
+
+/// The answer to storing a token whose id is taken.
+pub(crate) fn token_exists(id: &str) -> FjordError {
+    FjordError::new(ErrorCode::InvalidRequest, format!("a token with id {id} already exists"))
 }
 
 /// The answer to a plan written under controller epoch `mine` when `current` is the

@@ -4,7 +4,7 @@
 //! validated and placed by [`crate::topics`]; leaders, epochs and ISRs are written by the
 //! controller ([`crate::controller`]) through [`Coordinator::update_partition_state`],
 //! exactly as on ZooKeeper. Topics — with their partition states, so leader epochs and
-//! ISRs survive a restart — the controller epoch and producer sessions are persisted to `metadata.json` in
+//! ISRs survive a restart — the controller epoch, producer sessions, tokens and ACLs are persisted to `metadata.json` in
 //! the data directory (written to a temp file, fsynced and renamed, so a crash leaves
 //! either the old or the new file); nodes, gateways and the controller are ephemeral,
 //! like ZooKeeper's `/brokers/ids` and `/controller`. Every change replaces the snapshot
@@ -17,9 +17,10 @@ use crate::model::{
 use crate::producers;
 use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
+use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
@@ -37,6 +38,11 @@ struct Persisted {
     /// Producer sessions by id; absent in files written before they existed.
     #[serde(default)]
     producers: BTreeMap<u64, ProducerInfo>,
+    /// Tokens and ACLs; absent in files written before security existed.
+    #[serde(default)]
+    tokens: BTreeMap<String, TokenRecord>,
+    #[serde(default)]
+    acls: BTreeSet<AclBinding>,
 }
 
 pub struct EmbeddedCoordinator {
@@ -73,6 +79,8 @@ impl EmbeddedCoordinator {
                 meta.controller_epoch = p.controller_epoch;
                 meta.topics = p.topics;
                 meta.producers = p.producers;
+                meta.tokens = p.tokens;
+                meta.acls = p.acls;
             }
             None => meta.cluster_id = uuid::Uuid::new_v4().to_string(),
         }
@@ -98,6 +106,8 @@ impl EmbeddedCoordinator {
             controller_epoch: meta.controller_epoch,
             topics: meta.topics.clone(),
             producers: meta.producers.clone(),
+            tokens: meta.tokens.clone(),
+            acls: meta.acls.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&persisted).map_err(|e| storage_error("encoding metadata", e))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
@@ -218,6 +228,39 @@ impl Coordinator for EmbeddedCoordinator {
             let p = ProducerInfo { name: name.to_owned(), id, epoch: 0 };
             m.producers.insert(id, p.clone());
             Ok(p)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        self.update(|m| {
+            if m.tokens.contains_key(&token.id) {
+                return Err(crate::api::token_exists(&token.id));
+            }
+            m.tokens.insert(token.id.clone(), token);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        self.update(|m| Ok(m.tokens.remove(id).is_some())).await
+    }
+
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
+        self.update(|m| {
+            m.acls.extend(acls);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
+        self.update(|m| {
+            for acl in &acls {
+                m.acls.remove(acl);
+            }
+            Ok(())
         })
         .await
     }

@@ -1,5 +1,6 @@
 //! The cluster metadata model: nodes, topics, partition states, topic config.
 
+use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,6 +81,16 @@ pub struct ClusterMetadata {
     /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
     #[serde(default)]
     pub producers: BTreeMap<u64, ProducerInfo>,
+    /// Bearer tokens by id (hashes only, never a secret).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Every ACL binding of the cluster.
+    #[serde(default)]
+    pub acls: BTreeSet<AclBinding>,
+    /// Some ACL binding could not be read: authorization allows only super users until
+    /// it can (a missing deny must not widen access).
+    #[serde(default)]
+    pub acls_unreadable: bool,
     /// Ids of topics that exist but are left out of `topics` because they could not be
     /// read whole (being created or deleted, or a znode that does not decode): storage
     /// nodes keep their data. Only a topic that is gone is deleted.

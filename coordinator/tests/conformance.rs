@@ -17,6 +17,9 @@ use fjord_coordinator::{
     ClusterMetadata, Coordinator, EmbeddedCoordinator, ErrorCode, GatewayInfo, NewTopic, NodeInfo, PartitionState,
     TopicChange, TopicConfig, ZkCoordinator,
 };
+use fjord_protocol::auth::{
+    AclBinding, Operation, PatternType, Permission, ResourcePattern, ResourceType, Scope, TokenRecord,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -137,7 +140,69 @@ conformance!(
     shutting_down_nodes_get_no_new_replicas,
     the_controller_leads_after_create_node_loss_and_restart,
     producer_registrations_bump_the_epoch_and_survive_restarts,
+    tokens_and_acls_are_stored_shared_and_kept_across_restarts,
 );
+
+fn token(id: &str, principal: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        principal: principal.into(),
+        secret_sha256: "ab".repeat(32),
+        created_ms: 1,
+        expires_ms: Some(2),
+        scopes: Scope::everything(),
+        issued_by: None,
+        description: "d".into(),
+    }
+}
+
+fn acl(principal: &str, name: &str, permission: Permission) -> AclBinding {
+    AclBinding {
+        principal: principal.into(),
+        resource: ResourcePattern {
+            resource_type: ResourceType::Topic,
+            pattern_type: PatternType::Prefixed,
+            name: name.into(),
+        },
+        operation: Operation::Produce,
+        permission,
+    }
+}
+
+/// Token records and ACL bindings: stored whole, seen by another client, a token id
+/// taken is refused and changes nothing, a binding added twice is one, removals remove
+/// exactly what they name, and everything survives a restart of the backend.
+async fn tokens_and_acls_are_stored_shared_and_kept_across_restarts(mut f: Fixture) {
+    let (a, b) = (token("00aa", "alice"), token("00bb", "bob"));
+    f.main.create_token(a.clone()).await.expect("create a");
+    f.main.create_token(b.clone()).await.expect("create b");
+    let taken = f.main.create_token(token("00aa", "mallory")).await.expect_err("id taken");
+    assert_eq!(taken.code, ErrorCode::InvalidRequest);
+    let allow = acl("alice", "orders.", Permission::Allow);
+    let deny = acl("*", "orders.secret", Permission::Deny);
+    f.main.create_acls(vec![allow.clone(), deny.clone()]).await.expect("acls");
+    f.main.create_acls(vec![allow.clone()]).await.expect("again");
+    let peer = f.peer().await;
+    let mut rx = peer.metadata();
+    let m = eventually(&mut rx, "the peer sees both tokens and both bindings", |m| {
+        m.tokens.len() == 2 && m.acls.len() == 2
+    })
+    .await;
+    assert_eq!(m.tokens["00aa"], a, "stored whole, and not overwritten by the refused create");
+    assert!(m.acls.contains(&deny) && !m.acls_unreadable);
+    assert!(peer.delete_token("00bb").await.expect("delete"));
+    assert!(!peer.delete_token("00bb").await.expect("again"), "gone already");
+    peer.delete_acls(vec![deny.clone(), acl("nobody", "x", Permission::Allow)]).await.expect("delete acls");
+    drop((rx, peer));
+    let mut rx = f.main.metadata();
+    eventually(&mut rx, "the main client sees the removals", |m| m.tokens.len() == 1 && m.acls.len() == 1).await;
+    drop(rx);
+    f.restart().await;
+    let mut rx = f.main.metadata();
+    let m = eventually(&mut rx, "tokens and ACLs after a restart", |m| m.tokens.len() == 1 && m.acls.len() == 1).await;
+    assert_eq!(m.tokens["00aa"], a);
+    assert!(m.acls.contains(&allow));
+}
 
 /// A producer name keeps its id across registrations (from any client) and restarts;
 /// each registration bumps the epoch by one; names are ids apart; a bad name is refused
@@ -424,6 +489,32 @@ async fn the_controller_leads_after_create_node_loss_and_restart(mut f: Fixture)
 /// restarts.
 mod zk_only {
     use super::*;
+
+    struct Quiet;
+
+    impl zookeeper_async::Watcher for Quiet {
+        fn handle(&self, _: zookeeper_async::WatchedEvent) {}
+    }
+
+    /// An ACL binding whose znode does not decode is not dropped silently (leaving out a
+    /// deny would widen access): the snapshot says `acls_unreadable` — gateways then
+    /// allow only super users — while the readable bindings stay, until it is removed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_undecodable_acl_binding_makes_the_snapshot_say_so() {
+        let (server, a, _b) = zk_fixture().await;
+        a.create_acls(vec![super::acl("alice", "o", Permission::Allow)]).await.expect("acl");
+        let raw =
+            zookeeper_async::ZooKeeper::connect(&server.connect_string(), SESSION_TIMEOUT, Quiet).await.expect("raw");
+        let path = format!("{CHROOT}/security/acls/garbage");
+        let open = zookeeper_async::Acl::open_unsafe().clone();
+        raw.create(&path, b"not json".to_vec(), open, zookeeper_async::CreateMode::Persistent).await.expect("create");
+        let mut rx = a.metadata();
+        let m = eventually(&mut rx, "the snapshot says an ACL is unreadable", |m| m.acls_unreadable).await;
+        assert_eq!(m.acls.len(), 1, "the readable binding stays");
+        raw.delete(&path, None).await.expect("delete");
+        eventually(&mut rx, "readable again once it is gone", |m| !m.acls_unreadable).await;
+        let _ = raw.close().await;
+    }
 
     async fn zk_fixture() -> (ZkServer, ZkCoordinator, ZkCoordinator) {
         let server = ZkServer::start();

@@ -97,6 +97,15 @@ pub enum ErrorCode {
     ProducerFenced,
     /// A producer id no registration gave out (or one that expired): register again.
     UnknownProducerId,
+    /// No credential, or one that is unknown, expired or revoked (`401`, with
+    /// `WWW-Authenticate`). Nothing was done.
+    Unauthenticated,
+    /// The credential is valid but its principal (or the token's scopes) may not do
+    /// this. Nothing was done.
+    Forbidden,
+    /// The principal is over one of its quotas (bytes/s or requests/s); nothing was
+    /// done. Retry after `Retry-After`.
+    QuotaExceeded,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -146,6 +155,9 @@ impl ErrorCode {
             Self::OutOfOrderSequence => "out_of_order_sequence",
             Self::ProducerFenced => "producer_fenced",
             Self::UnknownProducerId => "unknown_producer_id",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Internal => "internal",
         }
     }
@@ -184,7 +196,9 @@ impl ErrorCode {
             Self::RecordTooLarge | Self::RequestTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::OffsetOutOfRange => 416,
-            Self::Throttled => 429,
+            Self::Throttled | Self::QuotaExceeded => 429,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
             Self::NotEnoughReplicas
             | Self::NotEnoughReplicasAfterAppend
             | Self::NotLeader
@@ -209,6 +223,7 @@ impl ErrorCode {
                 | Self::NodeDisconnected
                 | Self::ShuttingDown
                 | Self::Throttled
+                | Self::QuotaExceeded
                 | Self::StaleVersion
                 | Self::LeaderChangedAfterAppend
         )
@@ -236,6 +251,10 @@ pub struct ErrorDetails {
     /// `producer_fenced`: the producer's current epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer_epoch: Option<u32>,
+    /// `quota_exceeded`: how long until the principal is back within its quota (also in
+    /// `Retry-After`, in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// An error with a stable code and a human message.

@@ -18,7 +18,9 @@
 //! - [`node`] — the [`NodeApi`] trait a gateway uses to reach a partition leader,
 //!   in-process (standalone) or over the network (`fjord-rpc`).
 //! - [`clock`] — [`now_ms`].
+//! - [`auth`] — resources, operations, Kafka's ACL rule and token scopes (pure).
 
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod error;

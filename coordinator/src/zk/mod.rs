@@ -32,10 +32,11 @@ use crate::producers;
 use crate::topics::{self, unknown_topic};
 use async_trait::async_trait;
 use data::{encode, encode_epoch, ClusterIdZnode, ControllerZnode, ProducerZnode, StateZnode, TopicZnode};
+use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
-use paths::{check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
+use paths::{acl_key, check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
 use session::{zk_error, Event, Session, SessionState};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -627,6 +628,67 @@ impl Coordinator for ZkCoordinator {
         let info = register_producer_znode(&inner.session(), &inner.paths.producer(name), name).await?;
         inner.await_refresh().await;
         Ok(info)
+    }
+
+    async fn create_token(&self, token: TokenRecord) -> Result<()> {
+        check_segment("token id", &token.id)?;
+        let inner = &self.inner;
+        let path = inner.paths.token(&token.id);
+        match inner.session().create(&path, encode(&path, &token)?, false).await {
+            Ok(_) => {}
+            Err(ZkError::NodeExists) => return Err(crate::api::token_exists(&token.id)),
+            Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        check_segment("token id", id)?;
+        let inner = &self.inner;
+        let path = inner.paths.token(id);
+        // The session's delete takes a missing znode as done: ask first. (Two clients
+        // revoking the same token at once may both hear `true`.)
+        let s = inner.session();
+        let zk = |e| zk_error(&format!("deleting {path}"), e);
+        let found = s.exists(&path, false).await.map_err(zk)?.is_some();
+        if found {
+            s.delete(&path).await.map_err(zk)?;
+        }
+        inner.await_refresh().await;
+        Ok(found)
+    }
+
+    async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
+        let inner = &self.inner;
+        let s = inner.session();
+        for acl in &acls {
+            let key = acl_key(acl);
+            check_segment("ACL binding", &key)?;
+            let path = inner.paths.acl(&key);
+            match s.create(&path, encode(&path, acl)?, false).await {
+                Ok(_) | Err(ZkError::NodeExists) => {}
+                Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+            }
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
+        let inner = &self.inner;
+        let s = inner.session();
+        for acl in &acls {
+            let key = acl_key(acl);
+            check_segment("ACL binding", &key)?;
+            let path = inner.paths.acl(&key);
+            match s.delete(&path).await {
+                Ok(()) | Err(ZkError::NoNode) => {}
+                Err(e) => return Err(zk_error(&format!("deleting {path}"), e)),
+            }
+        }
+        inner.await_refresh().await;
+        Ok(())
     }
 
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {

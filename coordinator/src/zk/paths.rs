@@ -4,8 +4,18 @@
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 
 /// The persistent directories created at connect time, parents first.
-pub const BASE_DIRS: [&str; 7] =
-    ["/brokers", "/brokers/ids", "/brokers/topics", "/config", "/config/topics", "/gateways", "/producers"];
+pub const BASE_DIRS: [&str; 10] = [
+    "/brokers",
+    "/brokers/ids",
+    "/brokers/topics",
+    "/config",
+    "/config/topics",
+    "/gateways",
+    "/producers",
+    "/security",
+    "/security/tokens",
+    "/security/acls",
+];
 
 /// The persistent directories created at connect time after [`BASE_DIRS`].
 pub const ADMIN_DIRS: [&str; 3] = ["/admin", "/admin/delete_topics", "/cluster"];
@@ -119,6 +129,25 @@ impl ZkPaths {
         format!("{}/producers/{name}", self.root)
     }
 
+    pub fn tokens(&self) -> String {
+        self.under("/security/tokens")
+    }
+
+    /// `/security/tokens/{id}`: a token record (its secret's hash, never the secret).
+    /// Caller has checked `id` with [`check_segment`].
+    pub fn token(&self, id: &str) -> String {
+        format!("{}/security/tokens/{id}", self.root)
+    }
+
+    pub fn acls(&self) -> String {
+        self.under("/security/acls")
+    }
+
+    /// `/security/acls/{key}`: one ACL binding, named by [`acl_key`].
+    pub fn acl(&self, key: &str) -> String {
+        format!("{}/security/acls/{key}", self.root)
+    }
+
     pub fn gateways(&self) -> String {
         self.under("/gateways")
     }
@@ -127,6 +156,22 @@ impl ZkPaths {
     pub fn gateway(&self, id: &str) -> String {
         format!("{}/gateways/{id}", self.root)
     }
+}
+
+/// The znode name of an ACL binding: its fields joined by `~` (no field may hold `~`
+/// or `/`: principals and names follow Fjord's name rules), so the same binding is
+/// always the same znode and creating it twice is one binding.
+pub fn acl_key(acl: &fjord_protocol::auth::AclBinding) -> String {
+    let r = &acl.resource;
+    format!(
+        "{}~{}~{}~{}~{}~{}",
+        acl.principal,
+        r.resource_type,
+        if r.pattern_type == fjord_protocol::auth::PatternType::Literal { "literal" } else { "prefixed" },
+        r.name,
+        acl.operation,
+        if acl.permission == fjord_protocol::auth::Permission::Allow { "allow" } else { "deny" },
+    )
 }
 
 #[cfg(test)]

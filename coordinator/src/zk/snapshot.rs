@@ -11,6 +11,7 @@ use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, Produce
 use super::paths::ZkPaths;
 use super::session::Session;
 use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, ProducerInfo, TopicConfig, TopicMetadata};
+use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::NodeId;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +59,27 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         }
     }
 
+    let mut tokens = BTreeMap::new();
+    for (name, bytes) in read_children(s, &paths.tokens()).await? {
+        if let Some(t) = ok_or_log(decode::<TokenRecord>(&format!("{}/{name}", paths.tokens()), &bytes)) {
+            tokens.insert(t.id.clone(), t);
+        }
+    }
+    let (mut acls, mut acls_unreadable) = (BTreeSet::new(), false);
+    for (name, bytes) in read_children(s, &paths.acls()).await? {
+        // Leaving out a binding that does not decode could drop a deny and widen access:
+        // the snapshot says so, and gateways then allow only super users.
+        match decode::<AclBinding>(&format!("{}/{name}", paths.acls()), &bytes) {
+            Ok(acl) => {
+                acls.insert(acl);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, znode = name, "an ACL binding does not decode: only super users are allowed");
+                acls_unreadable = true;
+            }
+        }
+    }
+
     let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
@@ -85,6 +107,9 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         gateways,
         topics,
         producers,
+        tokens,
+        acls,
+        acls_unreadable,
         held_topic_ids,
         unreadable_topics,
     })
