@@ -575,10 +575,18 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// `/metrics` of a process listening on `port` (a gateway's public port, a storage
-/// node's internal one), or `None` if it does not answer.
+/// node's internal one), or `None` if it does not answer. Sent as Prometheus would be
+/// configured to: with the cluster secret, which storage nodes require on their internal
+/// port (gateways without authentication ignore it).
 async fn scrape(c: &Cluster, port: u16) -> Option<String> {
-    let r =
-        c.client.get(format!("http://127.0.0.1:{port}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?;
+    let r = c
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth(common::cluster::CLUSTER_SECRET)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
     if !r.status().is_success() {
         return None;
     }

@@ -6,6 +6,10 @@
 # then B first), since on this disk a run is slower the more earlier runs wrote. One JSON
 # line per run in $OUT/<shape>-{a,b}.jsonl; medians and B/A ratios on stdout.
 # B_FLAGS: extra `fjord bench` flags for B's runs (e.g. A=B=same build, B_FLAGS=--idempotent).
+# B_SERVER_FLAGS: extra `fjord standalone` flags for B's server (e.g. --auth); B_ENV: extra
+# environment for it (e.g. FJORD_GATEWAY__TLS__CERT_FILE=…, space-separated); B_BASE and
+# B_CURL: the base URL and curl flags its readiness check uses (e.g. https://localhost:8080
+# and --cacert ca.pem). The bootstrap token of an --auth server is $DIR/bootstrap-token.
 # Usage: A=path/to/fjord B=path/to/fjord [B_FLAGS=…] DIR=… OUT=… [RUNS=4] ab-cost.sh
 set -euo pipefail
 A=${A:?binary A} B=${B:?binary B} DIR=${DIR:?data dir} OUT=${OUT:?output dir}
@@ -13,11 +17,18 @@ mkdir -p "$OUT"
 sa=
 stop() { if [ -n "$sa" ]; then kill "$sa" 2>/dev/null || true; wait "$sa" 2>/dev/null || true; sa=; fi; rm -rf "$DIR"; }
 trap stop EXIT
-fresh() { # binary
+fresh() { # binary side
   stop
-  setsid "$1" standalone --data-dir "$DIR" --listen 127.0.0.1:8080 </dev/null >>"$OUT/standalone.log" 2>&1 &
+  local base=http://127.0.0.1:8080 curl_flags=() server_flags=() server_env=()
+  if [ "$2" = b ]; then
+    base=${B_BASE:-$base}
+    # shellcheck disable=SC2206 # lists of flags and assignments
+    curl_flags=(${B_CURL:-}) server_flags=(${B_SERVER_FLAGS:-}) server_env=(${B_ENV:-})
+  fi
+  env "${server_env[@]}" setsid "$1" standalone --data-dir "$DIR" --listen 127.0.0.1:8080 "${server_flags[@]}" \
+    </dev/null >>"$OUT/standalone.log" 2>&1 &
   sa=$!
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && return; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf "${curl_flags[@]}" "$base/readyz" >/dev/null && return; sleep 0.1; done
   echo "standalone did not start" >&2; exit 1
 }
 big=(produce --format json --acks 1 --record-size 1KiB --records-per-request 1000 --concurrency 4 --partitions 4 --duration 10s --json)
@@ -30,7 +41,7 @@ for round in $(seq "${RUNS:-4}"); do
       args=("${big[@]}"); [ "$shape" = requests ] && args=("${req[@]}")
       # shellcheck disable=SC2206 # B_FLAGS is a list of flags
       [ "$side" = b ] && args+=(${B_FLAGS:-})
-      fresh "$bin"
+      fresh "$bin" "$side"
       "$bin" bench "${args[@]}" >> "$OUT/$shape-$side.jsonl"
     done
   done

@@ -29,6 +29,9 @@ pub async fn run_storage_node(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let id = config.storage.node_id;
+    let secret = config.cluster.secret().map_err(anyhow::Error::msg)?;
+    let mut config = config;
+    config.storage.cluster_secret = secret.clone();
     let zk = connect(&config.zookeeper).await?;
     let coordinator: Arc<dyn Coordinator> = zk.clone();
     let listener = TcpListener::bind(&config.internal.listen)
@@ -45,7 +48,7 @@ pub async fn run_storage_node(
         .await
         .context("starting the storage node")?;
     let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(fjord_storage_node::internal::serve(listener, node.clone(), async {
+    let server = tokio::spawn(fjord_storage_node::internal::serve(listener, node.clone(), secret, async {
         let _ = server_stopped.await;
     }));
     let (stop_controller, controller_stopped) = oneshot::channel::<()>();
@@ -113,8 +116,16 @@ pub async fn run_gateway(
     zk.register_gateway(GatewayInfo { id: id.clone(), endpoint: endpoint.clone() })
         .await
         .context("registering the gateway")?;
-    let nodes = Arc::new(RemoteNodes::new(zk.metadata()).context("HTTP client")?);
+    let secret = config.cluster.secret().map_err(anyhow::Error::msg)?;
+    let nodes = Arc::new(RemoteNodes::new(zk.metadata(), secret.as_ref()).context("HTTP client")?);
     let state = AppState::new(zk.clone(), nodes, config.gateway.clone());
+    if config.gateway.auth.enabled {
+        if let Some(path) =
+            fjord_gateway::auth::bootstrap(zk.as_ref(), &config.gateway.auth).await.map_err(anyhow::Error::msg)?
+        {
+            info!(file = %path.display(), "bootstrap token ready");
+        }
+    }
     info!(gateway = %id, %endpoint, "gateway is listening");
     let served = fjord_gateway::serve(listener, state, shutdown).await;
     zk.close().await;

@@ -51,6 +51,31 @@ impl Default for InternalApiConfig {
     }
 }
 
+/// The cluster's internal-API credential (`[cluster]`), shared by its storage nodes and
+/// gateways.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A file holding the cluster secret (`fjord new-secret > file`): every internal
+    /// call carries it and every internal listener requires it.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// A storage node: serve the internal API on an address other than loopback
+    /// without a secret (`--insecure`). Refused otherwise.
+    pub insecure: bool,
+}
+
+impl ClusterConfig {
+    /// The secret from `secret_file`, if configured.
+    pub fn secret(&self) -> Result<Option<fjord_rpc::ClusterSecret>, String> {
+        match &self.secret_file {
+            None => Ok(None),
+            Some(path) => {
+                fjord_rpc::ClusterSecret::from_file(path).map(Some).map_err(|e| format!("cluster.secret_file: {e}"))
+            }
+        }
+    }
+}
+
 /// Configuration of `fjord storage-node`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +83,7 @@ pub struct StorageNodeConfig {
     pub storage: NodeConfig,
     pub internal: InternalApiConfig,
     pub zookeeper: ZookeeperConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Configuration of `fjord gateway`.
@@ -68,6 +94,7 @@ pub struct GatewayProcessConfig {
     pub id: Option<String>,
     pub gateway: GatewayConfig,
     pub zookeeper: ZookeeperConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for GatewayProcessConfig {
@@ -76,6 +103,7 @@ impl Default for GatewayProcessConfig {
             id: None,
             gateway: GatewayConfig { default_replication_factor: 1, ..Default::default() },
             zookeeper: ZookeeperConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -91,11 +119,11 @@ impl Sections for StandaloneConfig {
 }
 
 impl Sections for StorageNodeConfig {
-    const SECTIONS: &'static [&'static str] = &["storage", "internal", "zookeeper"];
+    const SECTIONS: &'static [&'static str] = &["storage", "internal", "zookeeper", "cluster"];
 }
 
 impl Sections for GatewayProcessConfig {
-    const SECTIONS: &'static [&'static str] = &["id", "gateway", "zookeeper"];
+    const SECTIONS: &'static [&'static str] = &["id", "gateway", "zookeeper", "cluster"];
 }
 
 /// Loads `T` from its defaults, `file` (which must exist when given), the environment
@@ -139,9 +167,16 @@ impl StandaloneConfig {
 impl StorageNodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.storage.validate()?;
-        if self.internal.listen.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(addr) = self.internal.listen.parse::<std::net::SocketAddr>() else {
             return Err(format!("internal.listen: `{}` is not an address like 127.0.0.1:9200", self.internal.listen));
+        };
+        if !addr.ip().is_loopback() && self.cluster.secret_file.is_none() && !self.cluster.insecure {
+            return Err(format!(
+                "internal.listen: refusing to serve the internal API on {addr} without a cluster secret; set \
+                 cluster.secret_file (fjord new-secret > file), or pass --insecure (cluster.insecure)"
+            ));
         }
+        self.cluster.secret()?;
         validate_zookeeper(&self.zookeeper)
     }
 }
@@ -149,6 +184,7 @@ impl StorageNodeConfig {
 impl GatewayProcessConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.gateway.validate()?;
+        self.cluster.secret()?;
         validate_zookeeper(&self.zookeeper)
     }
 }

@@ -9,6 +9,7 @@
 //! - [`client`] — `fjord topic|produce|consume|group|cluster`, a client of a running Fjord.
 
 pub mod bench;
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -19,7 +19,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "Fjord: a Kafka-style commit log with an HTTP API",
     after_help = "Client commands (topic, produce, consume, group, cluster) talk to --url / FJORD_URL and exit with:\n  \
         0 ok, 1 failed, 2 usage or invalid input, 3 not found, 4 conflict, 5 unavailable (retry later),\n  \
-        6 partial (some records not written)."
+        6 partial (some records not written), 7 denied (no valid token, or not allowed).\n\
+        With authentication on, pass --token / FJORD_TOKEN or --token-file / FJORD_TOKEN_FILE."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,13 @@ enum Command {
         /// HTTP listen address (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// Require bearer tokens (gateway.auth.enabled); the bootstrap token is written
+        /// to <data-dir>/bootstrap-token at first start.
+        #[arg(long)]
+        auth: bool,
+        /// Serve a non-loopback address without authentication (gateway.insecure).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run a storage node of a cluster (ZooKeeper-coordinated).
     StorageNode {
@@ -60,6 +68,13 @@ enum Command {
         /// Rack, for rack-aware replica placement.
         #[arg(long)]
         rack: Option<String>,
+        /// File holding the cluster secret every internal call carries (cluster.secret_file).
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
+        /// Serve the internal API on a non-loopback address without a cluster secret
+        /// (cluster.insecure).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Run a stateless gateway of a cluster (the public HTTP API).
     Gateway {
@@ -72,7 +87,24 @@ enum Command {
         /// ZooKeeper connect string.
         #[arg(long)]
         zookeeper: Option<String>,
+        /// File holding the cluster secret (cluster.secret_file).
+        #[arg(long)]
+        cluster_secret_file: Option<PathBuf>,
+        /// Require bearer tokens (gateway.auth.enabled).
+        #[arg(long)]
+        auth: bool,
+        /// File of the bootstrap token: read, or written at first start
+        /// (gateway.auth.bootstrap_token_file).
+        #[arg(long)]
+        bootstrap_token_file: Option<PathBuf>,
+        /// Serve a non-loopback address without authentication (gateway.insecure).
+        #[arg(long)]
+        insecure: bool,
     },
+    /// Print a new random secret (64 hex characters) for cluster.secret_file.
+    NewSecret,
+    /// Write a development CA and server/client certificates signed by it (for gateway.tls).
+    Certs(fjord::certs::CertsArgs),
     /// Topics: list, create, describe, alter, delete (a client of a running Fjord).
     Topic(fjord::client::topic::TopicArgs),
     /// Produce records from stdin or files, one per line.
@@ -83,11 +115,20 @@ enum Command {
     Group(fjord::client::group::GroupArgs),
     /// The cluster: id, controller, live storage nodes.
     Cluster(fjord::client::cluster::ClusterArgs),
+    /// Bearer tokens: whoami, create, list, revoke.
+    Token(fjord::client::security::TokenArgs),
+    /// ACL bindings (Kafka's model): list, add, remove.
+    Acl(fjord::client::security::AclArgs),
     /// Print the OpenAPI document (YAML) of the HTTP API.
     Openapi,
     /// Load-test a running Fjord over its HTTP API (with --baselines: against the
     /// storage engine alone and a no-op HTTP server too).
     Bench(fjord::bench::Args),
+}
+
+/// A boolean flag as a config layer: only when given (absent leaves the key alone).
+fn on(flag: bool) -> Option<serde_json::Value> {
+    flag.then_some(serde_json::Value::Bool(true))
 }
 
 fn text(s: Option<String>) -> Option<serde_json::Value> {
@@ -186,15 +227,39 @@ fn main() -> ExitCode {
         Command::Consume(args) => fjord::client::run(fjord::client::consume::run(args)),
         Command::Group(args) => fjord::client::run(fjord::client::group::run(args)),
         Command::Cluster(args) => fjord::client::run(fjord::client::cluster::run(args)),
-        Command::Standalone { config, data_dir, listen } => {
+        Command::Token(args) => fjord::client::run(fjord::client::security::token(args)),
+        Command::Acl(args) => fjord::client::run(fjord::client::security::acl(args)),
+        Command::Certs(args) => match fjord::certs::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fjord: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::NewSecret => match fjord_gateway::auth::new_secret() {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fjord: {}", e.0.message);
+                ExitCode::FAILURE
+            }
+        },
+        Command::Standalone { config, data_dir, listen, auth, insecure } => {
             init_tracing();
-            let flags = [("storage.data_dir", path_str(data_dir)), ("gateway.listen", text(listen))];
+            let flags = [
+                ("storage.data_dir", path_str(data_dir)),
+                ("gateway.listen", text(listen)),
+                ("gateway.auth.enabled", on(auth)),
+                ("gateway.insecure", on(insecure)),
+            ];
             match load_or_exit(config.as_deref(), &flags, StandaloneConfig::validate) {
                 Ok(c) => run_async(fjord::standalone::run(c, shutdown_signal())),
                 Err(code) => code,
             }
         }
-        Command::StorageNode { config, node_id, data_dir, listen, zookeeper, rack } => {
+        Command::StorageNode { config, node_id, data_dir, listen, zookeeper, rack, cluster_secret_file, insecure } => {
             init_tracing();
             let flags = [
                 ("storage.node_id", node_id.map(serde_json::Value::from)),
@@ -202,15 +267,24 @@ fn main() -> ExitCode {
                 ("storage.rack", text(rack)),
                 ("internal.listen", text(listen)),
                 ("zookeeper.connect", text(zookeeper)),
+                ("cluster.secret_file", path_str(cluster_secret_file)),
+                ("cluster.insecure", on(insecure)),
             ];
             match load_or_exit(config.as_deref(), &flags, StorageNodeConfig::validate) {
                 Ok(c) => run_async(fjord::cluster::run_storage_node(c, shutdown_signal())),
                 Err(code) => code,
             }
         }
-        Command::Gateway { config, listen, zookeeper } => {
+        Command::Gateway { config, listen, zookeeper, cluster_secret_file, auth, bootstrap_token_file, insecure } => {
             init_tracing();
-            let flags = [("gateway.listen", text(listen)), ("zookeeper.connect", text(zookeeper))];
+            let flags = [
+                ("gateway.listen", text(listen)),
+                ("zookeeper.connect", text(zookeeper)),
+                ("cluster.secret_file", path_str(cluster_secret_file)),
+                ("gateway.auth.enabled", on(auth)),
+                ("gateway.auth.bootstrap_token_file", path_str(bootstrap_token_file)),
+                ("gateway.insecure", on(insecure)),
+            ];
             match load_or_exit(config.as_deref(), &flags, GatewayProcessConfig::validate) {
                 Ok(c) => run_async(fjord::cluster::run_gateway(c, shutdown_signal())),
                 Err(code) => code,

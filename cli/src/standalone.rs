@@ -13,9 +13,19 @@ use tokio::net::TcpListener;
 
 /// Runs until `shutdown` completes, then drains requests and syncs storage.
 pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let mut config = config;
     let dir = config.storage.data_dir.clone();
     tokio::fs::create_dir_all(&dir).await.with_context(|| format!("creating data dir {}", dir.display()))?;
     let coordinator = Arc::new(EmbeddedCoordinator::open(&dir).await.context("opening cluster metadata")?);
+    if config.gateway.auth.enabled {
+        let auth = &mut config.gateway.auth;
+        auth.bootstrap_token_file.get_or_insert_with(|| dir.join("bootstrap-token"));
+        if let Some(path) =
+            fjord_gateway::auth::bootstrap(coordinator.as_ref(), auth).await.map_err(anyhow::Error::msg)?
+        {
+            tracing::info!(file = %path.display(), principal = %auth.bootstrap_principal, "bootstrap token ready");
+        }
+    }
     let node = StorageNode::start(&config.storage, coordinator.clone(), "in-process".into())
         .await
         .context("starting the storage node")?;

@@ -141,6 +141,34 @@ impl Client {
         Ok(Self::with_http(http, base))
     }
 
+    /// [`new`](Self::new), sending `token` as `Authorization: Bearer` on every call
+    /// (the header is marked sensitive, so it is never logged by the HTTP stack).
+    pub fn with_token(base: &str, token: &str) -> Result<Self> {
+        Self::connect(base, Some(token), None)
+    }
+
+    /// A client of `base` sending `token` (if any) and trusting the PEM CA certificates
+    /// `ca_pem` (if any) besides none other, for an `https://` gateway with its own CA.
+    pub fn connect(base: &str, token: Option<&str>, ca_pem: Option<&[u8]>) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+                .map_err(|_| Error::Transport("the token has characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).default_headers(headers);
+        if let Some(pem) = ca_pem {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Transport(format!("CA file: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| Error::Transport(e.to_string()))?;
+        Ok(Self::with_http(http, base))
+    }
+
     pub fn with_http(http: reqwest::Client, base: &str) -> Self {
         Self { http, base: base.trim_end_matches('/').to_owned() }
     }
@@ -435,6 +463,39 @@ impl Client {
     }
 
     // ----- cluster -------------------------------------------------------------------
+
+    // ----- security ------------------------------------------------------------------
+
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        Self::json(self.request(Method::GET, "/v1/whoami")).await
+    }
+
+    pub async fn create_token(&self, spec: &NewToken) -> Result<CreatedToken> {
+        Self::json(self.request(Method::POST, "/v1/tokens").json(spec)).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        Ok(Self::json::<TokenList>(self.request(Method::GET, "/v1/tokens")).await?.tokens)
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        Self::empty(self.request(Method::DELETE, &format!("/v1/tokens/{}", segment(id)))).await
+    }
+
+    /// ACL bindings, filtered by the given `(field, value)` pairs (`principal`,
+    /// `resource_type`, `pattern_type`, `name`).
+    pub async fn list_acls(&self, filter: &[(&str, &str)]) -> Result<Vec<AclBinding>> {
+        Ok(Self::json::<AclList>(self.request(Method::GET, "/v1/acls").query(filter)).await?.acls)
+    }
+
+    pub async fn create_acls(&self, acls: &[AclBinding]) -> Result<Vec<AclBinding>> {
+        let body = serde_json::json!({ "acls": acls });
+        Ok(Self::json::<AclList>(self.request(Method::POST, "/v1/acls").json(&body)).await?.acls)
+    }
+
+    pub async fn delete_acl(&self, acl: &AclBinding) -> Result<()> {
+        Self::empty(self.request(Method::DELETE, "/v1/acls").query(acl)).await
+    }
 
     pub async fn cluster(&self) -> Result<Cluster> {
         Self::json(self.request(Method::GET, "/v1/cluster")).await

@@ -164,6 +164,9 @@ pub struct ErrorDetails {
     /// `producer_fenced`: the producer's current epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer_epoch: Option<u32>,
+    /// `quota_exceeded`: how long until the principal is back within its quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A registered producer session (`POST /v1/producers`).
@@ -387,4 +390,81 @@ pub struct Node {
     pub id: u32,
     pub endpoint: String,
     pub rack: Option<String>,
+}
+
+/// A token's scope: operations on the resources of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// `topic`, `group`, `producer` or `cluster`.
+    pub resource_type: String,
+    /// `literal` (`*`: every name) or `prefixed`.
+    pub pattern_type: String,
+    pub name: String,
+    /// `all`, `produce`, `consume`, `describe`, `create`, `alter`, `delete`, `admin`.
+    pub operations: Vec<String>,
+}
+
+/// A token to mint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NewToken {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A token without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub principal: String,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub scopes: Vec<Scope>,
+    pub issued_by: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A minted token: the secret, shown once, and what it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub principal: String,
+    pub authentication: bool,
+    pub super_user: bool,
+    pub token: Option<TokenInfo>,
+}
+
+/// One ACL binding (Kafka's model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclBinding {
+    /// A principal, or `*` for every principal.
+    pub principal: String,
+    pub resource_type: String,
+    pub pattern_type: String,
+    pub name: String,
+    pub operation: String,
+    /// `allow` or `deny`.
+    pub permission: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AclList {
+    pub acls: Vec<AclBinding>,
 }

@@ -94,7 +94,11 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, axum::Json(ErrorBody::from_error(&self.0))).into_response();
         if self.0.code.retriable() {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let secs = self.0.details.as_ref().and_then(|d| d.retry_after_ms).map_or(1, |ms| ms.div_ceil(1000).max(1));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.0.code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fjord\""));
         }
         response
     }

@@ -14,14 +14,22 @@
 //! - [`state`] — [`AppState`], [`NodeDirectory`] and leader routing with retries.
 //! - [`error`] — [`ApiError`], the one error shape of the API.
 //! - [`config`] — [`GatewayConfig`].
+//! - [`auth`] — [`auth::Caller`]: bearer tokens (minted, hashed, checked) and the
+//!   decision of scopes and ACLs; the routes' rules are `http::auth`.
+//! - [`quota`] — client quotas per principal (token buckets).
+//! - [`tls`] — HTTPS on the public listener: certificates reloaded live, client
+//!   certificates as principals.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod quota;
 pub mod remote;
 pub mod state;
+pub mod tls;
 
 pub use config::GatewayConfig;
 pub use error::{ApiError, ApiResult};

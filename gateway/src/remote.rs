@@ -9,7 +9,7 @@
 use crate::state::NodeDirectory;
 use fjord_coordinator::ClusterMetadata;
 use fjord_protocol::{NodeApi, NodeId, Result};
-use fjord_rpc::NodeClient;
+use fjord_rpc::{ClusterSecret, NodeClient};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,8 +23,9 @@ pub struct RemoteNodes {
 }
 
 impl RemoteNodes {
-    pub fn new(metadata: watch::Receiver<Arc<ClusterMetadata>>) -> Result<Self> {
-        Ok(Self { http: fjord_rpc::client::http_client()?, metadata, cache: Mutex::new(HashMap::new()) })
+    /// `secret`: the cluster credential internal calls carry, if the cluster has one.
+    pub fn new(metadata: watch::Receiver<Arc<ClusterMetadata>>, secret: Option<&ClusterSecret>) -> Result<Self> {
+        Ok(Self { http: fjord_rpc::client::http_client(secret)?, metadata, cache: Mutex::new(HashMap::new()) })
     }
 }
 

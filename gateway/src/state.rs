@@ -40,12 +40,16 @@ pub struct AppState {
     pub unacknowledged: Arc<tokio::sync::Semaphore>,
     /// This process's metrics registry and the gateway's metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Client quotas' buckets.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 impl AppState {
     pub fn new(coordinator: Arc<dyn Coordinator>, nodes: Arc<dyn NodeDirectory>, config: GatewayConfig) -> Self {
         let unacknowledged = Arc::new(tokio::sync::Semaphore::new(config.max_unacknowledged_bytes));
+        let quotas = Arc::new(crate::quota::Quotas::new(config.quotas.clone()));
         Self {
+            quotas,
             coordinator,
             nodes,
             config: Arc::new(config),

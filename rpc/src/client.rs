@@ -10,6 +10,7 @@ use crate::contract::{
     EpochEndOffset, EpochQuery, FetchQuery, ListOffsetQuery, Method, PartitionQuery, ProduceQuery, ReplicaFetchAnswer,
     ReplicaFetchRequest, Route, HEADER_HIGH_WATERMARK, HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET,
 };
+use crate::secret::ClusterSecret;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjord_protocol::codec::decode_frames;
@@ -36,9 +37,15 @@ pub struct NodeClient {
     base: String,
 }
 
-/// An HTTP client for internal calls: short connect timeout, pooled keep-alive.
-pub fn http_client() -> Result<reqwest::Client> {
+/// An HTTP client for internal calls: short connect timeout, pooled keep-alive, and the
+/// cluster credential on every call when the cluster has one.
+pub fn http_client(secret: Option<&ClusterSecret>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(s) = secret {
+        headers.insert(reqwest::header::AUTHORIZATION, s.header_value());
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
@@ -62,6 +69,13 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
         return Ok(resp);
     }
     let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        // A cluster misconfigured, not the caller's credential: never a public 401.
+        return Err(FjordError::new(
+            ErrorCode::Internal,
+            "a storage node refused this process's cluster credential (cluster.secret_file differs or is missing)",
+        ));
+    }
     let body = resp.bytes().await.map_err(|e| transport(&e))?;
     Err(serde_json::from_slice::<FjordError>(&body).unwrap_or_else(|_| {
         FjordError::new(ErrorCode::Internal, format!("storage node answered {status} without an error body"))

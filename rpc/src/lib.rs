@@ -9,11 +9,14 @@
 //! - [`contract`] — every route with its method, query and body types, the response
 //!   headers of a fetch, and the binary frame codec of fetch answers.
 //! - [`client`] — [`NodeClient`], one storage node's internal API over HTTP.
+//! - [`secret`] — [`ClusterSecret`], the credential every internal call carries.
 
 pub mod client;
 pub mod contract;
+pub mod secret;
 
 pub use client::NodeClient;
 pub use contract::{
     EpochEndOffset, ReplicaFetchAnswer, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResult, Route,
 };
+pub use secret::ClusterSecret;

@@ -42,6 +42,10 @@ pub struct NodeConfig {
     /// became empty and after its last commit (Kafka's `offsets.retention.minutes`,
     /// 7 days by default); then the group is removed.
     pub offsets_retention_ms: u64,
+    /// The cluster's internal-API secret (read from `cluster.secret_file` by the
+    /// process, never from this config): followers send it to leaders.
+    #[serde(skip)]
+    pub cluster_secret: Option<fjord_rpc::ClusterSecret>,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +66,7 @@ impl Default for NodeConfig {
             replica_fetch_max_bytes: 1 << 20,
             hw_checkpoint_interval_ms: 5_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            cluster_secret: None,
         }
     }
 }
@@ -103,11 +108,13 @@ impl NodeConfig {
 }
 
 /// Replication timing (Kafka's `replica.lag.time.max.ms`, `replica.fetch.wait.max.ms`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplicationSettings {
     pub lag_time_max: Duration,
     pub fetch_wait_max: Duration,
     pub fetch_max_bytes: usize,
+    /// The credential of this node's calls to leaders (the cluster's secret, if any).
+    pub cluster_secret: Option<fjord_rpc::ClusterSecret>,
 }
 
 impl ReplicationSettings {
@@ -116,6 +123,7 @@ impl ReplicationSettings {
             lag_time_max: Duration::from_millis(c.replica_lag_time_max_ms),
             fetch_wait_max: Duration::from_millis(c.replica_fetch_wait_max_ms),
             fetch_max_bytes: c.replica_fetch_max_bytes,
+            cluster_secret: c.cluster_secret.clone(),
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct FollowerSide {
 
 impl FollowerSide {
     pub fn new(replicas: Arc<Replicas>, settings: ReplicationSettings) -> Result<Self> {
-        Ok(Self { replicas, http: fjord_rpc::client::http_client()?, settings, fetchers: Mutex::new(HashMap::new()) })
+        let http = fjord_rpc::client::http_client(settings.cluster_secret.as_ref())?;
+        Ok(Self { replicas, http, settings, fetchers: Mutex::new(HashMap::new()) })
     }
 
     /// Starts a fetcher for every leader node this node follows partitions of (a

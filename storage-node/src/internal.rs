@@ -1,6 +1,7 @@
 //! The server of the storage node's internal API: exactly the routes of
 //! [`fjord_rpc::contract`], mapped onto the node. Not for clients: bind it to an address
-//! only the cluster reaches.
+//! only the cluster reaches, and give the cluster a secret ([`ClusterSecret`]): then every
+//! route but the health check refuses a caller without it (`401 unauthenticated`).
 
 use crate::StorageNode;
 use axum::body::Bytes;
@@ -16,7 +17,7 @@ use fjord_rpc::contract::{
     EpochQuery, FetchQuery, ListOffsetQuery, Method, PartitionQuery, ProduceQuery, Route, HEADER_HIGH_WATERMARK,
     HEADER_LOG_END_OFFSET, HEADER_LOG_START_OFFSET, HEALTH_PATH,
 };
-use fjord_rpc::ReplicaFetchRequest;
+use fjord_rpc::{ClusterSecret, ReplicaFetchRequest};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,8 +139,31 @@ fn handler(route: Route) -> MethodRouter<Arc<StorageNode>> {
 /// The OpenMetrics text format's media type.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The internal API of `node`, and its `/metrics` for Prometheus.
-pub fn router(node: Arc<StorageNode>) -> Router {
+/// Refuses a call without the cluster secret (`401`, nothing done); the health check
+/// is open, as a load balancer's probe carries no credential.
+async fn require_secret(
+    axum::extract::State(secret): axum::extract::State<ClusterSecret>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req.headers().get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    if req.uri().path() == HEALTH_PATH || secret.verify(given) {
+        return next.run(req).await;
+    }
+    tracing::info!(target: "audit", path = req.uri().path(), decision = "deny", "internal call without the cluster secret");
+    let mut r = Failure(FjordError::new(
+        ErrorCode::Unauthenticated,
+        "the internal API needs the cluster secret (Authorization: Bearer, cluster.secret_file)",
+    ))
+    .into_response();
+    r.headers_mut()
+        .insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"fjord-internal\""));
+    r
+}
+
+/// The internal API of `node`, and its `/metrics` for Prometheus; with `secret`, every
+/// route but the health check requires it.
+pub fn router(node: Arc<StorageNode>, secret: Option<ClusterSecret>) -> Router {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(node.metrics_collector()));
     let registry = Arc::new(registry);
@@ -155,20 +179,25 @@ pub fn router(node: Arc<StorageNode>) -> Router {
             }
         }
     });
-    Route::ALL
+    let router = Route::ALL
         .into_iter()
         .fold(Router::new(), |r, route| r.route(route.path(), handler(route)))
         .route(HEALTH_PATH, get(|| async { "ok" }))
         .route("/metrics", metrics)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(node)
+        .with_state(node);
+    match secret {
+        Some(secret) => router.layer(axum::middleware::from_fn_with_state(secret, require_secret)),
+        None => router,
+    }
 }
 
 /// Serves the internal API until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<StorageNode>,
+    secret: Option<ClusterSecret>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(node)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(node, secret)).with_graceful_shutdown(shutdown).await
 }

@@ -110,6 +110,8 @@ pub struct Cluster {
     pub nodes: Vec<Proc>,
     pub gateways: Vec<Proc>,
     pub client: reqwest::Client,
+    /// The bootstrap token, when the gateways require authentication.
+    pub token: Option<String>,
     dir: tempfile::TempDir,
     /// Last field: released only after every process above has been killed.
     _turn: tokio::sync::MutexGuard<'static, ()>,
@@ -119,21 +121,43 @@ pub struct Cluster {
 pub const LAG_TIME_MAX_MS: u64 = 2_000;
 pub const SESSION_TIMEOUT_MS: u64 = 3_000;
 
+/// The cluster secret every process of a test cluster is given (internal calls carry it).
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef0123456789";
+
 impl Cluster {
-    /// ZooKeeper, `nodes` storage nodes (ids 1..=nodes) and `gateways` gateways, all up.
+    /// ZooKeeper, `nodes` storage nodes (ids 1..=nodes) and `gateways` gateways, all up,
+    /// sharing a cluster secret; the public API without authentication.
     pub async fn start(nodes: usize, gateways: usize) -> Self {
+        Self::start_with(nodes, gateways, false).await
+    }
+
+    /// [`start`](Self::start), with `auth`: gateways require bearer tokens, share one
+    /// bootstrap token file (the first gateway up writes it, the other reads it), and
+    /// this harness's own client carries that token.
+    pub async fn start_with(nodes: usize, gateways: usize, auth: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let zk = ZkServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
+        let secret_file = dir.path().join("cluster-secret");
+        std::fs::write(&secret_file, CLUSTER_SECRET).expect("secret file");
+        let token_file = dir.path().join("bootstrap-token");
         let env = vec![
+            ("FJORD_CLUSTER__SECRET_FILE".to_owned(), secret_file.display().to_string()),
             ("FJORD_STORAGE__REPLICA_LAG_TIME_MAX_MS".to_owned(), LAG_TIME_MAX_MS.to_string()),
             ("FJORD_STORAGE__REPLICA_FETCH_WAIT_MAX_MS".to_owned(), "200".to_owned()),
             ("FJORD_STORAGE__RETENTION_CHECK_INTERVAL_MS".to_owned(), "1000".to_owned()),
             ("FJORD_ZOOKEEPER__SESSION_TIMEOUT_MS".to_owned(), SESSION_TIMEOUT_MS.to_string()),
             ("FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS".to_owned(), "5000".to_owned()),
         ];
-        let mut c =
-            Cluster { zk, nodes: Vec::new(), gateways: Vec::new(), client: reqwest::Client::new(), dir, _turn: turn };
+        let mut c = Cluster {
+            zk,
+            nodes: Vec::new(),
+            gateways: Vec::new(),
+            client: reqwest::Client::new(),
+            token: None,
+            dir,
+            _turn: turn,
+        };
         for i in 1..=nodes {
             let port = free_port();
             let data = c.dir.path().join(format!("node{i}"));
@@ -165,9 +189,29 @@ impl Cluster {
             let log = c.dir.path().join(format!("gateway{i}.log"));
             let mut env = env.clone();
             env.push(("FJORD_GATEWAY__AUTO_CREATE_TOPICS".into(), "false".into()));
+            if auth {
+                env.push(("FJORD_GATEWAY__AUTH__ENABLED".into(), "true".into()));
+                env.push(("FJORD_GATEWAY__AUTH__BOOTSTRAP_TOKEN_FILE".into(), token_file.display().to_string()));
+            }
             let mut p = Proc { name: format!("gateway{i}"), args, env, log, child: None, port };
             p.spawn();
             c.gateways.push(p);
+        }
+        if auth {
+            let path = token_file.clone();
+            wait_until("the bootstrap token file is written", Duration::from_secs(60), || {
+                let path = path.clone();
+                async move { std::fs::read_to_string(&path).is_ok_and(|t| t.trim().len() > 80) }
+            })
+            .await;
+            let token = std::fs::read_to_string(&token_file).expect("token file");
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.trim()).parse().expect("header value"),
+            );
+            c.client = reqwest::Client::builder().default_headers(headers).build().expect("client");
+            c.token = Some(token.trim().to_owned());
         }
         let n = nodes;
         c.wait_until("every node registered and the gateways answer", Duration::from_secs(60), |c| async move {

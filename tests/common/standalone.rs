@@ -25,12 +25,18 @@ impl Standalone {
     /// Starts `fjord standalone` on `data_dir` listening on `port` (a restart keeps its
     /// address) and waits until it is ready.
     pub async fn start_on(data_dir: &Path, port: u16) -> Self {
+        Self::start_with(data_dir, port, &[]).await
+    }
+
+    /// [`start_on`](Self::start_on) with more arguments (`--auth`, say).
+    pub async fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Self {
         let log = data_dir.with_extension(format!("{port}.log"));
         let out = File::options().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
             .args(["standalone", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file"))

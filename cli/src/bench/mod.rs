@@ -86,6 +86,12 @@ pub struct Args {
     /// Base URL of the Fjord to drive.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// A file holding the bearer token to send (a gateway with authentication on).
+    #[arg(long, env = "FJORD_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// URL.
+    #[arg(long, env = "FJORD_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Topic to use; created with --partitions if missing.
     #[arg(long, default_value = "fjord-bench")]
     pub topic: String,
@@ -323,7 +329,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = Run::from_args(&args).context("bad flags")?;
     if run.mode == Mode::Partitions {
         let deadline = args.duration.unwrap_or(Duration::from_secs(600));
-        let http = target::client(scale::PROBES_IN_FLIGHT)?;
+        let http = target::client(scale::PROBES_IN_FLIGHT, args.token_file.as_deref(), args.ca_file.as_deref())?;
         let report =
             scale::partitions(http, &run.base, &run.topic, run.partitions, run.replication_factor, deadline).await?;
         if args.json {
@@ -333,7 +339,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let client = target::client(run.concurrency + run.partitions as usize + 4)?;
+    let client = target::client(
+        run.concurrency + run.partitions as usize + 4,
+        args.token_file.as_deref(),
+        args.ca_file.as_deref(),
+    )?;
     target::ensure_topic(&client, &run.base, &run.topic, run.partitions, run.replication_factor).await?;
     let report = match run.mode {
         Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines).await?,

@@ -15,9 +15,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One keep-alive pool shared by every task.
-pub fn client(connections: usize) -> anyhow::Result<Client> {
-    Client::builder()
+/// One keep-alive pool shared by every task; with `token_file`, every request carries
+/// its token as `Authorization: Bearer`.
+pub fn client(
+    connections: usize,
+    token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(path) = token_file {
+        let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .context("the token file does not hold a token")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut builder = Client::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).context("the CA file")? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .default_headers(headers)
         .pool_max_idle_per_host(connections)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)

@@ -5,7 +5,8 @@
 //! `fjord: <code>: <message>`. Exit codes ([`Exit`]) say what kind of failure it was.
 //!
 //! # Layout
-//! - [`topic`], [`produce`], [`consume`], [`group`], [`cluster`] — the subcommands.
+//! - [`topic`], [`produce`], [`consume`], [`group`], [`cluster`], [`security`] (`token`,
+//!   `acl`) — the subcommands.
 //! - [`output`] — tables and JSON output.
 //! - [`time`] — `--from`/`--to` points in time (`@ms`, RFC 3339, `-10m`).
 
@@ -14,6 +15,7 @@ pub mod consume;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod security;
 pub mod time;
 pub mod topic;
 
@@ -28,11 +30,35 @@ pub struct Conn {
     /// Machine-readable output: JSON (one document, or one line per record).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Bearer token for a gateway with authentication on.
+    #[arg(long, env = "FJORD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// A file holding the bearer token (such as a bootstrap token file).
+    #[arg(long, env = "FJORD_TOKEN_FILE", global = true, conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// gateway (e.g. `fjord certs`'s ca.pem).
+    #[arg(long, env = "FJORD_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Conn {
     pub fn client(&self) -> Result<fjord_client::Client, Failure> {
-        fjord_client::Client::new(&self.url).map_err(Failure::from)
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Failure::usage(format!("reading the token file {}: {e}", path.display())))?,
+            ),
+            (None, None) => None,
+        };
+        let ca = match &self.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| Failure::usage(format!("reading the CA file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        fjord_client::Client::connect(&self.url, token.as_deref(), ca.as_deref()).map_err(Failure::from)
     }
 }
 
@@ -53,6 +79,8 @@ pub enum Exit {
     Unavailable = 5,
     /// Some records of a produce were written and some were not.
     Partial = 6,
+    /// No valid token (401), or the token may not do this (403).
+    Denied = 7,
 }
 
 /// A failed command: its exit code and the one line to print.
@@ -78,6 +106,7 @@ impl From<fjord_client::Error> for Failure {
             fjord_client::Error::Api { status, code, message, retriable, .. } => {
                 let exit = match (*status, code.as_str()) {
                     (_, _) if *retriable => Exit::Unavailable,
+                    (401 | 403, _) => Exit::Denied,
                     (404, _) => Exit::NotFound,
                     (409, _) => Exit::Conflict,
                     (400 | 413 | 415 | 416, _) => Exit::Usage,

@@ -6,20 +6,23 @@
 //! auto-commit, hand-over, where to read), fetches from the partition leaders, and
 //! `PollEnd` (where the member is now).
 
+use crate::auth::Caller;
 use crate::body::{self, Format};
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{require_json, ApiPath, ApiQuery};
 use crate::http::params;
 use crate::http::records::{payload_len, render_batches};
 use crate::http::sse::{self, EventSource};
+use crate::quota::Kind;
 use crate::state::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
+use fjord_protocol::auth::{Operation, ResourceType};
 use fjord_protocol::group::{
     Assignor, CommitOffset, GroupDescription, GroupRequest, GroupResponse, GroupSummary, JoinGroup, Membership,
     OffsetReset, PartitionOffset, PollPlan,
@@ -94,7 +97,10 @@ pub struct GroupList {
         (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
-pub async fn list_groups(State(state): State<AppState>) -> ApiResult<Json<GroupList>> {
+pub async fn list_groups(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<GroupList>> {
     let count = state.offsets_topic().await?;
     let calls = (0..count).map(|partition| call(&state, GroupRequest::List { partition }));
     let mut groups = Vec::new();
@@ -104,6 +110,8 @@ pub async fn list_groups(State(state): State<AppState>) -> ApiResult<Json<GroupL
             other => return Err(unexpected(&other)),
         }
     }
+    let meta = state.metadata();
+    groups.retain(|g| caller.may(&meta, ResourceType::Group, &g.group, Operation::Describe));
     groups.sort_by(|a, b| a.group.cmp(&b.group));
     Ok(Json(GroupList { groups }))
 }
@@ -220,6 +228,7 @@ impl From<Membership> for MemberAssignment {
 )]
 pub async fn join_group(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -230,8 +239,10 @@ pub async fn join_group(
     if req.topics.is_empty() {
         return Err(ApiError::bad_request("`topics` must name at least one topic"));
     }
+    let meta = state.metadata();
     for t in &req.topics {
         state.topic(t)?;
+        caller.require(&meta, ResourceType::Topic, t, Operation::Consume)?;
     }
     if let Some(c) = &req.client_id {
         if !is_valid_name(c, MAX_CLIENT_ID_LEN) {
@@ -343,6 +354,7 @@ pub struct PollResponse {
 )]
 pub async fn poll(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((group, member_id)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<PollParams>,
     headers: HeaderMap,
@@ -353,9 +365,9 @@ pub async fn poll(
     let heartbeat = params::heartbeat(q.heartbeat_ms)?;
     let opts = PollOptions { wait, max_records, max_bytes: max_bytes as usize, format: q.format.unwrap_or_default() };
     if sse::wants_event_stream(&headers) {
-        return poll_stream(state, group, member_id, opts, heartbeat).await;
+        return poll_stream(state, caller, group, member_id, opts, heartbeat).await;
     }
-    let out = poll_once(&state, &group, &member_id, &opts).await?;
+    let out = poll_once(&state, &caller, &group, &member_id, &opts).await?;
     let mut body = Vec::with_capacity(out.records.iter().map(|(_, r)| r.len() + 1).sum::<usize>() + 256);
     body.extend_from_slice(b"{\"member_id\":");
     body.extend_from_slice(&json_bytes(&out.membership.member_id)?);
@@ -427,12 +439,30 @@ async fn reset_position(
 /// owns no partition yet (all pending a hand-over, or more members than partitions)
 /// waits out its time — a client loop would otherwise spin — then polls once more, so
 /// it answers with whatever the member owns by then.
-async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOptions) -> ApiResult<PollOutcome> {
+async fn poll_once(
+    state: &AppState,
+    caller: &Caller,
+    group: &str,
+    member_id: &str,
+    opts: &PollOptions,
+) -> ApiResult<PollOutcome> {
+    // A stream polls on: its token and its right to read must still hold each time.
+    let meta = state.metadata();
+    caller.still_valid(&meta)?;
+    caller.require(&meta, ResourceType::Group, group, Operation::Consume)?;
+    state.quotas.admit(caller.principal(), Kind::ConsumeBytes)?;
     let begin = GroupRequest::PollBegin { group: group.to_owned(), member_id: member_id.to_owned() };
     let plan: PollPlan = match call(state, begin).await? {
         GroupResponse::Poll(p) => p,
         other => return Err(unexpected(&other)),
     };
+    // Reading needs consume on every topic the member owns partitions of. Refused before
+    // anything is read; the member's positions stay where they were.
+    let mut topics: Vec<&str> = plan.positions.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+    topics.dedup();
+    for t in topics {
+        caller.require(&meta, ResourceType::Topic, t, Operation::Consume)?;
+    }
     let mut wait = opts.wait.min(Duration::from_millis(plan.session_timeout_ms / 2));
     if !plan.membership.pending.is_empty() {
         wait = wait.min(PENDING_POLL_WAIT);
@@ -447,7 +477,7 @@ async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOp
         call(state, end).await?;
         tokio::time::sleep(wait).await;
         let again = PollOptions { wait: Duration::ZERO, ..*opts };
-        return Box::pin(poll_once(state, group, member_id, &again)).await;
+        return Box::pin(poll_once(state, caller, group, member_id, &again)).await;
     }
     let route_deadline = Instant::now() + wait.max(Duration::from_secs(5));
 
@@ -491,6 +521,7 @@ async fn poll_once(state: &AppState, group: &str, member_id: &str, opts: &PollOp
             Some(())
         })?;
         state.metrics.gateway.consumed(&f.tp.topic, rendered as usize, payload);
+        state.quotas.charge(caller.principal(), Kind::ConsumeBytes, payload as u64);
         positions.insert(f.tp.clone(), next);
         if rendered == 0 && records.len() as u32 >= opts.max_records {
             break 'partitions;
@@ -571,6 +602,7 @@ async fn fetch_all(
 /// `id: topic:partition:offset`.
 struct MemberSource {
     state: AppState,
+    caller: Caller,
     group: String,
     member_id: String,
     opts: PollOptions,
@@ -604,7 +636,11 @@ impl EventSource for MemberSource {
         // over) within about a second, not after a whole long poll.
         let wait = if self.opts.wait.is_zero() { STREAM_POLL_WAIT } else { self.opts.wait.min(STREAM_POLL_WAIT) };
         let opts = PollOptions { wait, ..self.opts };
-        let out = poll_once(&self.state, &self.group, &self.member_id, &opts).await?;
+        // Over the consume quota, a stream pauses rather than fails (Kafka's throttle).
+        if let Some(pause) = self.state.quotas.debt(self.caller.principal(), Kind::ConsumeBytes) {
+            tokio::time::sleep(pause).await;
+        }
+        let out = poll_once(&self.state, &self.caller, &self.group, &self.member_id, &opts).await?;
         Ok(self.events(out))
     }
 }
@@ -613,13 +649,14 @@ impl EventSource for MemberSource {
 /// stream starts, so a bad member gets a plain error.
 async fn poll_stream(
     state: AppState,
+    caller: Caller,
     group: String,
     member_id: String,
     opts: PollOptions,
     heartbeat: Duration,
 ) -> ApiResult<Response> {
-    let first = poll_once(&state, &group, &member_id, &PollOptions { wait: Duration::ZERO, ..opts }).await?;
-    let mut source = MemberSource { state, group, member_id, opts, last: None };
+    let first = poll_once(&state, &caller, &group, &member_id, &PollOptions { wait: Duration::ZERO, ..opts }).await?;
+    let mut source = MemberSource { state, caller, group, member_id, opts, last: None };
     let first = source.events(first);
     Ok(sse::stream(source, Ok(first), heartbeat).into_response())
 }
@@ -669,6 +706,7 @@ pub struct CommitEntry {
 )]
 pub async fn commit_offsets(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -679,8 +717,10 @@ pub async fn commit_offsets(
     if req.offsets.is_empty() {
         return Err(ApiError::bad_request("`offsets` is empty"));
     }
+    let meta = state.metadata();
     for o in &req.offsets {
         check_partition(&state, &o.topic, o.partition)?;
+        caller.require(&meta, ResourceType::Topic, &o.topic, Operation::Consume)?;
     }
     let offsets = req
         .offsets
@@ -739,6 +779,7 @@ pub struct GroupOffsets {
 )]
 pub async fn group_offsets(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(group): ApiPath<String>,
 ) -> ApiResult<Json<GroupOffsets>> {
     validate_group(&group)?;
@@ -785,7 +826,7 @@ pub async fn group_offsets(
         }
     }))
     .await;
-    let offsets = rows
+    let offsets: Vec<GroupPartitionOffset> = rows
         .into_values()
         .zip(statuses)
         .map(|(mut r, status)| {
@@ -796,6 +837,12 @@ pub async fn group_offsets(
             }
             r
         })
+        .collect();
+    // As Kafka's OffsetFetch: only the topics the caller may describe.
+    let meta = state.metadata();
+    let offsets = offsets
+        .into_iter()
+        .filter(|r: &GroupPartitionOffset| caller.may(&meta, ResourceType::Topic, &r.topic, Operation::Describe))
         .collect();
     Ok(Json(GroupOffsets { group, offsets }))
 }
@@ -864,6 +911,7 @@ pub struct SeekedOffset {
 )]
 pub async fn seek(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -872,6 +920,7 @@ pub async fn seek(
     require_json(&headers)?;
     let req: SeekRequest = parse_json(&body?)?;
     let meta = state.topic(&req.topic)?;
+    caller.require(&state.metadata(), ResourceType::Topic, &req.topic, Operation::Consume)?;
     let partitions = match req.partitions {
         Some(ps) if ps.is_empty() => return Err(ApiError::bad_request("`partitions` is empty")),
         Some(ps) => ps,

@@ -5,6 +5,7 @@
 //! plus what they share: `extract` (extractors whose rejections are API errors),
 //! `params` (shared parameters, checked once) and `sse` (the one Server-Sent Events pump).
 
+pub mod auth;
 pub mod cluster;
 pub mod exactly_once;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod params;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod security;
 pub mod sse;
 pub mod topics;
 
@@ -48,20 +50,80 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "groups", description = "Consumer groups: membership with server-side assignment, polls through any \
             gateway, committed offsets, seek"),
         (name = "cluster", description = "Cluster description and health"),
+        (name = "security", description = "Bearer tokens and ACLs. With `gateway.auth.enabled`, every route but \
+            `/healthz`, `/readyz` and `/openapi.json` needs `Authorization: Bearer <token>`: none or a bad one is \
+            `401 unauthenticated`, a token whose scopes or principal's ACLs do not allow the call is `403 forbidden`; \
+            nothing is done in either case."),
     ),
-    components(schemas(crate::body::Format))
+    components(schemas(crate::body::Format)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
 
+/// The `bearer` security scheme every operation but the public ones names.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("fjord_<id>_<secret>")
+            .description(Some("A Fjord token (POST /v1/tokens, or the bootstrap token file)"))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+impl BearerAuth {
+    /// Every operation under the bearer scheme (all but those marked public) can be
+    /// refused by authentication, authorization or a quota: its responses say so (run on
+    /// the merged document, once every route is in).
+    fn document_refusals(openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+        let error = |what: &str| -> RefOr<Response> {
+            let content = utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build();
+            RefOr::T(ResponseBuilder::new().description(what).content("application/json", content).build())
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                if op.security.is_some() {
+                    continue; // public
+                }
+                let r = &mut op.responses.responses;
+                r.entry("401".into()).or_insert_with(|| {
+                    error("`unauthenticated` (authentication on): no token, or one unknown, expired or revoked; nothing done")
+                });
+                r.entry("403".into()).or_insert_with(|| {
+                    error("`forbidden`: the token's scopes or its principal's ACLs do not allow this; nothing done")
+                });
+                r.entry("429".into()).or_insert_with(|| {
+                    error("`quota_exceeded`: the principal is over a quota; nothing done; retry after `Retry-After`")
+                });
+            }
+        }
+    }
+}
+
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(topics::router())
         .merge(records::router())
         .merge(producers::router())
         .merge(groups::router())
         .merge(cluster::router())
+        .merge(security::router())
         .routes(utoipa_axum::routes!(openapi_json))
-        .split_for_parts()
+        .split_for_parts();
+    BearerAuth::document_refusals(&mut spec);
+    (router, spec)
 }
 
 /// This OpenAPI document, as JSON.
@@ -69,6 +131,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     get,
     path = "/openapi.json",
     tag = "cluster",
+    security(()),
     responses((status = 200, description = "The OpenAPI document of this API", body = Object))
 )]
 async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
@@ -122,6 +185,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(limit, request_deadline))
         .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::record))
         .layer(DefaultBodyLimit::max(state.config.max_request_bytes))
@@ -130,14 +194,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish.
+/// Serves the API on `listener` (with TLS when `gateway.tls` is set) until `shutdown`
+/// completes, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    match state.config.tls.clone() {
+        None => axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await,
+        Some(config) => {
+            let tls = crate::tls::Tls::load(&config).map_err(std::io::Error::other)?;
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            let app = app(state).into_make_service_with_connect_info::<crate::tls::Peer>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+    }
 }
 
 #[cfg(test)]

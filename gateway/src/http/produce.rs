@@ -3,17 +3,19 @@
 //! passes, and a topic is auto-created only then), [`dispatch`] one batch per partition
 //! to its leader, and [`assemble`] the answer in request order.
 
+use crate::auth::Caller;
 use crate::body::{self, InRecord};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 use crate::http::exactly_once::{self, ProducerHeaders, RequestShape};
 use crate::http::extract::{media_type, ApiPath, ApiQuery};
 use crate::http::params;
+use crate::quota::Kind;
 use crate::state::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use fjord_coordinator::{NewTopic, TopicConfig, TopicMetadata};
 use fjord_protocol::codec::ProducerExt;
@@ -198,6 +200,7 @@ impl ProduceMedia {
 )]
 pub async fn produce_to_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(topic): ApiPath<String>,
     ApiQuery(q): ApiQuery<ProduceParams>,
     headers: HeaderMap,
@@ -208,7 +211,7 @@ pub async fn produce_to_topic(
             "expected_offset needs the partition route, /v1/topics/{topic}/partitions/{partition}/records",
         ));
     }
-    produce(state, topic, None, q, None, headers, body?).await
+    produce(state, &caller, topic, None, q, None, headers, body?).await
 }
 
 /// Produce to one partition.
@@ -260,17 +263,20 @@ pub async fn produce_to_topic(
 )]
 pub async fn produce_to_partition(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((topic, partition)): ApiPath<(String, u32)>,
     ApiQuery(q): ApiQuery<PartitionProduceParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let (q, expected_offset) = q.split();
-    produce(state, topic, Some(partition), q, expected_offset, headers, body?).await
+    produce(state, &caller, topic, Some(partition), q, expected_offset, headers, body?).await
 }
 
+#[allow(clippy::too_many_arguments)] // the request's parts, each from its own extractor
 async fn produce(
     state: AppState,
+    caller: &Caller,
     topic: String,
     path_partition: Option<u32>,
     q: ProduceParams,
@@ -303,12 +309,14 @@ async fn produce(
     };
     let body_bytes = body.len();
     let records = parse(&q, media, body)?;
+    // Charged for what the request carries, before anything is written.
+    state.quotas.spend(caller.principal(), Kind::ProduceBytes, body_bytes as u64)?;
     fjord_coordinator::validate_topic_name(&topic)?;
     crate::http::topics::refuse_internal(&topic)?;
     if let Some(session) = &producer.session {
         exactly_once::check_registered(&state, session).await?;
     }
-    let (targets, count) = route(&state, &topic, &records, path_partition, producer.routing_seed()).await?;
+    let (targets, count) = route(&state, caller, &topic, &records, path_partition, producer.routing_seed()).await?;
     let now = fjord_protocol::now_ms();
     let ext = producer.ext(fingerprint, count, now);
     let batches = batches(&records, &targets, now, ext.as_ref())?;
@@ -358,6 +366,7 @@ fn parse(q: &ProduceParams, media: ProduceMedia, body: Bytes) -> ApiResult<Vec<I
 /// `seed` (an idempotency key's hash) so that a retry lands where its first attempt did.
 async fn route(
     state: &AppState,
+    caller: &Caller,
     topic: &str,
     records: &[InRecord],
     path_partition: Option<u32>,
@@ -375,6 +384,7 @@ async fn route(
             // actually created (another request may have created it differently).
             let count = state.config.default_partitions;
             route_records(topic, records, path_partition, count, &TopicConfig::default(), sticky_for(count))?;
+            caller.require_create_topic(&state.metadata(), topic)?;
             let meta = auto_create_topic(state, topic).await?;
             let count = meta.partitions.len() as u32;
             route_records(topic, records, path_partition, count, &meta.config, sticky_for(count)).map(|t| (t, count))

@@ -3,14 +3,16 @@
 //! requests carry them with a per-partition sequence ([`crate::http::exactly_once`]).
 //! Registering the name again bumps the epoch and fences the older instance.
 
+use crate::auth::Caller;
 use crate::error::{parse_json, ApiResult, ErrorBody};
 use crate::http::extract::require_json;
 use crate::state::AppState;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
+use fjord_protocol::auth::{Operation, ResourceType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -61,11 +63,14 @@ pub struct ProducerSession {
 )]
 pub async fn register_producer(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<ProducerSession>> {
     require_json(&headers)?;
     let req: RegisterProducer = parse_json(&body?)?;
+    fjord_coordinator::producers::check_producer_name(&req.name)?;
+    caller.require(&state.metadata(), ResourceType::Producer, &req.name, Operation::Produce)?;
     let p = state.coordinator.register_producer(&req.name).await?;
     tracing::info!(producer = %p.name, id = p.id, epoch = p.epoch, "registered a producer session");
     Ok(Json(ProducerSession { name: p.name, producer_id: p.id, producer_epoch: p.epoch }))

@@ -2,18 +2,21 @@
 //! handlers are in [`super::produce`] and share the partition route.
 
 use super::produce::{__path_produce_to_partition, __path_produce_to_topic, produce_to_partition, produce_to_topic};
+use crate::auth::Caller;
 use crate::body::{self, ConsumeResponse, Format};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::params;
 use crate::http::sse::{self, EventSource};
+use crate::quota::Kind;
 use crate::state::{unknown_partition, AppState};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
+use fjord_protocol::auth::{Operation, ResourceType};
 use fjord_protocol::{Batch, ErrorCode, FetchRequest, OffsetSpec, TopicPartition};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -84,6 +87,7 @@ pub struct ConsumeParams {
 )]
 pub async fn consume(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath((topic, partition)): ApiPath<(String, u32)>,
     ApiQuery(q): ApiQuery<ConsumeParams>,
     headers: HeaderMap,
@@ -106,6 +110,7 @@ pub async fn consume(
         })?),
     };
     let heartbeat = params::heartbeat(q.heartbeat_ms)?;
+    state.quotas.admit(caller.principal(), Kind::ConsumeBytes)?;
     let meta = state.topic(&topic)?;
     if partition as usize >= meta.partitions.len() {
         return Err(unknown_partition(&meta, partition));
@@ -128,7 +133,7 @@ pub async fn consume(
     let format = q.format.unwrap_or_default();
     if stream {
         let opts = StreamOptions { max_bytes: max_bytes as usize, format, heartbeat };
-        return partition_stream(state, tp, offset, opts).await;
+        return partition_stream(state, caller, tp, offset, opts).await;
     }
     let fetched = fetch_from(&state, &tp, offset, max_bytes as usize, wait).await?;
 
@@ -150,6 +155,7 @@ pub async fn consume(
         Some(())
     })?;
     state.metrics.gateway.consumed(&topic, n as usize, payload);
+    state.quotas.charge(caller.principal(), Kind::ConsumeBytes, payload as u64);
     out.extend_from_slice(
         format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes(),
     );
@@ -247,6 +253,9 @@ struct StreamOptions {
 /// heartbeat interval.
 struct PartitionSource {
     state: AppState,
+    /// Checked before each read: a revoked or expired token, or a consume right taken
+    /// away, ends the stream.
+    caller: Caller,
     tp: TopicPartition,
     topic_json: Vec<u8>,
     next: u64,
@@ -272,12 +281,20 @@ impl PartitionSource {
         })?;
         self.next = next;
         self.state.metrics.gateway.consumed(&self.tp.topic, events.len(), payload);
+        self.state.quotas.charge(self.caller.principal(), Kind::ConsumeBytes, payload as u64);
         Ok(events)
     }
 }
 
 impl EventSource for PartitionSource {
     async fn next_events(&mut self) -> ApiResult<Vec<Event>> {
+        let meta = self.state.metadata();
+        self.caller.still_valid(&meta)?;
+        self.caller.require(&meta, ResourceType::Topic, &self.tp.topic, Operation::Consume)?;
+        // Over the consume quota, a stream pauses rather than fails (Kafka's throttle).
+        if let Some(wait) = self.state.quotas.debt(self.caller.principal(), Kind::ConsumeBytes) {
+            tokio::time::sleep(wait).await;
+        }
         let r = fetch_from(&self.state, &self.tp, self.next, self.opts.max_bytes, self.opts.heartbeat).await?;
         self.render(r)
     }
@@ -287,6 +304,7 @@ impl EventSource for PartitionSource {
 /// starts, so that a bad offset is a plain 416.
 async fn partition_stream(
     state: AppState,
+    caller: Caller,
     tp: TopicPartition,
     offset: u64,
     opts: StreamOptions,
@@ -294,7 +312,7 @@ async fn partition_stream(
     let first = fetch_from(&state, &tp, offset, opts.max_bytes, Duration::ZERO).await?;
     let topic_json = serde_json::to_vec(&tp.topic).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let heartbeat = opts.heartbeat;
-    let mut source = PartitionSource { state, tp, topic_json, next: offset, opts };
+    let mut source = PartitionSource { state, caller, tp, topic_json, next: offset, opts };
     let first = source.render(first);
     Ok(sse::stream(source, first, heartbeat).into_response())
 }

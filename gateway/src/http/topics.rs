@@ -1,14 +1,16 @@
 //! Topic administration.
 
+use crate::auth::Caller;
 use crate::error::{parse_json, ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{require_json, ApiPath};
 use crate::state::{unknown_topic, AppState};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use fjord_coordinator::{NewTopic, TopicChange, TopicConfig, TopicMetadata};
+use fjord_protocol::auth::{Operation, ResourceType};
 use fjord_protocol::group::OFFSETS_TOPIC;
 use fjord_protocol::{ErrorCode, TopicPartition};
 use serde::{Deserialize, Serialize};
@@ -228,12 +230,13 @@ async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
         (status = "5XX", description = "Server error; retriable ones carry Retry-After", body = ErrorBody),
     )
 )]
-pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
+pub async fn list_topics(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Json<TopicList> {
     let meta = state.metadata();
     Json(TopicList {
         topics: meta
             .topics
             .values()
+            .filter(|t| caller.may(&meta, ResourceType::Topic, &t.name, Operation::Describe))
             .map(|t| TopicSummary {
                 name: t.name.clone(),
                 partitions: t.partitions.len() as u32,
@@ -259,12 +262,14 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
 )]
 pub async fn create_topic(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<TopicDescription>)> {
     require_json(&headers)?;
     let req: CreateTopic = parse_json(&body?)?;
     refuse_internal(&req.name)?;
+    caller.require_create_topic(&state.metadata(), &req.name)?;
     let config = TopicConfig::default().with_changes(&req.config.unwrap_or_default())?;
     let spec = NewTopic {
         name: req.name,

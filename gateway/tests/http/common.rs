@@ -26,6 +26,9 @@ use tower::ServiceExt;
 pub struct Harness {
     pub app: Router,
     pub node: Arc<StorageNode>,
+    pub coordinator: Arc<dyn Coordinator>,
+    /// Sent as the bearer token by every helper request (a harness with auth on).
+    pub token: Option<String>,
     /// The controller over the embedded store, as in `fjord standalone`.
     _controller: fjord_coordinator::controller::ControllerTask,
     // Dropped last: RocksDB lives in it.
@@ -156,9 +159,55 @@ impl Harness {
             Some(gate) => Arc::new(GatedNode { node: node.clone(), gate }),
             None => node.clone(),
         };
-        let state = AppState::new(coordinator, Arc::new(SingleNode { id: node.id(), api }), config);
+        let state = AppState::new(coordinator.clone(), Arc::new(SingleNode { id: node.id(), api }), config);
         state.register_collector(Box::new(node.metrics_collector()));
-        Self { app: fjord_gateway::app(state), node, _controller: controller, _dir: dir }
+        Self { app: fjord_gateway::app(state), node, coordinator, token: None, _controller: controller, _dir: dir }
+    }
+
+    /// A harness with authentication on; its helpers send the token of `admin`, a super
+    /// user with every scope (as a bootstrap token).
+    pub async fn secured() -> Self {
+        Self::secured_with(GatewayConfig::default()).await
+    }
+
+    /// [`secured`](Self::secured) over `config`.
+    pub async fn secured_with(mut config: GatewayConfig) -> Self {
+        config.auth.enabled = true;
+        let mut h = Self::with_config(config).await;
+        h.token = Some(h.mint("admin", fjord_protocol::auth::Scope::everything(), None, None).await);
+        h
+    }
+
+    /// Stores a new token straight in the metadata (as a bootstrap would) and returns it.
+    pub async fn mint(
+        &self,
+        principal: &str,
+        scopes: Vec<fjord_protocol::auth::Scope>,
+        expires_ms: Option<i64>,
+        issued_by: Option<String>,
+    ) -> String {
+        let t = fjord_gateway::auth::mint(principal, scopes, expires_ms, issued_by, String::new()).expect("mint");
+        self.coordinator.create_token(t.record).await.expect("store token");
+        t.token
+    }
+
+    /// A request with exactly this bearer token (or none), whatever the harness's own.
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(t) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.send(builder.body(body.into()).expect("valid request")).await
     }
 
     /// Stops the node's background tasks so RocksDB closes before its directory goes.
@@ -175,11 +224,7 @@ impl Harness {
     }
 
     pub async fn request(&self, method: Method, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Reply {
-        let mut builder = Request::builder().method(method).uri(uri);
-        if let Some(ct) = content_type {
-            builder = builder.header(header::CONTENT_TYPE, ct);
-        }
-        self.send(builder.body(body.into()).expect("valid request")).await
+        self.request_as(self.token.as_deref(), method, uri, content_type, body).await
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
@@ -189,6 +234,9 @@ impl Harness {
     /// A GET with extra request headers.
     pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
         let mut builder = Request::get(uri);
+        if let Some(t) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }

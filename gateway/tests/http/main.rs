@@ -6,6 +6,7 @@
 //! having changed nothing: no high watermark moved, no topic appeared (a rejected produce
 //! must not auto-create its topic), a group's description is the same afterwards.
 
+mod auth;
 mod cleanup;
 mod common;
 mod consume;
