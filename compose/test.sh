@@ -29,10 +29,12 @@ export COMPOSE_PROJECT_NAME="fjordtest$$$(printf '%04x' $((RANDOM % 65536)))"
 export COMPOSE_FILE="docker-compose.yml:test.yml"
 export FJORD_COMPOSE_BIND=127.0.0.1
 export FJORD_COMPOSE_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$FJORD_COMPOSE_PORT"
+base="https://127.0.0.1:$FJORD_COMPOSE_PORT"
 project="$COMPOSE_PROJECT_NAME"
 back_net="${project}_back"
 tmp="$(mktemp -d)"
+export FJORD_COMPOSE_TOKEN_FILE="$tmp/token"
+export FJORD_COMPOSE_CA_FILE="$tmp/ca.pem"
 t0=$SECONDS
 steps=0
 started=0
@@ -57,6 +59,8 @@ print(v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))' "$1"
 # no answer) and $body.
 req() {
   local args=(-sS -o "$tmp/body" -w '%{http_code}' --max-time "${REQ_MAX_TIME:-30}" -X "$1")
+  [ -n "${token:-}" ] && args+=(-H "authorization: Bearer $token")
+  args+=(--cacert "$FJORD_COMPOSE_CA_FILE")
   [ $# -ge 3 ] && args+=(-H 'content-type: application/json' --data-binary "$3")
   code="$(curl "${args[@]}" "$base$2" 2>"$tmp/curl.err")" || code=000
   body="$(cat "$tmp/body" 2>/dev/null || true)"
@@ -132,6 +136,12 @@ step "1. images and cluster: project $project, load balancer on $base, binary $F
 [ -x "$FJORD_BIN" ] || fail "no fjord binary at $FJORD_BIN (build it, or set FJORD_BIN)"
 started=1
 ./up.sh
+token=""
+req GET /v1/cluster
+expect_code 401 "GET /v1/cluster without a token"
+ok "the gateways refuse a call without a token (401)"
+token="$(cat "$FJORD_COMPOSE_TOKEN_FILE")"
+export FJORD_TOKEN="$token"
 req GET /v1/cluster
 say "GET /v1/cluster: $body"
 nodes="$(jpy 'sorted(n["id"] for n in d["nodes"])' <<<"$body")"
@@ -140,14 +150,14 @@ ok "3 storage nodes live, controller $(jpy 'd["controller"]' <<<"$body")"
 
 # --- 2. README session ------------------------------------------------------------------
 step "2. the README's curl session and an SSE stream, through the load balancer"
-python3 - "$here/../README.md" "127.0.0.1:$FJORD_COMPOSE_PORT" >"$tmp/session.sh" <<'PY'
+python3 - "$here/../README.md" "https://127.0.0.1:$FJORD_COMPOSE_PORT" >"$tmp/session.sh" <<'PY'
 import sys
 readme = open(sys.argv[1]).read()
 block = readme[readme.index("<!-- session:start -->"):readme.index("<!-- session:end -->")]
 body = block[block.index("```sh\n") + len("```sh\n"):block.rindex("```")]
 assert "localhost:8080" in body, "the session talks to localhost:8080"
 print("set -euo pipefail")
-print("curl() { command curl --fail-with-body --max-time 30 -w '\\n' \"$@\"; }")
+print("curl() { command curl --fail-with-body --max-time 30 -w '\\n' -H \"authorization: Bearer $FJORD_TOKEN\" --cacert \"$FJORD_COMPOSE_CA_FILE\" \"$@\"; }")
 print(body.replace("localhost:8080", sys.argv[2]))
 PY
 sed 's/^/    | /' "$tmp/session.sh" | grep -v '^    | $' | head -40
@@ -186,7 +196,7 @@ req POST /v1/topics '{"name": "events", "partitions": 1, "replication_factor": 3
 [ "$code" = 201 ] || fail "create events: HTTP $code $body"
 req POST '/v1/topics/events/records?acks=all' '{"records": [{"value": "first"}]}'
 expect_code 200 "produce to events"
-curl -sN --max-time 120 -H 'accept: text/event-stream' \
+curl -sN --max-time 120 -H 'accept: text/event-stream' -H "authorization: Bearer $token" --cacert "$FJORD_COMPOSE_CA_FILE" \
   "$base/v1/topics/events/partitions/0/records?offset=earliest" >"$tmp/sse.out" 2>/dev/null &
 sse_pid=$!
 sse_has() { grep -q "\"value\":\"$1\"" "$tmp/sse.out"; }
