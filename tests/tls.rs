@@ -75,6 +75,35 @@ impl Drop for Server {
     }
 }
 
+/// Two CAs with their certificates, and a server on the first, answering.
+struct Setup {
+    root: tempfile::TempDir,
+    one: PathBuf,
+    two: PathBuf,
+    ca1: String,
+    ca2: String,
+    server: Server,
+}
+
+impl Setup {
+    async fn up(reload_ms: u64) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (one, two) = (root.path().join("one"), root.path().join("two"));
+        certs(&one);
+        certs(&two);
+        let ca1 = one.join("ca.pem").display().to_string();
+        let ca2 = two.join("ca.pem").display().to_string();
+        let server = Server::start(root.path(), &one, &one, reload_ms);
+        let port = server.port;
+        wait_until("the server answers over TLS", Duration::from_secs(60), || {
+            let ca1 = ca1.clone();
+            async move { curl(port, "/healthz", &["--cacert", &ca1]).0 }
+        })
+        .await;
+        Self { root, one, two, ca1, ca2, server }
+    }
+}
+
 /// `curl` against the server: (exit status ok, stdout).
 fn curl(port: u16, path: &str, extra: &[&str]) -> (bool, String) {
     let out = Command::new("curl")
@@ -94,19 +123,8 @@ fn curl(port: u16, path: &str, extra: &[&str]) -> (bool, String) {
 /// SIGHUP: new connections get the new certificate, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_alpn_client_certificates_and_reload_on_sighup() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let (one, two) = (root.path().join("one"), root.path().join("two"));
-    certs(&one);
-    certs(&two);
-    let ca1 = one.join("ca.pem").display().to_string();
-    let ca2 = two.join("ca.pem").display().to_string();
-    let s = Server::start(root.path(), &one, &one, 3_600_000);
+    let Setup { root: _root, one, two, ca1, ca2, server: s } = Setup::up(3_600_000).await;
     let port = s.port;
-    wait_until("the server answers over TLS", Duration::from_secs(60), || {
-        let ca1 = ca1.clone();
-        async move { curl(port, "/healthz", &["--cacert", &ca1]).0 }
-    })
-    .await;
 
     let (ok, version) = curl(port, "/healthz", &["--cacert", &ca1, "-o", "/dev/null", "-w", "%{http_version}"]);
     assert!(ok && version == "2", "ALPN h2: {version}");
@@ -159,19 +177,8 @@ async fn https_with_alpn_client_certificates_and_reload_on_sighup() {
 /// that does not match) is refused and the previous certificate kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_reload_when_the_files_change_and_bad_ones_are_refused() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let (one, two) = (root.path().join("one"), root.path().join("two"));
-    certs(&one);
-    certs(&two);
-    let ca1 = one.join("ca.pem").display().to_string();
-    let ca2 = two.join("ca.pem").display().to_string();
-    let s = Server::start(root.path(), &one, &one, 200);
+    let Setup { root: _root, one: _, two, ca1, ca2, server: s } = Setup::up(200).await;
     let port = s.port;
-    wait_until("the server answers over TLS", Duration::from_secs(60), || {
-        let ca1 = ca1.clone();
-        async move { curl(port, "/healthz", &["--cacert", &ca1]).0 }
-    })
-    .await;
     // A certificate with the wrong key: refused, the old one stays.
     std::fs::copy(two.join("localhost.pem"), s.data.join("localhost.pem")).expect("copy");
     let log = s.log.clone();

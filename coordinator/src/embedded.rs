@@ -40,7 +40,7 @@ struct Persisted {
     producers: BTreeMap<u64, ProducerInfo>,
     /// Tokens and ACLs; absent in files written before security existed.
     #[serde(default)]
-    tokens: BTreeMap<String, TokenRecord>,
+    tokens: BTreeMap<String, Arc<TokenRecord>>,
     #[serde(default)]
     acls: BTreeSet<AclBinding>,
 }
@@ -237,7 +237,7 @@ impl Coordinator for EmbeddedCoordinator {
             if m.tokens.contains_key(&token.id) {
                 return Err(crate::api::token_exists(&token.id));
             }
-            m.tokens.insert(token.id.clone(), token);
+            m.tokens.insert(token.id.clone(), Arc::new(token));
             Ok(())
         })
         .await

@@ -81,9 +81,10 @@ pub struct ClusterMetadata {
     /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
     #[serde(default)]
     pub producers: BTreeMap<u64, ProducerInfo>,
-    /// Bearer tokens by id (hashes only, never a secret).
+    /// Bearer tokens by id (hashes only, never a secret); shared, so a request's caller
+    /// holds its record without copying it.
     #[serde(default)]
-    pub tokens: BTreeMap<String, TokenRecord>,
+    pub tokens: BTreeMap<String, std::sync::Arc<TokenRecord>>,
     /// Every ACL binding of the cluster.
     #[serde(default)]
     pub acls: BTreeSet<AclBinding>,

@@ -188,7 +188,7 @@ async fn tokens_and_acls_are_stored_shared_and_kept_across_restarts(mut f: Fixtu
         m.tokens.len() == 2 && m.acls.len() == 2
     })
     .await;
-    assert_eq!(m.tokens["00aa"], a, "stored whole, and not overwritten by the refused create");
+    assert_eq!(*m.tokens["00aa"], a, "stored whole, and not overwritten by the refused create");
     assert!(m.acls.contains(&deny) && !m.acls_unreadable);
     assert!(peer.delete_token("00bb").await.expect("delete"));
     assert!(!peer.delete_token("00bb").await.expect("again"), "gone already");
@@ -200,7 +200,7 @@ async fn tokens_and_acls_are_stored_shared_and_kept_across_restarts(mut f: Fixtu
     f.restart().await;
     let mut rx = f.main.metadata();
     let m = eventually(&mut rx, "tokens and ACLs after a restart", |m| m.tokens.len() == 1 && m.acls.len() == 1).await;
-    assert_eq!(m.tokens["00aa"], a);
+    assert_eq!(*m.tokens["00aa"], a);
     assert!(m.acls.contains(&allow));
 }
 

@@ -27,7 +27,7 @@ enum Identity {
     /// Authentication is off: everything is allowed.
     Anyone,
     Token {
-        record: TokenRecord,
+        record: Arc<TokenRecord>,
         super_user: bool,
     },
     /// A verified TLS client certificate: its subject's common name, every scope (the
@@ -54,6 +54,19 @@ fn hex(bytes: &[u8]) -> String {
 
 fn sha256_hex(secret: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())
+}
+
+/// Whether `secret`'s SHA-256, in lower-case hex, is `stored_hex` (no allocation: this
+/// runs on every request).
+fn digest_matches(secret: &str, stored_hex: &str) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut hex = [0u8; 64];
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(b >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    constant_time_eq(&hex, stored_hex.as_bytes())
 }
 
 fn random_hex(bytes: usize) -> ApiResult<String> {
@@ -130,7 +143,7 @@ fn chain_valid(meta: &ClusterMetadata, record: &TokenRecord, now: i64) -> Result
         match &at.issued_by {
             None => return Ok(()),
             Some(parent) => match meta.tokens.get(parent) {
-                Some(p) => at = p,
+                Some(p) => at = p.as_ref(),
                 None => return Err("the token that issued this one was revoked"),
             },
         }
@@ -155,8 +168,7 @@ impl Caller {
             .trim();
         let (id, secret) = split(token).ok_or_else(|| refused("the bearer token is not a Fjord token"))?;
         let record = meta.tokens.get(id).ok_or_else(|| refused("unknown or revoked token"))?;
-        let given = sha256_hex(secret);
-        if !constant_time_eq(given.as_bytes(), record.secret_sha256.as_bytes()) {
+        if !digest_matches(secret, &record.secret_sha256) {
             return Err(refused("unknown or revoked token"));
         }
         chain_valid(meta, record, fjord_protocol::now_ms()).map_err(refused)?;
@@ -353,7 +365,7 @@ mod tests {
             mint("alice", Scope::everything(), None, Some(parent.record.id.clone()), String::new()).expect("mint");
         let expired = mint("bob", Scope::everything(), Some(1), None, String::new()).expect("mint");
         for t in [&parent, &child, &expired] {
-            meta.tokens.insert(t.record.id.clone(), t.record.clone());
+            meta.tokens.insert(t.record.id.clone(), Arc::new(t.record.clone()));
         }
         let c = config();
         let who = Caller::authenticate(&c, &meta, Some(&bearer(&child.token))).expect("valid");
@@ -400,7 +412,7 @@ mod tests {
         let alice = mint("alice", narrow.clone(), None, None, String::new()).expect("mint");
         let root = mint("root", narrow, None, None, String::new()).expect("mint");
         for t in [&alice, &root] {
-            meta.tokens.insert(t.record.id.clone(), t.record.clone());
+            meta.tokens.insert(t.record.id.clone(), Arc::new(t.record.clone()));
         }
         let c = config();
         let a = Caller::authenticate(&c, &meta, Some(&bearer(&alice.token))).expect("alice");

@@ -139,6 +139,7 @@ impl Quotas {
 
 fn exceeded(principal: &str, kind: Kind, rate: u64, wait: Duration) -> ApiError {
     let retry_after_ms = (wait.as_millis() as u64).max(1);
+    tracing::info!(target: "audit", principal, quota = kind.what(), rate, retry_after_ms, decision = "quota_exceeded");
     ApiError(
         FjordError::new(
             ErrorCode::QuotaExceeded,

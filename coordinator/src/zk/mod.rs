@@ -36,7 +36,7 @@ use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
-use paths::{acl_key, check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
+use paths::{check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
 use session::{zk_error, Event, Session, SessionState};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -663,9 +663,7 @@ impl Coordinator for ZkCoordinator {
         let inner = &self.inner;
         let s = inner.session();
         for acl in &acls {
-            let key = acl_key(acl);
-            check_segment("ACL binding", &key)?;
-            let path = inner.paths.acl(&key);
+            let path = inner.paths.acl(acl)?;
             match s.create(&path, encode(&path, acl)?, false).await {
                 Ok(_) | Err(ZkError::NodeExists) => {}
                 Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
@@ -679,9 +677,7 @@ impl Coordinator for ZkCoordinator {
         let inner = &self.inner;
         let s = inner.session();
         for acl in &acls {
-            let key = acl_key(acl);
-            check_segment("ACL binding", &key)?;
-            let path = inner.paths.acl(&key);
+            let path = inner.paths.acl(acl)?;
             match s.delete(&path).await {
                 Ok(()) | Err(ZkError::NoNode) => {}
                 Err(e) => return Err(zk_error(&format!("deleting {path}"), e)),

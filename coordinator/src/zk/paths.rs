@@ -143,9 +143,12 @@ impl ZkPaths {
         self.under("/security/acls")
     }
 
-    /// `/security/acls/{key}`: one ACL binding, named by [`acl_key`].
-    pub fn acl(&self, key: &str) -> String {
-        format!("{}/security/acls/{key}", self.root)
+    /// `/security/acls/{key}`: one ACL binding, named by [`acl_key`] (refused if the
+    /// key cannot be a path segment).
+    pub fn acl(&self, acl: &fjord_protocol::auth::AclBinding) -> Result<String> {
+        let key = acl_key(acl);
+        check_segment("ACL binding", &key)?;
+        Ok(format!("{}/security/acls/{key}", self.root))
     }
 
     pub fn gateways(&self) -> String {

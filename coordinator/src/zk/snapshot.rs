@@ -62,7 +62,7 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
     let mut tokens = BTreeMap::new();
     for (name, bytes) in read_children(s, &paths.tokens()).await? {
         if let Some(t) = ok_or_log(decode::<TokenRecord>(&format!("{}/{name}", paths.tokens()), &bytes)) {
-            tokens.insert(t.id.clone(), t);
+            tokens.insert(t.id.clone(), std::sync::Arc::new(t));
         }
     }
     let (mut acls, mut acls_unreadable) = (BTreeSet::new(), false);

@@ -61,6 +61,22 @@ pub fn rule(method: &Method, template: &str) -> Option<Rule> {
     })
 }
 
+/// Every (method, route template) of an OpenAPI document, in its order.
+pub fn documented_operations(spec: &utoipa::openapi::OpenApi) -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for (path, item) in spec.paths.paths.iter() {
+        let ops = [
+            (Method::GET, item.get.is_some()),
+            (Method::POST, item.post.is_some()),
+            (Method::PUT, item.put.is_some()),
+            (Method::PATCH, item.patch.is_some()),
+            (Method::DELETE, item.delete.is_some()),
+        ];
+        out.extend(ops.into_iter().filter(|(_, present)| *present).map(|(m, _)| (m, path.clone())));
+    }
+    out
+}
+
 /// Authenticates the caller and applies the route's [`Rule`]; leaves the [`Caller`] in
 /// the request's extensions. With authentication off every caller is [`Caller::anyone`].
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -75,8 +91,8 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
-    let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let Some(rule) = template.as_deref().and_then(|t| rule(req.method(), t)) else {
+    let template = req.extensions().get::<MatchedPath>().cloned();
+    let Some(rule) = template.as_ref().and_then(|t| rule(req.method(), t.as_str())) else {
         // Not a route of the API: the router answers 404 or 405, touching nothing.
         return next.run(req).await;
     };
@@ -97,7 +113,7 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
     let caller = match authenticated {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(target: "audit", route = template.as_deref().unwrap_or(""), method = %req.method(),
+            tracing::info!(target: "audit", route = template.as_ref().map_or("", |t| t.as_str()), method = %req.method(),
                 decision = "unauthenticated", reason = %e.0.message);
             return e.into_response();
         }
@@ -133,24 +149,11 @@ mod tests {
     /// readiness and the document itself are public.
     #[test]
     fn every_documented_route_has_a_rule() {
-        let spec = crate::http::openapi();
         let mut public = Vec::new();
-        for (path, item) in spec.paths.paths.iter() {
-            let ops = [
-                (Method::GET, item.get.is_some()),
-                (Method::POST, item.post.is_some()),
-                (Method::PUT, item.put.is_some()),
-                (Method::PATCH, item.patch.is_some()),
-                (Method::DELETE, item.delete.is_some()),
-            ];
-            for (method, present) in ops {
-                if !present {
-                    continue;
-                }
-                let r = rule(&method, path).unwrap_or_else(|| panic!("no authorization rule for {method} {path}"));
-                if r == Rule::Public {
-                    public.push(path.clone());
-                }
+        for (method, path) in documented_operations(&crate::http::openapi()) {
+            let r = rule(&method, &path).unwrap_or_else(|| panic!("no authorization rule for {method} {path}"));
+            if r == Rule::Public {
+                public.push(path);
             }
         }
         public.sort();

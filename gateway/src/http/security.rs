@@ -238,7 +238,7 @@ pub async fn list_tokens(State(state): State<AppState>, Extension(caller): Exten
             .tokens
             .values()
             .filter(|t| all || t.principal == caller.principal())
-            .map(TokenInfo::from)
+            .map(|t| TokenInfo::from(t.as_ref()))
             .collect(),
     })
 }
