@@ -319,16 +319,29 @@ pub async fn bootstrap(
 }
 
 /// Creates `path` (which must not exist) readable by its owner only, holding `secret`.
+/// The file appears whole or not at all — written under a temporary name, then
+/// hard-linked into place, which fails with `AlreadyExists` if another process got there
+/// first — so a process sharing the path never reads it half-written.
 pub fn write_new_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(path)?;
-    f.write_all(secret.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
+    let suffix = random_hex(8).map_err(|e| std::io::Error::other(e.0.message))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{suffix}.tmp",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 /// A new random secret (64 hex characters), for a cluster secret file.
@@ -427,6 +440,25 @@ mod tests {
         let e = a.require(&meta, ResourceType::Topic, "orders", Operation::Describe).expect_err("denied");
         assert_eq!(e.code(), ErrorCode::Forbidden);
         assert!(Caller::anyone().may(&meta, ResourceType::Cluster, CLUSTER_NAME, Operation::Admin));
+    }
+
+    /// A secret file is created whole and only once: a second writer gets
+    /// `AlreadyExists` and the first one's content stays; no temporary file is left.
+    #[test]
+    fn secret_files_appear_whole_and_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bootstrap-token");
+        write_new_secret_file(&path, "first").expect("first");
+        let e = write_new_secret_file(&path, "second").expect_err("second");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "first\n");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "a temporary file was left");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
     }
 
     #[test]
