@@ -54,6 +54,8 @@ struct Bucket {
 #[derive(Debug)]
 pub struct Quotas {
     config: QuotaConfig,
+    /// Whether any rate is set (read once: the hot path asks on every request).
+    enabled: bool,
     buckets: Mutex<HashMap<(String, Kind), Bucket>>,
 }
 
@@ -63,15 +65,18 @@ const MAX_BUCKETS: usize = 100_000;
 
 impl Quotas {
     pub fn new(config: QuotaConfig) -> Self {
-        Self { config, buckets: Mutex::new(HashMap::new()) }
+        Self { enabled: config.is_set(), config, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Whether any quota is configured at all (the hot path skips everything if not).
     pub fn enabled(&self) -> bool {
-        self.config.is_set()
+        self.enabled
     }
 
     fn rate(&self, principal: &str, kind: Kind) -> u64 {
+        if !self.enabled() {
+            return 0;
+        }
         let limits = self.config.limits(principal);
         kind.rate(&limits)
     }

@@ -458,8 +458,7 @@ async fn poll_once(
     };
     // Reading needs consume on every topic the member owns partitions of. Refused before
     // anything is read; the member's positions stay where they were.
-    let mut topics: Vec<&str> = plan.positions.iter().map(|(tp, _)| tp.topic.as_str()).collect();
-    topics.dedup();
+    let topics: std::collections::BTreeSet<&str> = plan.positions.iter().map(|(tp, _)| tp.topic.as_str()).collect();
     for t in topics {
         caller.require(&meta, ResourceType::Topic, t, Operation::Consume)?;
     }
@@ -812,6 +811,10 @@ pub async fn group_offsets(
             row(&mut rows, tp).member_id = Some(m.member_id.clone());
         }
     }
+    // As Kafka's OffsetFetch: only the topics the caller may describe (and no leader is
+    // asked about the others).
+    let meta = state.metadata();
+    rows.retain(|tp, _| caller.may(&meta, ResourceType::Topic, &tp.topic, Operation::Describe));
     let deadline = Instant::now() + Duration::from_secs(2);
     let statuses = futures::future::join_all(rows.keys().map(|tp| {
         let state = state.clone();
@@ -837,12 +840,6 @@ pub async fn group_offsets(
             }
             r
         })
-        .collect();
-    // As Kafka's OffsetFetch: only the topics the caller may describe.
-    let meta = state.metadata();
-    let offsets = offsets
-        .into_iter()
-        .filter(|r: &GroupPartitionOffset| caller.may(&meta, ResourceType::Topic, &r.topic, Operation::Describe))
         .collect();
     Ok(Json(GroupOffsets { group, offsets }))
 }

@@ -116,10 +116,6 @@ pub struct CreatedToken {
     pub info: TokenInfo,
 }
 
-fn bad_scope(why: String) -> ApiError {
-    ApiError::bad_request(why)
-}
-
 /// A pattern's name follows the resource's name rule (or is `*`, literal only).
 fn check_pattern(p: &ResourcePattern) -> ApiResult<()> {
     let ok = match p.resource_type {
@@ -129,7 +125,7 @@ fn check_pattern(p: &ResourcePattern) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(bad_scope(format!(
+        Err(ApiError::bad_request(format!(
             "{} pattern name `{}` is invalid: a name of 1 to 249 characters from [a-zA-Z0-9._-], `*` (literal), \
              or `cluster` for the cluster",
             p.resource_type, p.name
@@ -185,7 +181,7 @@ pub async fn create_token(
     for s in &scopes {
         check_pattern(&s.resource)?;
         if s.operations.is_empty() {
-            return Err(bad_scope(format!(
+            return Err(ApiError::bad_request(format!(
                 "the scope on {} `{}` has no operations",
                 s.resource.resource_type, s.resource.name
             )));
