@@ -115,6 +115,9 @@ enum Command {
     Group(fjord::client::group::GroupArgs),
     /// The cluster: id, controller, live storage nodes.
     Cluster(fjord::client::cluster::ClusterArgs),
+    /// Run a stream-processing pipeline (a JSON definition) as one processor instance;
+    /// instances of the same pipeline share its work.
+    Processor(fjord::client::processor::ProcessorArgs),
     /// Bearer tokens: whoami, create, list, revoke.
     Token(fjord::client::security::TokenArgs),
     /// ACL bindings (Kafka's model): list, add, remove.
@@ -227,6 +230,10 @@ fn main() -> ExitCode {
         Command::Consume(args) => fjord::client::run(fjord::client::consume::run(args)),
         Command::Group(args) => fjord::client::run(fjord::client::group::run(args)),
         Command::Cluster(args) => fjord::client::run(fjord::client::cluster::run(args)),
+        Command::Processor(args) => {
+            init_tracing();
+            fjord::client::run(fjord::client::processor::run(args, shutdown_signal()))
+        }
         Command::Token(args) => fjord::client::run(fjord::client::security::token(args)),
         Command::Acl(args) => fjord::client::run(fjord::client::security::acl(args)),
         Command::Certs(args) => match fjord::certs::run(args) {

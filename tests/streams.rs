@@ -1,0 +1,304 @@
+//! Stream processing against a real `fjord standalone`: pipelines built with the Rust
+//! DSL run in this process ([`Processor`]), pipelines defined as JSON run as real
+//! `fjord processor` processes, and the results are compared with references computed
+//! here from the same input.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{create_topic, produce, wait_until, Standalone};
+use fjord_client::{Client, NewTopic, Record, Start};
+use fjord_streams::{Processor, ProcessorConfig, Topology, WindowSpec};
+use serde_json::{json, Value};
+
+fn order(region: &str, amount: u64, ts: i64) -> Record {
+    Record { value: Some(json!({"region": region, "amount": amount})), timestamp: Some(ts), ..Record::default() }
+}
+
+/// Every record of every partition of `topic`.
+async fn read_topic(api: &Client, topic: &str) -> Vec<fjord_client::ConsumedRecord> {
+    let d = api.describe_topic(topic).await.expect("describe");
+    let mut out = Vec::new();
+    for p in 0..d.partitions.len() as u32 {
+        out.extend(api.read_to_end(topic, p, Start::Earliest).await.expect("read"));
+    }
+    out
+}
+
+/// `(key, window_start) → values in output order`.
+fn updates(records: &[fjord_client::ConsumedRecord]) -> BTreeMap<(String, i64), Vec<Value>> {
+    let mut out: BTreeMap<(String, i64), Vec<Value>> = BTreeMap::new();
+    for r in records {
+        let v = r.value.clone().unwrap_or(Value::Null);
+        let k = (v["key"].as_str().unwrap_or_default().to_owned(), v["window_start"].as_i64().unwrap_or(0));
+        out.entry(k).or_default().push(v["value"].clone());
+    }
+    out
+}
+
+fn spawn_processor(api_base: &str, def: &Path, instance: &str, log: &Path) -> Child {
+    let out = std::fs::File::create(log).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["processor", "--url", api_base, "--pipeline"])
+        .arg(def)
+        .args(["--instance", instance, "--session-timeout-ms", "3000"])
+        .env("RUST_LOG", "info,fjord_streams=debug")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn fjord processor")
+}
+
+/// A windowed count per region through a repartition, with out-of-order records within
+/// the grace period and late ones beyond it, equals the reference computed here: each
+/// window's updates are exactly 1, 2, …, n (none twice, none skipped), late records are
+/// dropped and counted; and the repartition keeps each key's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_counts_through_a_repartition_equal_the_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    let api = server.api();
+    // One partition, so the order records reach the windows is the order written.
+    create_topic(&api, "orders", 1).await;
+    create_topic(&api, "counts", 2).await;
+    let mut records = Vec::new();
+    let mut t = 1_000_000i64;
+    let regions = ["eu", "us", "apac"];
+    for i in 0..600u64 {
+        t += 37;
+        // Every 7th record 1.5 s back (within the 2 s grace); every 50th 30 s back (late).
+        let ts = if i % 50 == 49 {
+            t - 30_000
+        } else if i % 7 == 0 {
+            t - 1_500
+        } else {
+            t
+        };
+        records.push(order(regions[(i % 3) as usize], i, ts));
+    }
+    for chunk in records.chunks(100) {
+        produce(&api, "orders", chunk.to_vec()).await;
+    }
+    let topology = Topology::source(["orders"])
+        .key_by(|r| fjord_streams::record::as_key(r.value.get("region")))
+        .window(WindowSpec::tumbling(5_000).grace(2_000))
+        .count()
+        .sink("counts")
+        .expect("valid");
+    let processor = Processor::new(api.clone(), topology, ProcessorConfig::new("region-counts")).expect("processor");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        let r = processor.run(async { stopped.await.ok().unwrap_or(()) }).await;
+        (r, processor.status())
+    });
+    // Reference: stream time over the input order; a record is late when its window's
+    // end + grace is at or before it.
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    let mut late = 0;
+    let mut st = i64::MIN;
+    for r in &records {
+        let ts = r.timestamp.unwrap_or(0);
+        st = st.max(ts);
+        let start = ts.div_euclid(5_000) * 5_000;
+        if start + 5_000 + 2_000 <= st {
+            late += 1;
+            continue;
+        }
+        let region = r.value.as_ref().and_then(|v| v["region"].as_str()).unwrap_or_default().to_owned();
+        *expected.entry((region, start)).or_default() += 1;
+    }
+    assert!(late >= 10, "{late}");
+    let total: u64 = expected.values().sum();
+    wait_until("every taken record is counted", Duration::from_secs(60), || async {
+        read_topic(&api, "counts").await.len() as u64 >= total
+    })
+    .await;
+    let out = read_topic(&api, "counts").await;
+    assert_eq!(out.len() as u64, total, "one update per record taken");
+    for (k, values) in updates(&out) {
+        let n = expected.get(&k).copied().unwrap_or(0);
+        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
+        assert_eq!(values, want, "window {k:?}");
+    }
+    assert_eq!(updates(&out).len(), expected.len());
+    // The repartition topic kept each region's order of the source.
+    let moved = read_topic(&api, "region-counts-repartition-1").await;
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &moved {
+        let v = r.value.clone().unwrap_or(Value::Null);
+        seen.entry(r.key.clone().unwrap_or_default()).or_default().push(v["amount"].as_u64().unwrap_or(0));
+    }
+    for (region, amounts) in &seen {
+        assert!(amounts.windows(2).all(|w| w[0] < w[1]), "{region}: order kept");
+    }
+    assert_eq!(seen.values().map(Vec::len).sum::<usize>(), records.len());
+    let _ = stop.send(());
+    let (result, status) = run.await.expect("join");
+    result.expect("the processor ran cleanly");
+    let counted_late: u64 = status.tasks.iter().map(|t| t.late_records).sum();
+    assert_eq!(counted_late, late, "late records counted: {status:?}");
+}
+
+/// A stream–table join against a compacted topic: payments enriched with the customer
+/// row of their key, including a row updated while the pipeline runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_are_enriched_from_a_compacted_customers_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    let api = server.api();
+    let mut customers = NewTopic::new("customers", 2);
+    customers.config.insert("cleanup.policy".into(), json!("compact"));
+    api.create_topic(&customers).await.expect("customers");
+    create_topic(&api, "payments", 2).await;
+    create_topic(&api, "enriched", 1).await;
+    produce(
+        &api,
+        "customers",
+        vec![Record::keyed("c1", json!({"name": "Ada"})), Record::keyed("c2", json!({"name": "Bo"}))],
+    )
+    .await;
+    let topology = Topology::source(["payments"])
+        .join_table("customers", |p, c| json!({"amount": p.value["amount"], "name": c.map(|c| c["name"].clone())}))
+        .sink("enriched")
+        .expect("valid");
+    let processor = Processor::new(api.clone(), topology, ProcessorConfig::new("enrich")).expect("processor");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move { processor.run(async { stopped.await.ok().unwrap_or(()) }).await });
+    produce(
+        &api,
+        "payments",
+        vec![
+            Record::keyed("c1", json!({"amount": 10})),
+            Record::keyed("c2", json!({"amount": 20})),
+            Record::keyed("c3", json!({"amount": 30})),
+        ],
+    )
+    .await;
+    wait_until("two enriched payments", Duration::from_secs(30), || async {
+        read_topic(&api, "enriched").await.len() >= 2
+    })
+    .await;
+    // A table update is seen by later records.
+    produce(&api, "customers", vec![Record::keyed("c3", json!({"name": "Cy"}))]).await;
+    wait_until("the new row is in the table", Duration::from_secs(30), || async {
+        produce(&api, "payments", vec![Record::keyed("c3", json!({"amount": 31}))]).await;
+        read_topic(&api, "enriched").await.iter().any(|r| r.value.as_ref().is_some_and(|v| v["name"] == "Cy"))
+    })
+    .await;
+    let out: BTreeSet<String> =
+        read_topic(&api, "enriched").await.iter().filter_map(|r| r.value.as_ref().map(|v| v.to_string())).collect();
+    assert!(out.contains(&json!({"amount": 10, "name": "Ada"}).to_string()), "{out:?}");
+    assert!(out.contains(&json!({"amount": 20, "name": "Bo"}).to_string()), "{out:?}");
+    assert!(!out.iter().any(|v| v.contains("\"amount\":30")), "c3 had no row when its first payment came: {out:?}");
+    let _ = stop.send(());
+    run.await.expect("join").expect("the processor ran cleanly");
+}
+
+/// Two `fjord processor` instances share a pipeline (JSON definition, jq expressions);
+/// one is killed with SIGKILL mid-stream, possibly between a batch's writes and its
+/// commit. Its tasks move to the other, which restores their state from the changelog
+/// and redoes the begun batches: every window's updates are still exactly 1, 2, …, n —
+/// no record counted twice, none missed, no output written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    let api = server.api();
+    create_topic(&api, "orders", 4).await;
+    create_topic(&api, "counts", 2).await;
+    let def = json!({
+        "name": "per-region",
+        "source": ["orders"],
+        "steps": [
+            {"filter": ".amount >= 0"},
+            {"key_by": ".region"},
+            {"aggregate": {"op": "count", "window": {"tumbling": {"size_ms": 60000}}, "grace_ms": 3600000}}
+        ],
+        "sink": "counts"
+    });
+    let def_path = dir.path().join("pipeline.json");
+    std::fs::write(&def_path, def.to_string()).expect("write");
+    let a = spawn_processor(&server.base, &def_path, "a", &dir.path().join("a.log"));
+    let b = spawn_processor(&server.base, &def_path, "b", &dir.path().join("b.log"));
+    // The input: 12 regions, times rising by 250 ms; written in rounds of 50 by a
+    // producer that keeps going while the instance is killed.
+    let regions: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    let all: Vec<Record> =
+        (0..6_000u64).map(|i| order(&regions[(i * 7 % 12) as usize], i, 1_000_000 + (i as i64) * 250)).collect();
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for r in &all {
+        let v = r.value.as_ref().expect("value");
+        let ts = r.timestamp.unwrap_or(0);
+        *expected
+            .entry((v["region"].as_str().unwrap_or_default().to_owned(), ts.div_euclid(60_000) * 60_000))
+            .or_default() += 1;
+    }
+    let producer = {
+        let api = api.clone();
+        let all = all.clone();
+        tokio::spawn(async move {
+            for chunk in all.chunks(50) {
+                produce(&api, "orders", chunk.to_vec()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let logs = || {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                text += &format!("--- {}\n{}\n", path.display(), std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        text
+    };
+    // Four kills, alternating between the instances, each restarted after: every kill
+    // may land between a batch's changelog write and its commit.
+    let mut procs = [("a", a), ("b", b)];
+    let mut kills = 0;
+    let mut threshold = 400;
+    while kills < 4 {
+        wait_until("the pipeline moves on", Duration::from_secs(60), || async {
+            read_topic(&api, "counts").await.len() > threshold
+        })
+        .await;
+        let (name, child) = &mut procs[kills % 2];
+        let log = dir.path().join(format!("{name}.log"));
+        wait_until(&format!("{name} has tasks"), Duration::from_secs(30), || async {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("task started")
+        })
+        .await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        let _ = std::fs::rename(&log, dir.path().join(format!("{name}.{kills}.log")));
+        *child = spawn_processor(&server.base, &def_path, name, &log);
+        kills += 1;
+        threshold += 500;
+    }
+    producer.await.expect("producer");
+    let total: u64 = expected.values().sum();
+    wait_until("every record counted", Duration::from_secs(90), || async {
+        read_topic(&api, "counts").await.len() as u64 >= total
+    })
+    .await;
+    // Give a straggler a moment to show: nothing more may arrive beyond the total.
+    let settled = read_topic(&api, "counts").await;
+    assert_eq!(settled.len() as u64, total, "one update per record; logs:\n{}", logs());
+    for (k, values) in updates(&settled) {
+        let n = expected.get(&k).copied().unwrap_or(0);
+        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
+        assert_eq!(values, want, "window {k:?}; logs:\n{}", logs());
+    }
+    let all_logs = logs();
+    eprintln!("batches redone after a kill: {}", all_logs.matches("redo=true").count());
+    for (_, child) in &mut procs {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
