@@ -302,3 +302,71 @@ async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
         let _ = child.wait();
     }
 }
+
+/// The text between `<!-- {name}:start -->` and `<!-- {name}:end -->` in the README,
+/// inside its code fence.
+fn readme_block(readme: &str, name: &str) -> String {
+    let start = readme.find(&format!("<!-- {name}:start -->")).unwrap_or_else(|| panic!("{name} start marker"));
+    let end = readme.find(&format!("<!-- {name}:end -->")).unwrap_or_else(|| panic!("{name} end marker"));
+    let block = &readme[start..end];
+    let body_start = block.find("```").and_then(|i| block[i..].find('\n').map(|j| i + j + 1)).expect("fence");
+    let body_end = block.rfind("```").expect("closing fence");
+    block[body_start..body_end].to_owned()
+}
+
+/// Runs `script` with bash against `server`: curl answers end with a newline, `fjord`
+/// is the binary under test and talks to the server.
+async fn run_script(server: &Standalone, script: &str) -> String {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fjord")).parent().expect("bin dir").to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let script = format!(
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body -w '\\n' \"$@\"; }}\n{}",
+        script.replace("localhost:8080", &format!("127.0.0.1:{}", server.port))
+    );
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .env("FJORD_URL", &server.base)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the script finished").expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "script failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The README's two pipeline examples, run verbatim after its curl session against a
+/// fresh `fjord standalone` (which runs the pipelines itself): each prints exactly what
+/// the README says it prints. Then `fjord pipeline delete` removes a pipeline with its
+/// group and internal topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_pipeline_examples_work_as_printed() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    run_script(&server, &readme_block(&readme, "session")).await;
+    for (example, output) in [("pipelines", "pipelines-output"), ("join", "join-output")] {
+        let printed = readme_block(&readme, output);
+        let want: Vec<&str> = printed.lines().collect();
+        let got = run_script(&server, &readme_block(&readme, example)).await;
+        let lines: Vec<&str> = got.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(want.len())..];
+        assert_eq!(tail, want.as_slice(), "{example} prints what the README says; all it printed:\n{got}");
+    }
+    let api = server.api();
+    let d = api.describe_pipeline("orders-per-region").await.expect("describe");
+    assert_eq!(d["state"], "running", "{d}");
+    let lag: u64 = d["inputs"].as_array().into_iter().flatten().filter_map(|i| i["lag"].as_u64()).sum();
+    assert_eq!(lag, 0, "{d}");
+    run_script(&server, "fjord pipeline delete orders-per-region").await;
+    let topics: Vec<String> = api.list_topics().await.expect("topics").into_iter().map(|t| t.name).collect();
+    assert!(!topics.iter().any(|t| t.starts_with("orders-per-region-")), "internal topics deleted: {topics:?}");
+    assert!(topics.contains(&"orders-per-region".to_owned()), "the sink stays");
+    let groups: Vec<String> = api.list_groups().await.expect("groups").into_iter().map(|g| g.group).collect();
+    assert!(!groups.contains(&"orders-per-region".to_owned()), "its group is deleted: {groups:?}");
+}

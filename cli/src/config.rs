@@ -15,6 +15,21 @@ use std::path::Path;
 pub struct StandaloneConfig {
     pub storage: NodeConfig,
     pub gateway: GatewayConfig,
+    pub processor: StandaloneProcessorConfig,
+}
+
+/// The stream processor inside `fjord standalone` (`[processor]`): it runs the
+/// pipelines stored with `POST /v1/pipelines`, as `fjord processor` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneProcessorConfig {
+    pub enabled: bool,
+}
+
+impl Default for StandaloneProcessorConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// Where ZooKeeper is.
@@ -115,7 +130,7 @@ pub trait Sections {
 }
 
 impl Sections for StandaloneConfig {
-    const SECTIONS: &'static [&'static str] = &["storage", "gateway"];
+    const SECTIONS: &'static [&'static str] = &["storage", "gateway", "processor"];
 }
 
 impl Sections for StorageNodeConfig {

@@ -115,9 +115,11 @@ enum Command {
     Group(fjord::client::group::GroupArgs),
     /// The cluster: id, controller, live storage nodes.
     Cluster(fjord::client::cluster::ClusterArgs),
-    /// Run a stream-processing pipeline (a JSON definition) as one processor instance;
-    /// instances of the same pipeline share its work.
+    /// Run a stream processor: the pipelines stored in the cluster, or one definition
+    /// file (--pipeline); instances of a pipeline share its work.
     Processor(fjord::client::processor::ProcessorArgs),
+    /// Create, list, describe and delete stream-processing pipelines.
+    Pipeline(fjord::client::pipeline::PipelineArgs),
     /// Bearer tokens: whoami, create, list, revoke.
     Token(fjord::client::security::TokenArgs),
     /// ACL bindings (Kafka's model): list, add, remove.
@@ -230,6 +232,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => fjord::client::run(fjord::client::consume::run(args)),
         Command::Group(args) => fjord::client::run(fjord::client::group::run(args)),
         Command::Cluster(args) => fjord::client::run(fjord::client::cluster::run(args)),
+        Command::Pipeline(args) => fjord::client::run(fjord::client::pipeline::run(args)),
         Command::Processor(args) => {
             init_tracing();
             fjord::client::run(fjord::client::processor::run(args, shutdown_signal()))

@@ -38,10 +38,58 @@ pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + 
     let listener = TcpListener::bind(&config.gateway.listen)
         .await
         .with_context(|| format!("binding {}", config.gateway.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %dir.display(), "fjord standalone is listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %dir.display(), "fjord standalone is listening");
+    let (stop_worker, worker) = start_worker(&config, addr);
     let served = fjord_gateway::serve(listener, state, shutdown).await;
     tracing::info!("shutting down");
+    let _ = stop_worker.send(());
+    if let Some(w) = worker {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w).await;
+    }
     controller.stop().await;
     node.shutdown().await;
     served.context("serving HTTP")
+}
+
+/// The in-process stream processor: a client of this process's own API (over loopback
+/// HTTP, with the bootstrap token when authentication is on). Not started with TLS on
+/// (run `fjord processor` with `--ca-file` then) or when `processor.enabled` is false.
+fn start_worker(
+    config: &StandaloneConfig,
+    addr: std::net::SocketAddr,
+) -> (tokio::sync::oneshot::Sender<()>, Option<tokio::task::JoinHandle<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    if !config.processor.enabled {
+        return (stop, None);
+    }
+    if config.gateway.tls.is_some() {
+        tracing::info!("stream processor not started in-process with TLS on: run `fjord processor --ca-file …`");
+        return (stop, None);
+    }
+    let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+    let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
+    let token_file = config.gateway.auth.enabled.then(|| config.gateway.auth.bootstrap_token_file.clone()).flatten();
+    let task = tokio::spawn(async move {
+        let token = match token_file {
+            Some(path) => match tokio::fs::read_to_string(&path).await {
+                Ok(t) => Some(t.trim().to_owned()),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "stream processor not started: no bootstrap token");
+                    return;
+                }
+            },
+            None => None,
+        };
+        let client = match fjord_client::Client::connect(&base, token.as_deref(), None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "stream processor not started");
+                return;
+            }
+        };
+        let cfg = fjord_streams::worker::WorkerConfig { instance: "standalone".into(), ..Default::default() };
+        fjord_streams::worker::run(client, cfg, async { stopped.await.unwrap_or(()) }).await;
+    });
+    (stop, Some(task))
 }

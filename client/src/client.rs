@@ -7,6 +7,7 @@ use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::time::Duration;
 
 /// `acks` of a produce.
@@ -495,6 +496,27 @@ impl Client {
 
     pub async fn delete_acl(&self, acl: &AclBinding) -> Result<()> {
         Self::empty(self.request(Method::DELETE, "/v1/acls").query(acl)).await
+    }
+
+    // ----- pipelines -----------------------------------------------------------------
+
+    /// Stores a pipeline definition (see `fjord-streams`' `PipelineDef`).
+    pub async fn create_pipeline(&self, definition: &Value) -> Result<PipelineInfo> {
+        Self::json(self.request(Method::POST, "/v1/pipelines").json(definition)).await
+    }
+
+    pub async fn list_pipelines(&self) -> Result<Vec<PipelineInfo>> {
+        Ok(Self::json::<PipelineList>(self.request(Method::GET, "/v1/pipelines")).await?.pipelines)
+    }
+
+    /// A pipeline with its status: instances, and per input partition offsets, lag and
+    /// its task's tallies.
+    pub async fn describe_pipeline(&self, name: &str) -> Result<Value> {
+        Self::json(self.request(Method::GET, &format!("/v1/pipelines/{}", segment(name)))).await
+    }
+
+    pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        Self::empty(self.request(Method::DELETE, &format!("/v1/pipelines/{}", segment(name)))).await
     }
 
     pub async fn cluster(&self) -> Result<Cluster> {

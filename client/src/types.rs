@@ -468,3 +468,17 @@ pub struct AclBinding {
 pub struct AclList {
     pub acls: Vec<AclBinding>,
 }
+
+/// A stored pipeline (`GET /v1/pipelines`); the definition as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub definition: Value,
+    pub created_ms: i64,
+    pub principal: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PipelineList {
+    pub pipelines: Vec<PipelineInfo>,
+}

@@ -2,7 +2,8 @@
 //! read and change cluster metadata, whatever the backend.
 
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicChange,
+    TopicMetadata,
 };
 use async_trait::async_trait;
 use fjord_protocol::auth::{AclBinding, TokenRecord};
@@ -80,6 +81,18 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Removes ACL bindings; those not stored are ignored.
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()>;
+
+    /// Stores a new pipeline (persistent); a name already stored is
+    /// `pipeline_already_exists`.
+    async fn create_pipeline(&self, pipeline: PipelineRecord) -> Result<()>;
+
+    /// Removes a pipeline; `Ok(false)` if there was none by that name.
+    async fn delete_pipeline(&self, name: &str) -> Result<bool>;
+}
+
+/// The answer to storing a pipeline whose name is taken.
+pub(crate) fn pipeline_exists(name: &str) -> FjordError {
+    FjordError::new(ErrorCode::PipelineAlreadyExists, format!("a pipeline named {name} already exists"))
 }
 
 /// The answer to storing a token whose id is taken.

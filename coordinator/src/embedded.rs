@@ -12,7 +12,8 @@
 
 use crate::api::Coordinator;
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange, TopicMetadata,
+    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicChange,
+    TopicMetadata,
 };
 use crate::producers;
 use crate::topics::{self, unknown_topic};
@@ -43,6 +44,9 @@ struct Persisted {
     tokens: BTreeMap<String, Arc<TokenRecord>>,
     #[serde(default)]
     acls: BTreeSet<AclBinding>,
+    /// Pipelines; absent in files written before stream processing existed.
+    #[serde(default)]
+    pipelines: BTreeMap<String, PipelineRecord>,
 }
 
 pub struct EmbeddedCoordinator {
@@ -81,6 +85,7 @@ impl EmbeddedCoordinator {
                 meta.producers = p.producers;
                 meta.tokens = p.tokens;
                 meta.acls = p.acls;
+                meta.pipelines = p.pipelines;
             }
             None => meta.cluster_id = uuid::Uuid::new_v4().to_string(),
         }
@@ -108,6 +113,7 @@ impl EmbeddedCoordinator {
             producers: meta.producers.clone(),
             tokens: meta.tokens.clone(),
             acls: meta.acls.clone(),
+            pipelines: meta.pipelines.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&persisted).map_err(|e| storage_error("encoding metadata", e))?;
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
@@ -253,6 +259,21 @@ impl Coordinator for EmbeddedCoordinator {
             Ok(())
         })
         .await
+    }
+
+    async fn create_pipeline(&self, pipeline: PipelineRecord) -> Result<()> {
+        self.update(|m| {
+            if m.pipelines.contains_key(&pipeline.name) {
+                return Err(crate::api::pipeline_exists(&pipeline.name));
+            }
+            m.pipelines.insert(pipeline.name.clone(), pipeline);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        self.update(|m| Ok(m.pipelines.remove(name).is_some())).await
     }
 
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {

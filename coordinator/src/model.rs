@@ -66,6 +66,16 @@ impl TopicMetadata {
     }
 }
 
+/// A stored pipeline: its definition (JSON, as `fjord-streams` reads it; the coordinator
+/// does not interpret it) and who created it when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub name: String,
+    pub definition: Value,
+    pub created_ms: i64,
+    pub principal: String,
+}
+
 /// A consistent picture of the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
@@ -88,6 +98,9 @@ pub struct ClusterMetadata {
     /// Every ACL binding of the cluster.
     #[serde(default)]
     pub acls: BTreeSet<AclBinding>,
+    /// Stream-processing pipelines by name (their definitions; processors run them).
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineRecord>,
     /// Some ACL binding could not be read: authorization allows only super users until
     /// it can (a missing deny must not widen access).
     #[serde(default)]

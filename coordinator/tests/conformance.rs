@@ -141,6 +141,7 @@ conformance!(
     the_controller_leads_after_create_node_loss_and_restart,
     producer_registrations_bump_the_epoch_and_survive_restarts,
     tokens_and_acls_are_stored_shared_and_kept_across_restarts,
+    pipelines_are_stored_shared_and_kept_across_restarts,
 );
 
 fn token(id: &str, principal: &str) -> TokenRecord {
@@ -202,6 +203,34 @@ async fn tokens_and_acls_are_stored_shared_and_kept_across_restarts(mut f: Fixtu
     let m = eventually(&mut rx, "tokens and ACLs after a restart", |m| m.tokens.len() == 1 && m.acls.len() == 1).await;
     assert_eq!(*m.tokens["00aa"], a);
     assert!(m.acls.contains(&allow));
+}
+
+/// Pipeline definitions: stored whole, seen by another client, a name taken is refused
+/// with `pipeline_already_exists` and changes nothing, a removal is exact, and they
+/// survive a restart of the backend.
+async fn pipelines_are_stored_shared_and_kept_across_restarts(mut f: Fixture) {
+    let record = |name: &str, sink: &str| fjord_coordinator::PipelineRecord {
+        name: name.into(),
+        definition: serde_json::json!({"name": name, "source": ["orders"], "steps": [{"filter": ".amount > 0"}], "sink": sink}),
+        created_ms: 7,
+        principal: "alice".into(),
+    };
+    let (a, b) = (record("per-region", "counts"), record("enrich", "enriched"));
+    f.main.create_pipeline(a.clone()).await.expect("create a");
+    f.main.create_pipeline(b.clone()).await.expect("create b");
+    let taken = f.main.create_pipeline(record("per-region", "elsewhere")).await.expect_err("name taken");
+    assert_eq!(taken.code, ErrorCode::PipelineAlreadyExists);
+    let peer = f.peer().await;
+    let mut rx = peer.metadata();
+    let m = eventually(&mut rx, "the peer sees both pipelines", |m| m.pipelines.len() == 2).await;
+    assert_eq!(m.pipelines["per-region"], a, "stored whole, and not overwritten by the refused create");
+    assert!(peer.delete_pipeline("enrich").await.expect("delete"));
+    assert!(!peer.delete_pipeline("enrich").await.expect("again"), "gone already");
+    drop((rx, peer));
+    f.restart().await;
+    let mut rx = f.main.metadata();
+    let m = eventually(&mut rx, "pipelines after a restart", |m| m.pipelines.len() == 1).await;
+    assert_eq!(m.pipelines["per-region"], a);
 }
 
 /// A producer name keeps its id across registrations (from any client) and restarts;

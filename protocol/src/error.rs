@@ -106,6 +106,10 @@ pub enum ErrorCode {
     /// The principal is over one of its quotas (bytes/s or requests/s); nothing was
     /// done. Retry after `Retry-After`.
     QuotaExceeded,
+    /// A pipeline definition that does not parse or compile; `message` says where.
+    InvalidPipeline,
+    UnknownPipeline,
+    PipelineAlreadyExists,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -158,6 +162,9 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::InvalidPipeline => "invalid_pipeline",
+            Self::UnknownPipeline => "unknown_pipeline",
+            Self::PipelineAlreadyExists => "pipeline_already_exists",
             Self::Internal => "internal",
         }
     }
@@ -175,15 +182,18 @@ impl ErrorCode {
             | Self::InvalidOffset
             | Self::InvalidGroupId
             | Self::InvalidRecord
+            | Self::InvalidPipeline
             | Self::CorruptBatch => 400,
             Self::UnknownTopic
             | Self::UnknownPartition
             | Self::NotFound
             | Self::UnknownGroup
             | Self::UnknownMemberId
+            | Self::UnknownPipeline
             | Self::UnknownProducerId => 404,
             Self::MethodNotAllowed => 405,
             Self::TopicAlreadyExists
+            | Self::PipelineAlreadyExists
             | Self::StaleVersion
             | Self::StaleGeneration
             | Self::InconsistentGroupProtocol

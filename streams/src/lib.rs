@@ -18,7 +18,9 @@
 //! - [`aggregate`] — count, sum, min, max, avg, fold.
 //! - [`task`] — processing one batch of one task: pure and deterministic.
 //! - [`changelog`] — the write order, the changelog records and restoring from them.
+//! - [`pipeline`] — JSON definitions with jq expressions, compiled to a [`Topology`].
 //! - [`runtime`] — [`Processor`]: a processor instance over a Fjord cluster.
+//! - [`worker`] — runs every pipeline stored in the cluster.
 
 pub mod aggregate;
 pub mod changelog;
@@ -28,6 +30,7 @@ pub mod runtime;
 pub mod task;
 pub mod topology;
 pub mod window;
+pub mod worker;
 
 pub use aggregate::{field, Agg};
 pub use record::Rec;

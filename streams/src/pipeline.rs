@@ -30,6 +30,7 @@ use jaq_core::{load, Compiler, Ctx, Native, RcIter};
 use jaq_json::Val;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::aggregate::{Agg, Extract, FoldFn, MergeFn};
 use crate::record::{as_key, Rec};
@@ -37,34 +38,45 @@ use crate::topology::{BuildError, JoinWindow, Topology};
 use crate::window::WindowSpec;
 
 /// A pipeline definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineDef {
     /// 1–100 characters of `[a-zA-Z0-9._-]`: the consumer group and the internal topics'
     /// prefix.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[a-zA-Z0-9._-]+$")]
     pub name: String,
     /// Source topics (co-partitioned when several).
+    #[schema(min_items = 1)]
     pub source: Vec<String>,
     #[serde(default)]
     pub steps: Vec<Step>,
     /// The topic the results go to (it must exist).
+    #[schema(min_length = 1, max_length = 249, pattern = "^[a-zA-Z0-9._-]+$")]
     pub sink: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
+    /// Keep records for which the jq expression's first output is neither false nor null.
     Filter(String),
+    /// The expression's first output is the new value (the key stays).
     Map(String),
+    /// Each output of the expression is a record (the key stays).
     FlatMap(String),
+    /// The expression's first output is the new key; records are repartitioned by it.
     KeyBy(String),
+    /// The expression's first output (a number, ms) is the record's event time.
     Timestamp(String),
+    /// Group by key (optionally in windows) and aggregate.
     Aggregate(AggregateDef),
+    /// Join with a compacted topic read as a table.
     JoinTable(JoinTableDef),
+    /// Join with another, co-partitioned stream within a time window.
     JoinStream(JoinStreamDef),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AggOp {
     Count,
@@ -75,7 +87,7 @@ pub enum AggOp {
     Fold,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmitDef {
     #[default]
@@ -83,15 +95,29 @@ pub enum EmitDef {
     Final,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowDef {
-    Tumbling { size_ms: i64 },
-    Hopping { size_ms: i64, advance_ms: i64 },
-    Session { gap_ms: i64 },
+    /// Fixed windows of `size_ms`, aligned to the epoch.
+    Tumbling {
+        #[schema(minimum = 1)]
+        size_ms: i64,
+    },
+    /// Windows of `size_ms` starting every `advance_ms` (at most `size_ms`).
+    Hopping {
+        #[schema(minimum = 1)]
+        size_ms: i64,
+        #[schema(minimum = 1)]
+        advance_ms: i64,
+    },
+    /// Per key, records less than `gap_ms` apart form one session.
+    Session {
+        #[schema(minimum = 1)]
+        gap_ms: i64,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateDef {
     pub op: AggOp,
@@ -109,16 +135,19 @@ pub struct AggregateDef {
     /// No window: a running aggregate per key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowDef>,
+    /// How long after a window's end its late records are still taken.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub grace_ms: i64,
     #[serde(default)]
     pub emit: EmitDef,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinTableDef {
     /// A compacted topic, read as a table of its keys' latest values.
+    #[schema(min_length = 1, max_length = 249, pattern = "^[a-zA-Z0-9._-]+$")]
     pub table: String,
     /// Keep records whose key has no row (`row` is `null`).
     #[serde(default)]
@@ -128,14 +157,17 @@ pub struct JoinTableDef {
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinStreamDef {
     /// The other stream (co-partitioned with this stage's input).
+    #[schema(min_length = 1, max_length = 249, pattern = "^[a-zA-Z0-9._-]+$")]
     pub topic: String,
     /// Records join when their times are at most this far apart.
+    #[schema(minimum = 0)]
     pub within_ms: i64,
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub grace_ms: i64,
     /// The joined value, from `{left, right, key}` (default: that object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,7 +176,7 @@ pub struct JoinStreamDef {
 
 /// What is wrong with a definition, and where: `path` names the field
 /// (`steps[2].filter`), `offset` the character in its expression.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DefinitionError {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -387,12 +387,15 @@ impl Processor {
                 self.write_batch(task, batch, redo).await?;
                 done += 1;
                 replayed += u64::from(redo);
+                // The task's tallies ride along (a pipeline's status shows them).
+                let c = task.state.counters;
+                let tallies = serde_json::json!({"late": c.late, "skipped": c.skipped}).to_string();
                 for (i, topic) in task.inputs.iter().enumerate() {
                     commits.push(CommitOffset {
                         topic: topic.clone(),
                         partition: task.id.partition,
                         offset: task.positions[i],
-                        metadata: None,
+                        metadata: Some(tallies.clone()),
                     });
                 }
             }

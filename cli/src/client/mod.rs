@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod output;
+pub mod pipeline;
 pub mod processor;
 pub mod produce;
 pub mod security;

@@ -1,6 +1,8 @@
-//! `fjord processor`: runs a pipeline definition (JSON, jq expressions) as one processor
-//! instance. Start any number with the same definition: they share its tasks through
-//! the pipeline's consumer group, and take over each other's when one stops or dies.
+//! `fjord processor`: a stream processor. Without `--pipeline` it runs every pipeline
+//! stored in the cluster (`POST /v1/pipelines`, `fjord pipeline create`); with it, the
+//! one definition in that file. Start any number: the instances of a pipeline share its
+//! tasks through the pipeline's consumer group, and take over each other's when one
+//! stops or dies.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -14,9 +16,10 @@ use super::{Conn, Exit, Failure, Outcome};
 pub struct ProcessorArgs {
     #[command(flatten)]
     pub conn: Conn,
-    /// The pipeline definition to run (a JSON file; see the README's stream processing section).
+    /// Run only this pipeline definition (a JSON file; see the README's stream
+    /// processing section) instead of the ones stored in the cluster.
     #[arg(long)]
-    pub pipeline: PathBuf,
+    pub pipeline: Option<PathBuf>,
     /// This instance's name in the pipeline's group.
     #[arg(long, default_value = "processor")]
     pub instance: String,
@@ -29,13 +32,23 @@ pub struct ProcessorArgs {
 }
 
 pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Outcome {
-    let text = std::fs::read_to_string(&args.pipeline)
-        .map_err(|e| Failure::usage(format!("reading {}: {e}", args.pipeline.display())))?;
+    let Some(path) = &args.pipeline else {
+        let cfg = fjord_streams::worker::WorkerConfig {
+            instance: args.instance.clone(),
+            session_timeout_ms: args.session_timeout_ms,
+            replication_factor: args.replication_factor,
+            ..Default::default()
+        };
+        tracing::info!(instance = cfg.instance, "processor running the cluster's pipelines");
+        fjord_streams::worker::run(args.conn.client()?, cfg, shutdown).await;
+        return Ok(Exit::Ok);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("reading {}: {e}", path.display())))?;
     let def: PipelineDef = serde_json::from_str(&text)
-        .map_err(|e| Failure::usage(format!("{}: not a pipeline definition: {e}", args.pipeline.display())))?;
+        .map_err(|e| Failure::usage(format!("{}: not a pipeline definition: {e}", path.display())))?;
     let compiled = def.compile().map_err(|problems| {
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        Failure::usage(format!("{}: {}", args.pipeline.display(), lines.join("; ")))
+        Failure::usage(format!("{}: {}", path.display(), lines.join("; ")))
     })?;
     let mut cfg = ProcessorConfig::new(def.name.clone());
     cfg.instance = args.instance;

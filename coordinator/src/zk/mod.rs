@@ -25,8 +25,8 @@ mod snapshot;
 
 use crate::api::Coordinator;
 use crate::model::{
-    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, ProducerInfo, TopicChange,
-    TopicConfig, TopicMetadata,
+    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord,
+    ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
 };
 use crate::producers;
 use crate::topics::{self, unknown_topic};
@@ -671,6 +671,33 @@ impl Coordinator for ZkCoordinator {
         }
         inner.await_refresh().await;
         Ok(())
+    }
+
+    async fn create_pipeline(&self, pipeline: PipelineRecord) -> Result<()> {
+        check_segment("pipeline name", &pipeline.name)?;
+        let inner = &self.inner;
+        let path = inner.paths.pipeline(&pipeline.name);
+        match inner.session().create(&path, encode(&path, &pipeline)?, false).await {
+            Ok(_) => {}
+            Err(ZkError::NodeExists) => return Err(crate::api::pipeline_exists(&pipeline.name)),
+            Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        check_segment("pipeline name", name)?;
+        let inner = &self.inner;
+        let path = inner.paths.pipeline(name);
+        let s = inner.session();
+        let zk = |e| zk_error(&format!("deleting {path}"), e);
+        let found = s.exists(&path, false).await.map_err(zk)?.is_some();
+        if found {
+            s.delete(&path).await.map_err(zk)?;
+        }
+        inner.await_refresh().await;
+        Ok(found)
     }
 
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {

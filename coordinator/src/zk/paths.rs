@@ -4,7 +4,7 @@
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 
 /// The persistent directories created at connect time, parents first.
-pub const BASE_DIRS: [&str; 10] = [
+pub const BASE_DIRS: [&str; 11] = [
     "/brokers",
     "/brokers/ids",
     "/brokers/topics",
@@ -15,6 +15,7 @@ pub const BASE_DIRS: [&str; 10] = [
     "/security",
     "/security/tokens",
     "/security/acls",
+    "/pipelines",
 ];
 
 /// The persistent directories created at connect time after [`BASE_DIRS`].
@@ -137,6 +138,15 @@ impl ZkPaths {
     /// Caller has checked `id` with [`check_segment`].
     pub fn token(&self, id: &str) -> String {
         format!("{}/security/tokens/{id}", self.root)
+    }
+
+    pub fn pipelines(&self) -> String {
+        self.under("/pipelines")
+    }
+
+    /// `/pipelines/{name}`: a pipeline's definition.
+    pub fn pipeline(&self, name: &str) -> String {
+        format!("{}/pipelines/{name}", self.root)
     }
 
     pub fn acls(&self) -> String {

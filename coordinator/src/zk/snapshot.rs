@@ -10,7 +10,9 @@
 use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, ProducerZnode, StateZnode, TopicZnode};
 use super::paths::ZkPaths;
 use super::session::Session;
-use crate::model::{ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, ProducerInfo, TopicConfig, TopicMetadata};
+use crate::model::{
+    ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicConfig, TopicMetadata,
+};
 use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::NodeId;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -80,6 +82,13 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         }
     }
 
+    let mut pipelines = BTreeMap::new();
+    for (name, bytes) in read_children(s, &paths.pipelines()).await? {
+        if let Some(p) = ok_or_log(decode::<PipelineRecord>(&format!("{}/{name}", paths.pipelines()), &bytes)) {
+            pipelines.insert(p.name.clone(), p);
+        }
+    }
+
     let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
@@ -110,6 +119,7 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         tokens,
         acls,
         acls_unreadable,
+        pipelines,
         held_topic_ids,
         unreadable_topics,
     })

@@ -55,6 +55,11 @@ pub fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("GET", "/v1/whoami") | ("GET" | "POST", "/v1/tokens") | ("DELETE", "/v1/tokens/{token_id}") => {
             Rule::Authenticated
         }
+        // A pipeline is a consumer group of its name; creating one checks the topics it
+        // reads and writes in the handler.
+        ("GET" | "POST", "/v1/pipelines") => Rule::Authenticated,
+        ("GET", "/v1/pipelines/{pipeline}") => Rule::On(Group, "pipeline", Describe),
+        ("DELETE", "/v1/pipelines/{pipeline}") => Rule::On(Group, "pipeline", Delete),
         ("GET", "/v1/acls") => Rule::On(Cluster, "", Describe),
         ("POST" | "DELETE", "/v1/acls") => Rule::On(Cluster, "", Alter),
         _ => return None,

@@ -71,7 +71,7 @@ fn validate_group(group: &str) -> ApiResult<()> {
     }
 }
 
-async fn call(state: &AppState, req: GroupRequest) -> ApiResult<GroupResponse> {
+pub(crate) async fn call(state: &AppState, req: GroupRequest) -> ApiResult<GroupResponse> {
     state.call_group(req, Instant::now() + GROUP_CALL_DEADLINE).await
 }
 

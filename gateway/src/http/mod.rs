@@ -11,6 +11,7 @@ pub mod exactly_once;
 pub mod extract;
 pub mod groups;
 pub mod params;
+pub mod pipelines;
 pub mod produce;
 pub mod producers;
 pub mod records;
@@ -50,6 +51,9 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "groups", description = "Consumer groups: membership with server-side assignment, polls through any \
             gateway, committed offsets, seek"),
         (name = "cluster", description = "Cluster description and health"),
+        (name = "pipelines", description = "Stream processing: pipelines of filters, maps (jq expressions), \
+            repartitions, windowed aggregations and joins over topics, run by processors with state restored from \
+            changelog topics and outputs written exactly once"),
         (name = "security", description = "Bearer tokens and ACLs. With `gateway.auth.enabled`, every route but \
             `/healthz`, `/readyz` and `/openapi.json` needs `Authorization: Bearer <token>`: none or a bad one is \
             `401 unauthenticated`, a token whose scopes or principal's ACLs do not allow the call is `403 forbidden`; \
@@ -120,6 +124,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(groups::router())
         .merge(cluster::router())
         .merge(security::router())
+        .merge(pipelines::router())
         .routes(utoipa_axum::routes!(openapi_json))
         .split_for_parts();
     BearerAuth::document_refusals(&mut spec);

@@ -39,6 +39,7 @@ async fn state_of(h: &Harness) -> Value {
         "tokens": meta.tokens.keys().collect::<Vec<_>>(),
         "acls": meta.acls.iter().collect::<Vec<_>>(),
         "producers": meta.producers.len(),
+        "pipelines": meta.pipelines.keys().collect::<Vec<_>>(),
     })
 }
 
@@ -51,7 +52,8 @@ fn concrete(method: &Method, template: &str, member: &str, admin_token_id: &str)
         .replace("{partition}", "0")
         .replace("{group}", "g")
         .replace("{member_id}", member)
-        .replace("{token_id}", admin_token_id);
+        .replace("{token_id}", admin_token_id)
+        .replace("{pipeline}", "p");
     let body = match (method.as_str(), template) {
         ("POST", "/v1/topics") => Some(json!({"name": "created-by-intruder"})),
         ("PATCH", "/v1/topics/{topic}") => Some(json!({"partitions": 3})),
@@ -65,6 +67,7 @@ fn concrete(method: &Method, template: &str, member: &str, admin_token_id: &str)
         ("POST", "/v1/tokens") => Some(json!({"principal": "intruder", "scopes": [
             {"resource_type": "topic", "pattern_type": "literal", "name": "*", "operations": ["all"]}]})),
         ("POST", "/v1/acls") => Some(json!({"acls": [acl("intruder", "topic", "literal", "*", "all", "allow")]})),
+        ("POST", "/v1/pipelines") => Some(json!({"name": "p2", "source": ["t"], "sink": "t"})),
         _ => None,
     };
     let path = match (method.as_str(), template) {
@@ -81,7 +84,8 @@ fn concrete(method: &Method, template: &str, member: &str, admin_token_id: &str)
 /// token are `401 unauthenticated` with `WWW-Authenticate`; a valid token whose
 /// principal has no ACLs, and one whose ACLs allow everything but whose scopes cover
 /// only another topic, are `403 forbidden` — except the routes that only need a caller
-/// (whoami, listing tokens, topics and groups, which then show nothing of `t` or `g`)
+/// (whoami, listing tokens, topics, groups and pipelines, which then show nothing of
+/// `t`, `g` or pipeline `p`)
 /// and the public ones. Nothing any of them sent changed the topics, high watermarks,
 /// the group, tokens or ACLs.
 #[tokio::test]
@@ -95,6 +99,7 @@ async fn every_route_refuses_callers_without_the_right_and_changes_nothing() {
         .await
         .expect_status(201);
     let admin_id = h.get("/v1/whoami").await.expect_status(200)["token"]["id"].as_str().expect("id").to_owned();
+    h.post_json("/v1/pipelines", &json!({"name": "p", "source": ["t"], "sink": "t"})).await.expect_status(201);
 
     let no_acls = h.mint("mallory", Scope::everything(), None, None).await;
     h.post_json(
@@ -150,6 +155,9 @@ async fn every_route_refuses_callers_without_the_right_and_changes_nothing() {
                 }
                 ("GET", "/v1/tokens") => {
                     assert!(!r.expect_status(200).to_string().contains(&admin_id), "{what} lists the admin's token");
+                }
+                ("GET", "/v1/pipelines") => {
+                    assert_eq!(r.expect_status(200)["pipelines"], json!([]), "{what} shows p");
                 }
                 _ => {
                     r.expect_error(403, "forbidden");

@@ -14,6 +14,7 @@ mod exactly_once;
 mod groups;
 mod metrics;
 mod partial;
+mod pipelines;
 mod produce;
 mod routes;
 mod sse;
