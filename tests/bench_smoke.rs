@@ -144,6 +144,42 @@ async fn partitions_mode_reports_when_a_new_topic_is_writable() {
     drop(fjord);
 }
 
+/// `fjord bench pipeline` runs its three shapes over the same input, each to the end
+/// (the sink holds one output per input), reports sane figures, and deletes every topic
+/// and group it made.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipeline_mode_reports_each_shape_and_cleans_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fjord = Standalone::start(&dir.path().join("data")).await;
+    let base = fjord.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["bench", "pipeline", "--topic", "pipe-smoke", "--partitions", "2", "--records", "3000", "--json"])
+            .args(["--url", &base])
+            .output()
+            .expect("run fjord bench")
+    })
+    .await
+    .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["mode"], "pipeline");
+    let names: Vec<&str> =
+        report["shapes"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, vec!["copy", "filter-map", "windowed-count"]);
+    for s in report["shapes"].as_array().into_iter().flatten() {
+        assert!(s["records_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
+    }
+    assert_eq!(report["shapes"][0]["ratio_to_copy"], 1.0);
+    let api = fjord.api();
+    let left: Vec<String> = api.list_topics().await.expect("topics").into_iter().map(|t| t.name).collect();
+    assert_eq!(left, vec!["__consumer_offsets"], "every topic it made is gone");
+    let groups = api.list_groups().await.expect("groups");
+    assert!(groups.is_empty(), "{groups:?}");
+    drop(fjord);
+}
+
 #[test]
 fn bad_flags_are_refused_clearly() {
     let out = Command::new(env!("CARGO_BIN_EXE_fjord"))

@@ -95,26 +95,39 @@ pub enum EmitDef {
     Final,
 }
 
+/// A window: `{"tumbling": {...}}`, `{"hopping": {...}}` or `{"session": {...}}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowDef {
-    /// Fixed windows of `size_ms`, aligned to the epoch.
-    Tumbling {
-        #[schema(minimum = 1)]
-        size_ms: i64,
-    },
-    /// Windows of `size_ms` starting every `advance_ms` (at most `size_ms`).
-    Hopping {
-        #[schema(minimum = 1)]
-        size_ms: i64,
-        #[schema(minimum = 1)]
-        advance_ms: i64,
-    },
-    /// Per key, records less than `gap_ms` apart form one session.
-    Session {
-        #[schema(minimum = 1)]
-        gap_ms: i64,
-    },
+    Tumbling(TumblingWindow),
+    Hopping(HoppingWindow),
+    Session(SessionWindow),
+}
+
+/// Fixed windows of `size_ms`, aligned to the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TumblingWindow {
+    #[schema(minimum = 1)]
+    pub size_ms: i64,
+}
+
+/// Windows of `size_ms` starting every `advance_ms` (at most `size_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoppingWindow {
+    #[schema(minimum = 1)]
+    pub size_ms: i64,
+    #[schema(minimum = 1)]
+    pub advance_ms: i64,
+}
+
+/// Per key, records less than `gap_ms` apart form one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionWindow {
+    #[schema(minimum = 1)]
+    pub gap_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -496,9 +509,9 @@ fn aggregate(
     };
     let spec = a.window.map(|w| {
         let spec = match w {
-            WindowDef::Tumbling { size_ms } => WindowSpec::tumbling(size_ms),
-            WindowDef::Hopping { size_ms, advance_ms } => WindowSpec::hopping(size_ms, advance_ms),
-            WindowDef::Session { gap_ms } => WindowSpec::session(gap_ms),
+            WindowDef::Tumbling(w) => WindowSpec::tumbling(w.size_ms),
+            WindowDef::Hopping(w) => WindowSpec::hopping(w.size_ms, w.advance_ms),
+            WindowDef::Session(w) => WindowSpec::session(w.gap_ms),
         };
         spec.grace(a.grace_ms)
     });

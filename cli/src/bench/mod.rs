@@ -14,6 +14,7 @@
 //!   *consume time − that time* per record.
 //! - `requests`: single-record POSTs over many connections (defaults: 100-byte records,
 //!   16 connections).
+//! - `partitions`, `pipeline`: see [`scale`] and [`pipeline`].
 //!
 //! # Method
 //! One shared keep-alive [`reqwest::Client`]; `--concurrency` tasks, each with one
@@ -33,6 +34,7 @@
 
 pub mod baseline;
 pub mod driver;
+pub mod pipeline;
 pub mod report;
 pub mod scale;
 pub mod target;
@@ -63,6 +65,9 @@ pub enum Mode {
     /// Creates --topic (new) with --partitions and measures the time until every
     /// partition takes a write (--duration is the deadline, default 10 minutes).
     Partitions,
+    /// Stream processing: a filter→map and a windowed-count pipeline over --records
+    /// orders, as ratios to plain consume + produce of the same records.
+    Pipeline,
 }
 
 impl Mode {
@@ -73,6 +78,7 @@ impl Mode {
             Mode::E2e => "e2e",
             Mode::Requests => "requests",
             Mode::Partitions => "partitions",
+            Mode::Pipeline => "pipeline",
         }
     }
 }
@@ -144,6 +150,9 @@ pub struct Args {
     /// to measure what the dedupe index costs.
     #[arg(long)]
     pub idempotent: bool,
+    /// `pipeline`: input records.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: u64,
 }
 
 /// Largest request body the bench builds (the gateway's default limit).
@@ -339,6 +348,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if run.mode == Mode::Pipeline {
+        if args.records == 0 {
+            bail!("--records must be at least 1");
+        }
+        let deadline = args.duration.unwrap_or(Duration::from_secs(600));
+        let http =
+            target::client(run.partitions as usize * 2 + 8, args.token_file.as_deref(), args.ca_file.as_deref())?;
+        let api = fjord_client::Client::with_http(http, &run.base);
+        let report =
+            pipeline::run(api, &run.topic, run.partitions, run.replication_factor, args.records, deadline).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
+    }
     let client = target::client(
         run.concurrency + run.partitions as usize + 4,
         args.token_file.as_deref(),
@@ -349,7 +375,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines).await?,
         Mode::Consume => consume(&run, &client, args.baselines).await?,
         Mode::E2e => e2e(&run, &client, args.baselines).await?,
-        Mode::Partitions => bail!("`partitions` is measured above"),
+        Mode::Partitions | Mode::Pipeline => bail!("`{}` is measured above", run.mode.name()),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
