@@ -164,11 +164,7 @@ fn open_non_loopback_listeners_need_insecure() {
 /// (auto-creating its topic) and is refused elsewhere with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_auth_session_works_as_printed() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
-    let start = readme.find("<!-- auth-session:start -->").expect("start marker");
-    let end = readme.find("<!-- auth-session:end -->").expect("end marker");
-    let block = &readme[start..end];
-    let session = &block[block.find("```sh\n").expect("fence") + 6..block.rfind("```").expect("closing fence")];
+    let session = &common::readme_block(&common::readme(), "auth-session");
     assert!(session.contains("localhost:8080") && session.contains("data/bootstrap-token"));
 
     let dir = tempfile::tempdir().expect("tempdir");

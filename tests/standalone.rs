@@ -14,13 +14,7 @@ use std::time::{Duration, Instant};
 /// standalone: every command succeeds and the answers carry what the README says.
 #[tokio::test]
 async fn readme_curl_session_works_as_printed() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
-    let start = readme.find("<!-- session:start -->").expect("session start marker");
-    let end = readme.find("<!-- session:end -->").expect("session end marker");
-    let block = &readme[start..end];
-    let body_start = block.find("```sh\n").expect("sh fence") + "```sh\n".len();
-    let body_end = block.rfind("```").expect("closing fence");
-    let session = &block[body_start..body_end];
+    let session = &common::readme_block(&common::readme(), "session");
     assert!(session.contains("localhost:8080"), "the session talks to the default address");
 
     let dir = tempfile::tempdir().expect("tempdir");

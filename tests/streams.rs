@@ -10,23 +10,40 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{create_topic, produce, wait_until, Standalone};
+use common::{create_topic, produce, readme, readme_block, wait_until, Standalone};
 use fjord_client::{Client, NewTopic, Record, Start};
 use fjord_streams::{Processor, ProcessorConfig, Topology, WindowSpec};
 use serde_json::{json, Value};
+
+/// An hour ago, to the minute: event times that retention (7 days) leaves alone.
+fn recent() -> i64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    (t - 3_600_000).div_euclid(60_000) * 60_000
+}
 
 fn order(region: &str, amount: u64, ts: i64) -> Record {
     Record { value: Some(json!({"region": region, "amount": amount})), timestamp: Some(ts), ..Record::default() }
 }
 
-/// Every record of every partition of `topic`.
-async fn read_topic(api: &Client, topic: &str) -> Vec<fjord_client::ConsumedRecord> {
-    let d = api.describe_topic(topic).await.expect("describe");
+/// Every record of every partition of `topic`; `None` if a read failed (a partition
+/// without a leader for a moment).
+async fn try_read_topic(api: &Client, topic: &str) -> Option<Vec<fjord_client::ConsumedRecord>> {
+    let d = api.describe_topic(topic).await.ok()?;
     let mut out = Vec::new();
     for p in 0..d.partitions.len() as u32 {
-        out.extend(api.read_to_end(topic, p, Start::Earliest).await.expect("read"));
+        out.extend(api.read_to_end(topic, p, Start::Earliest).await.ok()?);
     }
-    out
+    Some(out)
+}
+
+/// Every record of every partition of `topic`.
+async fn read_topic(api: &Client, topic: &str) -> Vec<fjord_client::ConsumedRecord> {
+    try_read_topic(api, topic).await.expect("read the topic")
+}
+
+/// How many records `topic` holds now (0 while a read fails).
+async fn count_topic(api: &Client, topic: &str) -> usize {
+    try_read_topic(api, topic).await.map_or(0, |r| r.len())
 }
 
 /// `(key, window_start) → values in output order`.
@@ -67,7 +84,7 @@ async fn windowed_counts_through_a_repartition_equal_the_reference() {
     create_topic(&api, "orders", 1).await;
     create_topic(&api, "counts", 2).await;
     let mut records = Vec::new();
-    let mut t = 1_000_000i64;
+    let mut t = recent();
     let regions = ["eu", "us", "apac"];
     for i in 0..600u64 {
         t += 37;
@@ -228,8 +245,9 @@ async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
     // The input: 12 regions, times rising by 250 ms; written in rounds of 50 by a
     // producer that keeps going while the instance is killed.
     let regions: Vec<String> = (0..12).map(|i| format!("r{i}")).collect();
+    let base = recent();
     let all: Vec<Record> =
-        (0..6_000u64).map(|i| order(&regions[(i * 7 % 12) as usize], i, 1_000_000 + (i as i64) * 250)).collect();
+        (0..6_000u64).map(|i| order(&regions[(i * 7 % 12) as usize], i, base + (i as i64) * 250)).collect();
     let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
     for r in &all {
         let v = r.value.as_ref().expect("value");
@@ -303,17 +321,6 @@ async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
     }
 }
 
-/// The text between `<!-- {name}:start -->` and `<!-- {name}:end -->` in the README,
-/// inside its code fence.
-fn readme_block(readme: &str, name: &str) -> String {
-    let start = readme.find(&format!("<!-- {name}:start -->")).unwrap_or_else(|| panic!("{name} start marker"));
-    let end = readme.find(&format!("<!-- {name}:end -->")).unwrap_or_else(|| panic!("{name} end marker"));
-    let block = &readme[start..end];
-    let body_start = block.find("```").and_then(|i| block[i..].find('\n').map(|j| i + j + 1)).expect("fence");
-    let body_end = block.rfind("```").expect("closing fence");
-    block[body_start..body_end].to_owned()
-}
-
 /// Runs `script` with bash against `server`: curl answers end with a newline, `fjord`
 /// is the binary under test and talks to the server.
 async fn run_script(server: &Standalone, script: &str) -> String {
@@ -346,7 +353,7 @@ async fn run_script(server: &Standalone, script: &str) -> String {
 /// group and internal topics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_pipeline_examples_work_as_printed() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let readme = readme();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Standalone::start(&dir.path().join("data")).await;
     run_script(&server, &readme_block(&readme, "session")).await;
@@ -369,4 +376,122 @@ async fn readme_pipeline_examples_work_as_printed() {
     assert!(topics.contains(&"orders-per-region".to_owned()), "the sink stays");
     let groups: Vec<String> = api.list_groups().await.expect("groups").into_iter().map(|g| g.group).collect();
     assert!(!groups.contains(&"orders-per-region".to_owned()), "its group is deleted: {groups:?}");
+}
+
+/// A pipeline on a 3-node cluster (RF=3, `min.insync.replicas=2` for every topic it
+/// reads and writes, its internal ones included) while the storage node leading the
+/// most partitions is killed with SIGKILL mid-stream and later restarted: the processor
+/// rides out the failover (retrying its idempotent writes, re-reading its changelog up
+/// to the new leader's log end) and every window's updates are still exactly 1, 2, …, n.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_leader_killed_under_a_pipeline_loses_and_duplicates_nothing() {
+    // The processor runs in this test: its log is the test's output (shown on failure).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("fjord_streams=debug"))
+        .with_test_writer()
+        .try_init();
+    let mut c = common::cluster::Cluster::start(3, 2).await;
+    let strict = json!({"min.insync.replicas": 2});
+    c.create_topic("orders", 4, 3, strict.clone()).await;
+    c.create_topic("counts", 2, 3, strict.clone()).await;
+    c.wait_for_isr("orders", 3, Duration::from_secs(30)).await;
+    c.wait_for_isr("counts", 3, Duration::from_secs(30)).await;
+    let topology = Topology::source(["orders"])
+        .key_by(|r| fjord_streams::record::as_key(r.value.get("region")))
+        .window(WindowSpec::tumbling(60_000).grace(3_600_000))
+        .count()
+        .sink("counts")
+        .expect("valid");
+    let mut cfg = ProcessorConfig::new("cluster-counts");
+    cfg.replication_factor = Some(3);
+    cfg.topic_config.insert("min.insync.replicas".into(), json!(2));
+    let processor = Processor::new(c.api(0), topology, cfg).expect("processor");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        let r = processor.run(async { stopped.await.ok().unwrap_or(()) }).await;
+        (r, processor.status())
+    });
+    // Orders written through the other gateway, each batch with an Idempotency-Key and
+    // retried until acknowledged: the input holds each order exactly once.
+    let regions: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    let base = recent();
+    let all: Vec<Record> =
+        (0..2_000u64).map(|i| order(&regions[(i * 5 % 8) as usize], i, base + (i as i64) * 100)).collect();
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for r in &all {
+        let v = r.value.as_ref().expect("value");
+        let ts = r.timestamp.unwrap_or(0);
+        *expected
+            .entry((v["region"].as_str().unwrap_or_default().to_owned(), ts.div_euclid(60_000) * 60_000))
+            .or_default() += 1;
+    }
+    let producer = {
+        let api = c.api(1);
+        tokio::spawn(async move {
+            for (n, chunk) in all.chunks(50).enumerate() {
+                let opts = fjord_client::ProduceOptions {
+                    acks: fjord_client::Acks::All,
+                    idempotency_key: Some(format!("orders-{n}")),
+                    timeout_ms: Some(5_000),
+                    ..Default::default()
+                };
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    match api.produce("orders", None, chunk, &opts).await {
+                        Ok(r) if r.all_written() => break,
+                        other => {
+                            assert!(std::time::Instant::now() < deadline, "batch {n} never acknowledged: {other:?}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+    let api = c.api(0);
+    wait_until("the pipeline is running", Duration::from_secs(60), || async {
+        count_topic(&api, "counts").await > 300
+    })
+    .await;
+    // The node that leads the most partitions of the pipeline's topics.
+    let mut leads: BTreeMap<u32, usize> = BTreeMap::new();
+    for t in ["orders", "counts", "cluster-counts-changelog-1", "cluster-counts-repartition-1"] {
+        if let Some(d) = c.describe(t).await {
+            for p in d.partitions {
+                if let Some(l) = p.leader {
+                    *leads.entry(l).or_default() += 1;
+                }
+            }
+        }
+    }
+    let victim = leads.iter().max_by_key(|(_, n)| **n).map(|(id, _)| *id).expect("a leader");
+    c.node(victim as usize).kill9();
+    wait_until("the pipeline moves on without it", Duration::from_secs(60), || async {
+        count_topic(&api, "counts").await > 900
+    })
+    .await;
+    c.restart_node(victim as usize);
+    producer.await.expect("producer");
+    let total: u64 = expected.values().sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while (count_topic(&api, "counts").await as u64) < total && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = read_topic(&api, "counts").await;
+    let _ = stop.send(());
+    let (result, status) = run.await.expect("join");
+    let offsets = api.group_offsets("cluster-counts").await;
+    assert!(
+        out.len() as u64 >= total,
+        "only {} of {total} updates; processor: {result:?} {status:?}; group: {offsets:?}",
+        out.len()
+    );
+    assert_eq!(out.len() as u64, total, "one update per order; processor: {result:?} {status:?}");
+    for (k, values) in updates(&out) {
+        let n = expected.get(&k).copied().unwrap_or(0);
+        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
+        assert_eq!(values, want, "window {k:?}");
+    }
+    result.expect("the processor ran through the failover");
 }

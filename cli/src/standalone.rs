@@ -70,6 +70,7 @@ fn start_worker(
     let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
     let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
     let token_file = config.gateway.auth.enabled.then(|| config.gateway.auth.bootstrap_token_file.clone()).flatten();
+    let state_dir = config.storage.data_dir.join("processor-state");
     let task = tokio::spawn(async move {
         let token = match token_file {
             Some(path) => match tokio::fs::read_to_string(&path).await {
@@ -88,7 +89,11 @@ fn start_worker(
                 return;
             }
         };
-        let cfg = fjord_streams::worker::WorkerConfig { instance: "standalone".into(), ..Default::default() };
+        let cfg = fjord_streams::worker::WorkerConfig {
+            instance: "standalone".into(),
+            state_dir: Some(state_dir),
+            ..Default::default()
+        };
         fjord_streams::worker::run(client, cfg, async { stopped.await.unwrap_or(()) }).await;
     });
     (stop, Some(task))

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::store::MemStore;
 use crate::task::{Change, Counters, TaskState};
 
 /// The changelog key of a task's latest batch.
@@ -90,7 +91,9 @@ pub fn restore(records: impl IntoIterator<Item = (String, Option<Value>)>, commi
         Some(v) => serde_json::from_value(v).map_err(|_| undecodable += 1).ok(),
     };
     let pending = intent.as_ref().is_some_and(|i| {
-        i.starts.len() == committed.len() && i.starts.iter().zip(committed).all(|(s, c)| Some(*s) == *c)
+        i.starts.len() == committed.len()
+            && i.ends.len() == committed.len()
+            && i.starts.iter().zip(committed).all(|(s, c)| Some(*s) == *c)
     });
     let mut store = BTreeMap::new();
     for (k, v) in latest {
@@ -112,7 +115,7 @@ pub fn restore(records: impl IntoIterator<Item = (String, Option<Value>)>, commi
         Some(i) => i.after,
         None => Counters::default(),
     };
-    Restored { state: TaskState { store, counters }, intent, pending, undecodable }
+    Restored { state: TaskState { store: MemStore(store), counters }, intent, pending, undecodable }
 }
 
 /// The state keys that a committed batch deleted: their changelog entries can become

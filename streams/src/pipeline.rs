@@ -220,6 +220,20 @@ pub struct Expr {
 /// The variables record expressions see, in this order.
 const RECORD_VARS: [&str; 2] = ["$key", "$timestamp"];
 
+/// jq's functions that reach outside the record — end the process (`halt`), read its
+/// environment (`env`), the clock (`now`, local time) or write to its log — are not
+/// available: an expression must be a pure function of its input, or a batch done again
+/// would not be the same batch, and a pipeline's author could stop or read the processor.
+const DENIED: [&str; 8] = ["halt", "halt_error", "env", "now", "localtime", "strflocaltime", "debug", "stderr"];
+
+/// At most this many outputs of a `flat_map` expression per record (`repeat` would
+/// never end).
+pub const MAX_OUTPUTS: usize = 10_000;
+
+fn funs() -> impl Iterator<Item = jaq_std::Filter<Native<Val>>> {
+    jaq_std::funs().chain(jaq_json::funs()).filter(|(name, _, _)| !DENIED.contains(name))
+}
+
 impl Expr {
     /// Compiles `code` with the given global variables (`$name`), or says what is wrong
     /// and at which character.
@@ -228,7 +242,8 @@ impl Expr {
             let (base, p) = (code.as_ptr() as usize, s.as_ptr() as usize);
             (base..=base + code.len()).contains(&p).then(|| code[..p - base].chars().count())
         };
-        let loader = load::Loader::new(jaq_std::defs().chain(jaq_json::defs()));
+        let defs = jaq_std::defs().chain(jaq_json::defs()).filter(|d| !DENIED.contains(&d.name));
+        let loader = load::Loader::new(defs);
         let arena = load::Arena::default();
         let modules = loader.load(&arena, load::File { code, path: () }).map_err(|errs| {
             let mut out = (None, "the expression does not parse".to_owned());
@@ -250,26 +265,26 @@ impl Expr {
             }
             out
         })?;
-        let filter = Compiler::default()
-            .with_funs(jaq_std::funs().chain(jaq_json::funs()))
-            .with_global_vars(vars.iter().copied())
-            .compile(modules)
-            .map_err(|errs| {
-                let first = errs.into_iter().flat_map(|(_, es)| es).next();
-                match first {
-                    Some((name, _)) => (offset_in(name), format!("{name} is not defined")),
-                    None => (None, "the expression does not compile".to_owned()),
-                }
-            })?;
+        let filter =
+            Compiler::default().with_funs(funs()).with_global_vars(vars.iter().copied()).compile(modules).map_err(
+                |errs| {
+                    let first = errs.into_iter().flat_map(|(_, es)| es).next();
+                    match first {
+                        Some((name, _)) => (offset_in(name), format!("{name} is not defined")),
+                        None => (None, "the expression does not compile".to_owned()),
+                    }
+                },
+            )?;
         Ok(Self { filter: Arc::new(filter), errors })
     }
 
-    /// Every output for `input` with `vars`; an error stops it (counted, and `Err`).
-    pub fn run(&self, input: Value, vars: Vec<Value>) -> Result<Vec<Value>, String> {
+    /// The first `limit` outputs for `input` with `vars` (taken lazily: the rest are
+    /// never computed); an error stops it (counted, and `Err`).
+    pub fn run_n(&self, input: Value, vars: Vec<Value>, limit: usize) -> Result<Vec<Value>, String> {
         let inputs = RcIter::new(core::iter::empty());
         let ctx = Ctx::new(vars.into_iter().map(Val::from), &inputs);
         let mut out = Vec::new();
-        for v in self.filter.run((ctx, Val::from(input))) {
+        for v in self.filter.run((ctx, Val::from(input))).take(limit) {
             match v {
                 Ok(v) => out.push(Value::from(v)),
                 Err(e) => {
@@ -281,13 +296,21 @@ impl Expr {
         Ok(out)
     }
 
+    /// The first output, if any.
+    pub fn run(&self, input: Value, vars: Vec<Value>) -> Option<Value> {
+        self.run_n(input, vars, 1).ok().and_then(|v| v.into_iter().next())
+    }
+
+    fn record_vars(r: &Rec) -> Vec<Value> {
+        vec![r.key.clone().map_or(Value::Null, Value::String), json!(r.timestamp)]
+    }
+
     fn on_record(&self, r: &Rec) -> Vec<Value> {
-        let key = r.key.clone().map_or(Value::Null, Value::String);
-        self.run(r.value.clone(), vec![key, json!(r.timestamp)]).unwrap_or_default()
+        self.run_n(r.value.clone(), Self::record_vars(r), MAX_OUTPUTS).unwrap_or_default()
     }
 
     fn first(&self, r: &Rec) -> Option<Value> {
-        self.on_record(r).into_iter().next()
+        self.run(r.value.clone(), Self::record_vars(r))
     }
 }
 
@@ -323,6 +346,25 @@ impl PipelineDef {
         }
         if !valid_topic(&self.sink) {
             problems.push(err("sink", "a topic name: 1–249 characters of [a-zA-Z0-9._-]"));
+        }
+        // Every topic is read once: a topic twice among the inputs would share one
+        // partition's records and commits between two inputs, and a sink that is also an
+        // input would feed the pipeline its own output.
+        let mut inputs: Vec<(String, &str)> =
+            self.source.iter().enumerate().map(|(i, t)| (format!("source[{i}]"), t.as_str())).collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Step::JoinStream(j) = step {
+                inputs.push((format!("steps[{i}].join_stream.topic"), j.topic.as_str()));
+            }
+        }
+        for (n, (path, topic)) in inputs.iter().enumerate() {
+            if inputs[..n].iter().any(|(_, t)| t == topic) {
+                problems.push(err(path.clone(), format!("topic `{topic}` is already an input of this pipeline")));
+            }
+            if *topic == self.sink {
+                problems
+                    .push(err("sink", format!("`{topic}` is also an input: the pipeline would read its own output")));
+            }
         }
         let mut b = Topology::source(self.source.clone());
         let expr = |problems: &mut Vec<DefinitionError>, path: String, code: &str, vars: &[&str]| match Expr::compile(
@@ -393,7 +435,7 @@ impl PipelineDef {
                         Some(e) => {
                             let joiner = move |r: &Rec, row: Option<&Value>| {
                                 let input = json!({"value": r.value, "row": row, "key": r.key});
-                                e.run(input, Vec::new()).ok().and_then(|v| v.into_iter().next()).unwrap_or(Value::Null)
+                                e.run(input, Vec::new()).unwrap_or(Value::Null)
                             };
                             if j.left {
                                 b.left_join_table(j.table.clone(), joiner)
@@ -415,7 +457,7 @@ impl PipelineDef {
                                 JoinWindow { before_ms: j.within_ms, after_ms: j.within_ms, grace_ms: j.grace_ms };
                             b.join_stream(j.topic.clone(), window, move |l: &Rec, r: &Rec| {
                                 let input = json!({"left": l.value, "right": r.value, "key": l.key});
-                                e.run(input, Vec::new()).ok().and_then(|v| v.into_iter().next()).unwrap_or(Value::Null)
+                                e.run(input, Vec::new()).unwrap_or(Value::Null)
                             })
                         }
                         None => b,
@@ -493,14 +535,11 @@ fn aggregate(
             step.map(|s| {
                 let step: FoldFn = Arc::new(move |acc: &Value, r: &Rec| {
                     let input = json!({"acc": acc, "value": r.value, "key": r.key});
-                    s.run(input, Vec::new()).ok().and_then(|v| v.into_iter().next()).unwrap_or_else(|| acc.clone())
+                    s.run(input, Vec::new()).unwrap_or_else(|| acc.clone())
                 });
                 let merge: Option<MergeFn> = merge.map(|m| -> MergeFn {
                     Arc::new(move |x: &Value, y: &Value| {
-                        m.run(json!({"a": x, "b": y}), Vec::new())
-                            .ok()
-                            .and_then(|v| v.into_iter().next())
-                            .unwrap_or(Value::Null)
+                        m.run(json!({"a": x, "b": y}), Vec::new()).unwrap_or(Value::Null)
                     })
                 });
                 Agg::Fold { init: init.clone(), step, merge }

@@ -18,21 +18,21 @@ impl Rec {
 
     /// A pipeline's view of a consumed record: a tombstone's value is `null`; a value
     /// that is not JSON text arrives as its base64 in a JSON string.
-    pub fn from_consumed(r: &fjord_client::ConsumedRecord) -> Self {
-        let value = match (&r.value, &r.value_base64) {
-            (Some(v), _) => v.clone(),
-            (None, Some(b)) => Value::String(b.clone()),
+    pub fn from_consumed(r: fjord_client::ConsumedRecord) -> Self {
+        let value = match (r.value, r.value_base64) {
+            (Some(v), _) => v,
+            (None, Some(b)) => Value::String(b),
             (None, None) => Value::Null,
         };
-        let key = r.key.clone().or_else(|| r.key_base64.clone());
+        let key = r.key.or(r.key_base64);
         Self { key, value, timestamp: r.timestamp }
     }
 
     /// The record to produce: its key, value and timestamp.
-    pub fn to_produce(&self) -> fjord_client::Record {
+    pub fn into_produce(self) -> fjord_client::Record {
         fjord_client::Record {
-            key: self.key.clone(),
-            value: Some(self.value.clone()),
+            key: self.key,
+            value: Some(self.value),
             timestamp: Some(self.timestamp),
             ..fjord_client::Record::default()
         }

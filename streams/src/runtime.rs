@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::changelog::{self, Intent};
 use crate::record::Rec;
+use crate::store::{AnyStore, LocalDb, Store};
 use crate::task::{self, InputRecord, Tables, TaskState};
 use crate::topology::{Dest, Source, Stage, Topology};
 
@@ -43,8 +44,20 @@ pub struct ProcessorConfig {
     pub session_timeout_ms: u64,
     /// Replication factor of the internal topics (`None`: the cluster's default).
     pub replication_factor: Option<u32>,
+    /// Config of the internal topics it creates (`min.insync.replicas`, say; changelogs
+    /// are always `cleanup.policy=compact`).
+    pub topic_config: serde_json::Map<String, Value>,
     /// How long a write is retried (retriable errors) before the processor gives up.
     pub retry_for: Duration,
+    /// Records a pipeline's expressions failed on (`pipeline::Compiled`), shown with the
+    /// task tallies.
+    pub expression_errors: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Keep task state in a local RocksDB here (wiped at start: state comes from the
+    /// changelogs) instead of in memory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Which life of the pipeline this is (its creation time, for a stored one): part of
+    /// every idempotency key.
+    pub incarnation: String,
 }
 
 impl ProcessorConfig {
@@ -53,10 +66,14 @@ impl ProcessorConfig {
             app_id: app_id.into(),
             instance: "processor".into(),
             poll_timeout_ms: 1_000,
-            max_poll_records: 1_000,
+            max_poll_records: 5_000,
             session_timeout_ms: 10_000,
             replication_factor: None,
+            topic_config: serde_json::Map::new(),
             retry_for: Duration::from_secs(60),
+            expression_errors: None,
+            state_dir: None,
+            incarnation: "0".into(),
         }
     }
 }
@@ -70,6 +87,12 @@ pub enum ProcessorError {
     Topic { topic: String, message: String },
     #[error("{what}: {source}")]
     Api { what: String, source: Box<Error> },
+    #[error("local state store: {0}")]
+    Store(String),
+    /// Writes kept failing with retriable errors (a failover taking long): the processor
+    /// stops writing, gives up its tasks and joins again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn api(what: impl Into<String>) -> impl FnOnce(Error) -> ProcessorError {
@@ -114,7 +137,7 @@ struct Task {
     id: TaskId,
     /// The stage's input topics, by input index.
     inputs: Vec<String>,
-    state: TaskState,
+    state: TaskState<AnyStore>,
     /// Next offset to take, per input.
     positions: Vec<u64>,
     /// The batch number of the next batch.
@@ -131,6 +154,12 @@ pub struct Processor {
     status: Arc<Mutex<ProcessorStatus>>,
     tables: Arc<RwLock<Tables>>,
 }
+
+/// Records per output request.
+const OUTPUT_CHUNK: usize = 5_000;
+
+/// A changelog write for after the commit: topic, partition, records, idempotency key.
+type Tombstones = (String, u32, Vec<Record>, String);
 
 /// Partition counts of the topics a pipeline reads and writes internally.
 struct Layout {
@@ -189,6 +218,15 @@ impl Processor {
     async fn ensure(&self, name: String, partitions: u32, compact: bool) -> Result<(), ProcessorError> {
         let mut spec = NewTopic::new(name.clone(), partitions);
         spec.replication_factor = self.cfg.replication_factor;
+        spec.config.clone_from(&self.cfg.topic_config);
+        // A batch redone after a long outage must still find its writes' idempotency
+        // records (the longest window a topic takes: 7 days).
+        spec.config.entry("idempotency.window.ms").or_insert(Value::from(604_800_000u64));
+        if !compact {
+            // A repartition topic's records keep their event times: time-based retention
+            // must not drop them before the next stage has read them.
+            spec.config.entry("retention.ms").or_insert(Value::from(-1));
+        }
         if compact {
             spec.config.insert("cleanup.policy".into(), Value::from("compact"));
         }
@@ -270,8 +308,12 @@ impl Processor {
     /// good.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
         let layout = self.layout().await?;
+        let local = match &self.cfg.state_dir {
+            Some(dir) => Some(LocalDb::open_fresh(&dir.join(&self.cfg.app_id)).map_err(ProcessorError::Store)?),
+            None => None,
+        };
         let followers = self.load_tables().await?;
-        let result = self.run_loop(&layout, shutdown).await;
+        let result = self.run_loop(&layout, local.as_ref(), shutdown).await;
         for f in followers {
             f.abort();
         }
@@ -287,7 +329,12 @@ impl Processor {
         }
     }
 
-    async fn run_loop(&self, layout: &Layout, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
+    async fn run_loop(
+        &self,
+        layout: &Layout,
+        local: Option<&LocalDb>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ProcessorError> {
         tokio::pin!(shutdown);
         let topics: BTreeSet<String> = layout.inputs.iter().flatten().cloned().collect();
         let join = Join {
@@ -338,14 +385,17 @@ impl Processor {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
-                    if matches!(e.code(), Some("unknown_member_id")) {
-                        member = None;
-                        tasks.clear();
-                        buffers.clear();
-                    } else if !e.retriable() {
+                    if !e.retriable() && !matches!(e.code(), Some("unknown_member_id")) {
                         return Err(api("poll")(e));
                     }
+                    // A poll whose answer was lost may still have moved the member's read
+                    // positions past records it never got: start over from the committed
+                    // offsets (leave, drop the tasks, join again).
                     self.set_error(format!("poll: {e}"));
+                    let _ = self.client.leave(&self.cfg.app_id, &id).await;
+                    member = None;
+                    tasks.clear();
+                    buffers.clear();
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -372,24 +422,79 @@ impl Processor {
             let mut fresh_commits = Vec::new();
             for t in &wanted {
                 if !tasks.contains_key(t) {
-                    let (task, commits) = self.start_task(*t, &layout.inputs[t.stage]).await?;
-                    fresh_commits.extend(commits);
-                    tasks.insert(*t, task);
+                    // A task that cannot start yet (its changelog not readable whole) is
+                    // tried again after the next poll; its records wait in the buffers.
+                    match self.start_task(*t, &layout.inputs[t.stage], local).await {
+                        Ok((task, commits)) => {
+                            fresh_commits.extend(commits);
+                            tasks.insert(*t, task);
+                        }
+                        Err(e) => {
+                            tracing::warn!(stage = t.stage, partition = t.partition, error = %e, "task not started yet");
+                            self.set_error(e.to_string());
+                        }
+                    }
                 }
             }
-            let mut commits = fresh_commits;
+            // Where new tasks start (inputs never committed: their log start) is committed
+            // before any of their batches, so a batch begun and not committed is always
+            // recognised as begun.
+            if !fresh_commits.is_empty() {
+                let c =
+                    Commit { member_id: Some(id.clone()), generation: Some(reply.generation), offsets: fresh_commits };
+                if let Err(e) = self.client.commit(&self.cfg.app_id, &c).await {
+                    self.set_error(format!("commit: {e}"));
+                    let _ = self.client.leave(&self.cfg.app_id, &id).await;
+                    member = None;
+                    tasks.clear();
+                    buffers.clear();
+                    continue;
+                }
+            }
+            let mut commits = Vec::new();
+            let mut tombstones = Vec::new();
             let mut done = 0;
             let mut replayed = 0;
+            let mut gave_up = None;
+            // Every task with records does its batch; tasks are independent, so their
+            // writes go out at once.
+            let mut work = Vec::new();
             for task in tasks.values_mut() {
-                let Some((batch, redo)) = take_batch(task, &mut buffers, self.cfg.max_poll_records as usize) else {
-                    continue;
-                };
-                self.write_batch(task, batch, redo).await?;
+                if let Some((batch, redo)) = take_batch(task, &mut buffers, self.cfg.max_poll_records as usize) {
+                    work.push((task, batch, redo));
+                }
+            }
+            let results = futures::future::join_all(work.into_iter().map(|(task, batch, redo)| async move {
+                let r = self.write_batch(task, batch, redo).await;
+                (task, redo, r)
+            }))
+            .await;
+            let mut fatal = None;
+            for (task, redo, r) in results {
+                match r {
+                    Ok(t) => tombstones.extend(t),
+                    Err(ProcessorError::Unavailable(e)) => {
+                        gave_up = Some(e);
+                        continue;
+                    }
+                    Err(e) => {
+                        fatal = Some(e);
+                        continue;
+                    }
+                }
                 done += 1;
                 replayed += u64::from(redo);
-                // The task's tallies ride along (a pipeline's status shows them).
+                // The task's tallies, and this instance's expression failures and last
+                // error, ride along (a pipeline's status shows them).
                 let c = task.state.counters;
-                let tallies = serde_json::json!({"late": c.late, "skipped": c.skipped}).to_string();
+                let expression_errors =
+                    self.cfg.expression_errors.as_ref().map(|e| e.load(std::sync::atomic::Ordering::Relaxed));
+                let last_error = self.status.lock().ok().and_then(|s| s.last_error.clone());
+                let tallies = serde_json::json!({
+                    "late": c.late, "skipped": c.skipped,
+                    "expression_errors": expression_errors, "last_error": last_error,
+                })
+                .to_string();
                 for (i, topic) in task.inputs.iter().enumerate() {
                     commits.push(CommitOffset {
                         topic: topic.clone(),
@@ -398,6 +503,21 @@ impl Processor {
                         metadata: Some(tallies.clone()),
                     });
                 }
+            }
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            if let Some(e) = gave_up {
+                // Nothing of the unfinished batch is committed: whoever owns its task next
+                // (this member after joining again, or another) redoes it from its intent.
+                tracing::warn!(error = e, "writes keep failing; giving up the tasks and joining again");
+                self.set_error(e);
+                let _ = self.client.leave(&self.cfg.app_id, &id).await;
+                member = None;
+                tasks.clear();
+                buffers.clear();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
             }
             if !commits.is_empty() {
                 let c = Commit { member_id: Some(id.clone()), generation: Some(reply.generation), offsets: commits };
@@ -414,6 +534,14 @@ impl Processor {
                     continue;
                 }
             }
+            // Tombstones for state the committed batches removed: only now, so a batch
+            // done again still finds its before-values; losing them (a crash) only
+            // keeps changelog entries whose value is already gone.
+            for (topic, partition, records, key) in tombstones {
+                if let Err(e) = self.produce(&topic, Some(partition), &records, key).await {
+                    tracing::warn!(topic, partition, error = %e, "changelog tombstones not written");
+                }
+            }
             if let Ok(mut s) = self.status.lock() {
                 s.member_id = Some(id.clone());
                 s.generation = Some(reply.generation);
@@ -427,7 +555,12 @@ impl Processor {
     /// A task's state from its changelog and its positions from the group's committed
     /// offsets (inputs never committed start at their log start, committed first so a
     /// crash before the first batch's commit still finds its batch begun).
-    async fn start_task(&self, id: TaskId, inputs: &[String]) -> Result<(Task, Vec<CommitOffset>), ProcessorError> {
+    async fn start_task(
+        &self,
+        id: TaskId,
+        inputs: &[String],
+        local: Option<&LocalDb>,
+    ) -> Result<(Task, Vec<CommitOffset>), ProcessorError> {
         let offsets = self.client.group_offsets(&self.cfg.app_id).await.map_err(api("read the group's offsets"))?;
         let mut committed = Vec::new();
         let mut commits = Vec::new();
@@ -458,15 +591,26 @@ impl Processor {
         }
         let restored = {
             let topic = self.changelog_topic(id.stage);
-            let records = self
-                .client
-                .read_to_end(&topic, id.partition, Start::Earliest)
-                .await
-                .map_err(api(format!("restore from {topic}")))?;
+            let records = self.read_changelog(&topic, id.partition).await?;
             let restored = changelog::restore(
                 records.iter().map(|r| (r.key.clone().unwrap_or_default(), r.value.clone())),
                 &committed,
             );
+            // Every committed batch wrote its intent first, so the latest intent ends at
+            // least where the commits are; a changelog read that ends earlier missed
+            // some of it — restoring from it would lose state.
+            if let Some(i) = &restored.intent {
+                if i.ends.iter().zip(&committed).any(|(end, c)| c.is_some_and(|c| c > *end)) {
+                    return Err(ProcessorError::Topic {
+                        topic,
+                        message: format!(
+                            "partition {}: the latest intent ends at {:?} but the group committed {committed:?}: \
+                             the changelog read is missing records",
+                            id.partition, i.ends
+                        ),
+                    });
+                }
+            }
             if restored.undecodable > 0 {
                 tracing::error!(
                     topic,
@@ -484,19 +628,68 @@ impl Processor {
             (None, _) => 0,
         };
         let redo = restored.intent.filter(|_| restored.pending);
+        let counters = restored.state.counters;
+        let store = match local {
+            Some(db) => AnyStore::Rocks(
+                blocking(|| db.task_store(&format!("{}/{}", id.stage, id.partition), restored.state.store.0))
+                    .map_err(ProcessorError::Store)?,
+            ),
+            None => AnyStore::Mem(restored.state.store),
+        };
         tracing::info!(
             stage = id.stage,
             partition = id.partition,
-            keys = restored.state.store.len(),
+            keys = store.len(),
             redo = redo.is_some(),
             "task started"
         );
-        Ok((Task { id, inputs: inputs.to_vec(), state: restored.state, positions, seq, redo }, commits))
+        Ok((Task { id, inputs: inputs.to_vec(), state: TaskState { store, counters }, positions, seq, redo }, commits))
+    }
+
+    /// A task's whole changelog partition. Only its task writes it, so everything in its
+    /// leader's log was acknowledged or is a begun batch: the read waits until the high
+    /// watermark reaches the log end — a leader elected moments ago learns its
+    /// followers' progress on their next fetch (KAFKA-7128), and a read up to a high
+    /// watermark that lags would miss the latest batches.
+    async fn read_changelog(&self, topic: &str, partition: u32) -> Result<Vec<ConsumedRecord>, ProcessorError> {
+        let deadline = Instant::now() + self.cfg.retry_for;
+        loop {
+            match self.client.offsets(topic, partition, None).await {
+                Ok(o) if o.high_watermark >= o.log_end_offset => break,
+                Ok(_) => {}
+                Err(e) if !e.retriable() => return Err(api(format!("offsets of {topic}"))(e)),
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                return Err(ProcessorError::Topic {
+                    topic: topic.into(),
+                    message: format!("partition {partition}: its high watermark did not reach its log end"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.client.read_to_end(topic, partition, Start::Earliest).await {
+                Ok(records) => return Ok(records),
+                Err(e) if e.retriable() && Instant::now() < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(api(format!("restore from {topic}"))(e)),
+            }
+        }
     }
 
     /// Processes a batch and writes it: the changelog, then the outputs; the task moves on
     /// only when both are acknowledged.
-    async fn write_batch(&self, task: &mut Task, batch: Vec<InputRecord>, _redo: bool) -> Result<(), ProcessorError> {
+    /// Returns the batch's changelog tombstones, to write once it is committed.
+    async fn write_batch(
+        &self,
+        task: &mut Task,
+        batch: Vec<InputRecord>,
+        _redo: bool,
+    ) -> Result<Option<Tombstones>, ProcessorError> {
         let stage: &Stage = &self.topology.stages[task.id.stage];
         let starts = task.positions.clone();
         let ends = match &task.redo {
@@ -509,18 +702,21 @@ impl Processor {
                 ends
             }
         };
-        let mut state = task.state.clone();
-        let outcome = {
+        let mut outcome = {
             let tables = self.tables.read().map_err(|_| ProcessorError::Topic {
                 topic: "tables".into(),
                 message: "a table follower panicked".into(),
             })?;
-            task::process(stage, &tables, &mut state, &batch)
+            blocking(|| task::compute(stage, &tables, &task.state, batch))
         };
         let intent = Intent { seq: task.seq, starts, ends, before: outcome.before, after: outcome.after };
+        // The pipeline, its incarnation (a pipeline recreated under the same name must
+        // not hit its predecessor's keys), the task, the batch and its offsets; at most
+        // ~170 characters whatever the names.
         let base = format!(
-            "{}/{}/{}/{}/{:016x}",
+            "{}/{}/{}/{}/{}/{:016x}",
             self.cfg.app_id,
+            self.cfg.incarnation,
             task.id.stage,
             task.id.partition,
             intent.seq,
@@ -535,33 +731,36 @@ impl Processor {
             self.produce(&topic, Some(task.id.partition), &records, format!("{base}/c")).await?;
         }
         let mut by_topic: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-        for o in &outcome.outputs {
-            by_topic.entry(self.dest_topic(&o.dest)).or_default().push(o.rec.to_produce());
+        for o in std::mem::take(&mut outcome.outputs) {
+            by_topic.entry(self.dest_topic(&o.dest)).or_default().push(o.rec.into_produce());
         }
         for (topic, records) in by_topic {
-            for (n, chunk) in records.chunks(500).enumerate() {
-                self.produce(&topic, None, chunk, format!("{base}/o/{topic}/{n}")).await?;
+            // Chunks one after another: a key's records stay in order.
+            for (n, chunk) in records.chunks(OUTPUT_CHUNK).enumerate() {
+                let t = fnv(topic.bytes());
+                self.produce(&topic, None, chunk, format!("{base}/o/{t:016x}/{n}")).await?;
             }
         }
-        {
-            let deleted = changelog::deleted_keys(&outcome.changes);
-            if !deleted.is_empty() {
-                // Tombstones for state the batch removed, after its changelog entries;
-                // losing them (a crash) only keeps entries whose value is already gone.
-                let records: Vec<Record> =
-                    deleted.into_iter().map(|k| Record { key: Some(k), ..Record::default() }).collect();
-                let topic = self.changelog_topic(task.id.stage);
-                self.produce(&topic, Some(task.id.partition), &records, format!("{base}/t")).await?;
-            }
-        }
-        task.state = state;
+        let deleted = changelog::deleted_keys(&outcome.changes);
+        let tombstones = (!deleted.is_empty()).then(|| {
+            let records: Vec<Record> =
+                deleted.into_iter().map(|k| Record { key: Some(k), ..Record::default() }).collect();
+            (self.changelog_topic(task.id.stage), task.id.partition, records, format!("{base}/t"))
+        });
+        blocking(|| task.state.apply(&outcome)).map_err(ProcessorError::Store)?;
         task.positions = intent.ends;
         task.seq += 1;
         task.redo = None;
-        Ok(())
+        Ok(tombstones)
     }
 
     /// One idempotent `acks=all` produce, retried while the error is retriable.
+    /// How long a write is retried: at most half the session, so a member whose writes
+    /// cannot get through gives up before it is expelled and another owns its tasks.
+    fn retry_for(&self) -> Duration {
+        self.cfg.retry_for.min(Duration::from_millis(self.cfg.session_timeout_ms / 2))
+    }
+
     async fn produce(
         &self,
         topic: &str,
@@ -569,8 +768,14 @@ impl Processor {
         records: &[Record],
         key: String,
     ) -> Result<(), ProcessorError> {
-        let opts = ProduceOptions { acks: Acks::All, idempotency_key: Some(key), ..ProduceOptions::default() };
-        let deadline = Instant::now() + self.cfg.retry_for;
+        let retry_for = self.retry_for();
+        let opts = ProduceOptions {
+            acks: Acks::All,
+            idempotency_key: Some(key),
+            timeout_ms: Some(retry_for.as_millis().max(1) as u64),
+            ..ProduceOptions::default()
+        };
+        let deadline = Instant::now() + retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
             let err = match self.client.produce(topic, partition, records, &opts).await {
@@ -600,7 +805,7 @@ impl Processor {
                 Err(e) => e.to_string(),
             };
             if Instant::now() + backoff > deadline {
-                return Err(ProcessorError::Topic { topic: topic.into(), message: format!("gave up retrying: {err}") });
+                return Err(ProcessorError::Unavailable(format!("{topic}: gave up retrying: {err}")));
             }
             tracing::debug!(topic, err, "retrying a pipeline write");
             tokio::time::sleep(backoff).await;
@@ -616,6 +821,15 @@ impl Processor {
     }
 }
 
+/// Runs `f`, which may block (a local RocksDB), off the async workers where the
+/// runtime has several (`block_in_place`); inline on a single-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn status_of(t: &Task) -> TaskStatus {
     TaskStatus {
         stage: t.id.stage,
@@ -627,17 +841,14 @@ fn status_of(t: &Task) -> TaskStatus {
     }
 }
 
-/// FNV-1a of a batch's offsets: part of its idempotency keys, so a pipeline recreated
-/// under the same name does not collide with its predecessor's batches.
+/// FNV-1a of a batch's offsets: part of its idempotency keys.
 fn fingerprint(starts: &[u64], ends: &[u64]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for x in starts.iter().chain(ends) {
-        for b in x.to_be_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    fnv(starts.iter().chain(ends).flat_map(|x| x.to_be_bytes()))
+}
+
+/// FNV-1a (64 bit).
+fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The task's next batch from its inputs' buffers: a batch being redone takes exactly
@@ -686,7 +897,7 @@ fn take_batch(
         let next = queues.iter().enumerate().filter_map(|(i, q)| q.front().map(|r| (r.timestamp, i))).min();
         let Some((_, i)) = next else { break };
         if let Some(r) = queues[i].pop_front() {
-            batch.push(InputRecord { input: i, offset: r.offset, rec: Rec::from_consumed(&r) });
+            batch.push(InputRecord { input: i, offset: r.offset, rec: Rec::from_consumed(r) });
         }
     }
     Some((batch, redo))

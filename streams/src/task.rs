@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::aggregate::{Agg, Skip};
 use crate::record::Rec;
+use crate::store::{MemStore, Store};
 use crate::topology::{Dest, Emit, JoinWindow, Op, Stage};
 use crate::window::{WindowSpec, Windows};
 
@@ -29,7 +30,9 @@ pub type Tables = BTreeMap<String, BTreeMap<String, Value>>;
 /// A task's clock and tallies, kept with its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
-    /// The largest event time seen (`i64::MIN` before any record).
+    /// The largest event time a stateful step has seen (`i64::MIN` before any record):
+    /// the time of the records as that step gets them, so a `timestamp` step before it
+    /// sets the clock windows go by.
     pub stream_time: i64,
     /// Records dropped because their window had closed.
     pub late: u64,
@@ -45,8 +48,8 @@ impl Default for Counters {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskState {
-    pub store: BTreeMap<String, Value>,
+pub struct TaskState<S = MemStore> {
+    pub store: S,
     pub counters: Counters,
 }
 
@@ -100,14 +103,33 @@ fn windowed(key: &str, start: i64, end: i64, value: Value, timestamp: i64) -> Re
     }
 }
 
-/// Processes one batch: every record through the stage's steps in order, then the
-/// windows that the batch's stream time closed. `state` is updated in place.
+impl<S: Store> TaskState<S> {
+    /// The state after a batch: its changes and counters applied.
+    pub fn apply(&mut self, outcome: &Outcome) -> Result<(), String> {
+        self.store.apply(&outcome.changes)?;
+        self.counters = outcome.after;
+        Ok(())
+    }
+}
+
+/// [`compute`], then [`TaskState::apply`] on an in-memory state: it moves on at once.
 pub fn process(stage: &Stage, tables: &Tables, state: &mut TaskState, batch: &[InputRecord]) -> Outcome {
+    let outcome = compute(stage, tables, state, batch.to_vec());
+    // A memory store's apply cannot fail.
+    let _ = state.apply(&outcome);
+    outcome
+}
+
+/// Processes one batch: every record through the stage's steps in order, then the
+/// windows that the batch's stream time closed. The state is read, never changed: the
+/// batch's writes go to an overlay and come out as [`Outcome::changes`], applied by the
+/// caller once they are safely written ([`TaskState::apply`]).
+pub fn compute<S: Store>(stage: &Stage, tables: &Tables, state: &TaskState<S>, batch: Vec<InputRecord>) -> Outcome {
     let before = state.counters;
     let mut run = Run {
         stage,
         tables,
-        store: &mut state.store,
+        store: &state.store,
         touched: BTreeMap::new(),
         c: state.counters,
         out: Vec::new(),
@@ -116,32 +138,34 @@ pub fn process(stage: &Stage, tables: &Tables, state: &mut TaskState, batch: &[I
     };
     for r in batch {
         let Some(input) = stage.inputs.get(r.input) else { continue };
-        run.c.stream_time = run.c.stream_time.max(r.rec.timestamp);
         run.seq = format!("{:02}{:020}", r.input, r.offset);
         run.n = 0;
-        run.step(input.entry, r.rec.clone(), input.right);
+        run.step(input.entry, r.rec, input.right);
     }
     run.seq = "zz".into();
     run.n = 0;
     run.close_windows();
-    let Run { store, touched, c, out, .. } = run;
+    let Run { touched, c, out, .. } = run;
     let changes = touched
         .into_iter()
-        .filter_map(|(key, before)| {
-            let after = store.get(&key).cloned();
-            (before != after).then_some(Change { key, before, after })
-        })
+        .filter_map(|(key, t)| (t.before != t.now).then_some(Change { key, before: t.before, after: t.now }))
         .collect();
-    state.counters = c;
     Outcome { outputs: out, changes, before, after: c }
+}
+
+/// A key written in this batch: its value before the batch and now (`None`: absent).
+struct Touch {
+    before: Option<Value>,
+    now: Option<Value>,
 }
 
 struct Run<'a> {
     stage: &'a Stage,
     tables: &'a Tables,
-    store: &'a mut BTreeMap<String, Value>,
-    /// Each key changed in this batch, with its value before.
-    touched: BTreeMap<String, Option<Value>>,
+    /// The state before the batch (read only) …
+    store: &'a dyn Store,
+    /// … and the batch's writes over it.
+    touched: BTreeMap<String, Touch>,
     c: Counters,
     out: Vec<Output>,
     /// The input record being processed (join buffers' unique part), and a counter of
@@ -151,25 +175,43 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn touch(&mut self, key: &str) {
-        if !self.touched.contains_key(key) {
-            self.touched.insert(key.to_owned(), self.store.get(key).cloned());
+    /// A key's value as the batch has left it so far.
+    fn get(&self, key: &str) -> Option<Value> {
+        match self.touched.get(key) {
+            Some(t) => t.now.clone(),
+            None => self.store.get(key),
         }
     }
 
+    fn set(&mut self, key: String, now: Option<Value>) {
+        let store = self.store;
+        self.touched.entry(key).or_insert_with_key(|k| Touch { before: store.get(k), now: None }).now = now;
+    }
+
     fn put(&mut self, key: String, value: Value) {
-        self.touch(&key);
-        self.store.insert(key, value);
+        self.set(key, Some(value));
     }
 
     fn delete(&mut self, key: &str) {
-        self.touch(key);
-        self.store.remove(key);
+        self.set(key.to_owned(), None);
     }
 
-    /// Entries with keys in `[lo, hi)`.
+    /// Entries with keys in `[lo, hi)`, as the batch has left them so far.
     fn range(&self, lo: String, hi: String) -> Vec<(String, Value)> {
-        self.store.range(lo..hi).map(|(k, v)| (k.clone(), v.clone())).collect()
+        let mut merged: BTreeMap<String, Value> = self.store.range(&lo, &hi).into_iter().collect();
+        if lo < hi {
+            for (k, t) in self.touched.range(lo..hi) {
+                match &t.now {
+                    Some(v) => {
+                        merged.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        merged.remove(k);
+                    }
+                }
+            }
+        }
+        merged.into_iter().collect()
     }
 
     fn step(&mut self, i: usize, rec: Rec, right: bool) {
@@ -221,7 +263,7 @@ impl Run<'_> {
             return;
         };
         let skey = format!("{i:03}/k/{key}");
-        let acc = self.store.get(&skey).map(|v| v["acc"].clone()).unwrap_or_else(|| agg.init());
+        let acc = self.get(&skey).map(|v| v["acc"].clone()).unwrap_or_else(|| agg.init());
         match agg.add(&acc, &rec) {
             Err(Skip) => self.c.skipped += 1,
             Ok(acc) => {
@@ -233,6 +275,7 @@ impl Run<'_> {
     }
 
     fn time_windows(&mut self, i: usize, spec: &WindowSpec, agg: &Agg, emit: Emit, rec: Rec) {
+        self.c.stream_time = self.c.stream_time.max(rec.timestamp);
         let Some(key) = rec.key.clone() else {
             self.c.skipped += 1;
             return;
@@ -244,7 +287,7 @@ impl Run<'_> {
                 continue;
             }
             let skey = format!("{i:03}/w/{}/{}/{key}", ord(end), ord(start));
-            let acc = self.store.get(&skey).map(|v| v["acc"].clone()).unwrap_or_else(|| agg.init());
+            let acc = self.get(&skey).map(|v| v["acc"].clone()).unwrap_or_else(|| agg.init());
             let Ok(acc) = agg.add(&acc, &rec) else {
                 self.c.skipped += 1;
                 return;
@@ -262,20 +305,23 @@ impl Run<'_> {
 
     fn session(&mut self, i: usize, spec: &WindowSpec, agg: &Agg, emit: Emit, rec: Rec) {
         let Windows::Session { gap_ms } = spec.windows else { return };
+        self.c.stream_time = self.c.stream_time.max(rec.timestamp);
         let Some(key) = rec.key.clone() else {
             self.c.skipped += 1;
             return;
         };
         let skey = format!("{i:03}/s/{key}");
-        let sessions: Vec<Value> =
-            self.store.get(&skey).and_then(|v| v["sessions"].as_array().cloned()).unwrap_or_default();
+        let sessions: Vec<Value> = self.get(&skey).and_then(|v| v["sessions"].as_array().cloned()).unwrap_or_default();
         let ts = rec.timestamp;
         let (mut start, mut end) = (ts, ts);
         let mut acc = agg.init();
         let mut kept = Vec::new();
         for s in sessions {
             let (s0, s1) = (s["start"].as_i64().unwrap_or(0), s["end"].as_i64().unwrap_or(0));
-            if s0.saturating_sub(gap_ms) <= ts && ts <= s1.saturating_add(gap_ms) {
+            // A session already closed (emitted at the end of its batch) takes nothing
+            // more, whichever batch the record is in.
+            let open = !spec.session_closed(s1, self.c.stream_time);
+            if open && s0.saturating_sub(gap_ms) <= ts && ts <= s1.saturating_add(gap_ms) {
                 start = start.min(s0);
                 end = end.max(s1);
                 acc = agg.merge(&acc, &s["acc"]);
@@ -301,13 +347,15 @@ impl Run<'_> {
     }
 
     fn join(&mut self, i: usize, w: &JoinWindow, joiner: &crate::topology::StreamJoiner, rec: Rec, right: bool) {
+        self.c.stream_time = self.c.stream_time.max(rec.timestamp);
         let Some(key) = rec.key.clone() else {
             self.c.skipped += 1;
             return;
         };
         let t = rec.timestamp;
-        let span = w.before_ms.saturating_add(w.after_ms).saturating_add(w.grace_ms);
-        if t < self.c.stream_time.saturating_sub(span) {
+        // Late: its grace is over. Buffers are kept exactly as long as a record that is
+        // not late could still match them (see close_windows).
+        if t.saturating_add(w.grace_ms) < self.c.stream_time {
             self.c.late += 1;
             return;
         }
@@ -363,10 +411,15 @@ impl Run<'_> {
                     }
                 },
                 Op::JoinStream { window, .. } => {
-                    let span = window.before_ms.saturating_add(window.after_ms).saturating_add(window.grace_ms);
-                    let horizon = st.saturating_sub(span);
+                    // A left record at t matches right records up to t + after, which are
+                    // taken while their time + grace ≥ stream time: it is kept while
+                    // t + after + grace ≥ stream time; a right one while
+                    // t + before + grace ≥ stream time.
+                    let left = format!("{i:03}/L/");
                     for (skey, v) in self.range(format!("{i:03}/"), format!("{i:03}0")) {
-                        if v["t"].as_i64().unwrap_or(0) < horizon {
+                        let t = v["t"].as_i64().unwrap_or(0);
+                        let reach = if skey.starts_with(&left) { window.after_ms } else { window.before_ms };
+                        if t.saturating_add(reach).saturating_add(window.grace_ms) < st {
                             self.delete(&skey);
                         }
                     }

@@ -37,7 +37,12 @@ pub enum WindowError {
     Gap,
     #[error("the grace period must not be negative")]
     Grace,
+    #[error("a record would be in more than {MAX_HOPS} windows (size ÷ advance)")]
+    TooManyWindows,
 }
+
+/// At most this many hopping windows per record (`size_ms / advance_ms`).
+pub const MAX_HOPS: i64 = 1_000;
 
 impl WindowSpec {
     pub fn tumbling(size_ms: i64) -> Self {
@@ -68,6 +73,9 @@ impl WindowSpec {
             Windows::Hopping { size_ms, advance_ms } if advance_ms < 1 || advance_ms > size_ms => {
                 Err(WindowError::Advance)
             }
+            Windows::Hopping { size_ms, advance_ms } if size_ms / advance_ms > MAX_HOPS => {
+                Err(WindowError::TooManyWindows)
+            }
             Windows::Session { gap_ms } if gap_ms < 1 => Err(WindowError::Gap),
             _ => Ok(()),
         }
@@ -77,15 +85,18 @@ impl WindowSpec {
     /// sessions, which are found per key).
     pub fn windows_for(&self, ts: i64) -> Vec<(i64, i64)> {
         match self.windows {
-            Windows::Tumbling { size_ms } => {
-                let start = ts.div_euclid(size_ms) * size_ms;
-                vec![(start, start.saturating_add(size_ms))]
-            }
+            // Times so far out that a window bound overflows fall in no window.
+            Windows::Tumbling { size_ms } => match ts.div_euclid(size_ms).checked_mul(size_ms) {
+                Some(start) => vec![(start, start.saturating_add(size_ms))],
+                None => Vec::new(),
+            },
             Windows::Hopping { size_ms, advance_ms } => {
                 // Every start k·advance with start ≤ ts < start + size.
                 let last = ts.div_euclid(advance_ms);
-                let first = (ts - size_ms).div_euclid(advance_ms) + 1;
-                (first..=last).map(|k| (k * advance_ms, (k * advance_ms).saturating_add(size_ms))).collect()
+                let first = ts.saturating_sub(size_ms).div_euclid(advance_ms) + 1;
+                (first..=last)
+                    .filter_map(|k| k.checked_mul(advance_ms).map(|s| (s, s.saturating_add(size_ms))))
+                    .collect()
             }
             Windows::Session { .. } => Vec::new(),
         }
@@ -150,5 +161,9 @@ mod tests {
         assert_eq!(WindowSpec::session(0).validate(), Err(WindowError::Gap));
         assert_eq!(WindowSpec::tumbling(10).grace(-1).validate(), Err(WindowError::Grace));
         assert_eq!(WindowSpec::hopping(10, 10).validate(), Ok(()));
+        assert_eq!(WindowSpec::hopping(86_400_000, 1).validate(), Err(WindowError::TooManyWindows));
+        // Extreme times fall in no window rather than overflowing.
+        assert!(WindowSpec::tumbling(7).windows_for(i64::MIN).is_empty());
+        assert!(WindowSpec::hopping(10, 3).windows_for(i64::MIN).len() <= 4);
     }
 }

@@ -25,6 +25,9 @@ pub struct WorkerConfig {
     pub refresh: Duration,
     pub session_timeout_ms: u64,
     pub replication_factor: Option<u32>,
+    /// Keep each pipeline's task state in a local RocksDB under this directory
+    /// (`None`: in memory).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -34,6 +37,7 @@ impl Default for WorkerConfig {
             refresh: Duration::from_secs(2),
             session_timeout_ms: 10_000,
             replication_factor: None,
+            state_dir: None,
         }
     }
 }
@@ -53,11 +57,12 @@ pub async fn run(client: Client, cfg: WorkerConfig, shutdown: impl Future<Output
     loop {
         match client.list_pipelines().await {
             Ok(list) => {
-                let wanted: BTreeMap<String, Value> = list.into_iter().map(|p| (p.name, p.definition)).collect();
+                let wanted: BTreeMap<String, (Value, i64)> =
+                    list.into_iter().map(|p| (p.name, (p.definition, p.created_ms))).collect();
                 // Stop what was deleted (or replaced by another definition of the name).
                 let gone: Vec<String> = running
                     .iter()
-                    .filter(|(n, r)| wanted.get(*n) != Some(&r.definition))
+                    .filter(|(n, r)| wanted.get(*n).map(|w| &w.0) != Some(&r.definition))
                     .map(|(n, _)| n.clone())
                     .collect();
                 for name in gone {
@@ -83,11 +88,11 @@ pub async fn run(client: Client, cfg: WorkerConfig, shutdown: impl Future<Output
                     }
                 }
                 failed.retain(|_, at| at.elapsed() < Duration::from_secs(5));
-                for (name, definition) in wanted {
+                for (name, (definition, created_ms)) in wanted {
                     if running.contains_key(&name) || failed.contains_key(&name) {
                         continue;
                     }
-                    match start(&client, &cfg, &definition) {
+                    match start(&client, &cfg, &definition, created_ms) {
                         Ok((stop, task)) => {
                             tracing::info!(pipeline = name, "pipeline started");
                             running.insert(name, Running { definition, stop, task });
@@ -114,13 +119,16 @@ pub async fn run(client: Client, cfg: WorkerConfig, shutdown: impl Future<Output
 
 type Started = (oneshot::Sender<()>, JoinHandle<Result<(), ProcessorError>>);
 
-fn start(client: &Client, cfg: &WorkerConfig, definition: &Value) -> Result<Started, String> {
+fn start(client: &Client, cfg: &WorkerConfig, definition: &Value, created_ms: i64) -> Result<Started, String> {
     let def: PipelineDef = serde_json::from_value(definition.clone()).map_err(|e| e.to_string())?;
     let compiled = def.compile().map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
     let mut pc = ProcessorConfig::new(def.name.clone());
     pc.instance.clone_from(&cfg.instance);
     pc.session_timeout_ms = cfg.session_timeout_ms;
     pc.replication_factor = cfg.replication_factor;
+    pc.expression_errors = Some(compiled.expression_errors.clone());
+    pc.state_dir.clone_from(&cfg.state_dir);
+    pc.incarnation = created_ms.to_string();
     let processor = Processor::new(client.clone(), compiled.topology, pc).map_err(|e| e.to_string())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move { processor.run(async { stopped.await.unwrap_or(()) }).await });

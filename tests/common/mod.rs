@@ -58,3 +58,19 @@ pub async fn create_topic(api: &fjord_client::Client, name: &str, partitions: u3
         .await
         .unwrap_or_else(|e| panic!("create topic {name}: {e}"))
 }
+
+/// The README, as the tests that run its examples read it.
+pub fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README")
+}
+
+/// The text between `<!-- {name}:start -->` and `<!-- {name}:end -->` in `readme`,
+/// inside its code fence.
+pub fn readme_block(readme: &str, name: &str) -> String {
+    let start = readme.find(&format!("<!-- {name}:start -->")).unwrap_or_else(|| panic!("{name} start marker"));
+    let end = readme.find(&format!("<!-- {name}:end -->")).unwrap_or_else(|| panic!("{name} end marker"));
+    let block = &readme[start..end];
+    let body_start = block.find("```").and_then(|i| block[i..].find('\n').map(|j| i + j + 1)).expect("fence");
+    let body_end = block.rfind("```").expect("closing fence");
+    block[body_start..body_end].to_owned()
+}

@@ -63,9 +63,11 @@ async fn create(api: &Client, name: &str, partitions: u32, rf: Option<u32>) -> a
     Ok(())
 }
 
-/// Fills `topic` with `records` orders, 1,000 per request, partitions in turn.
+/// Fills `topic` with `records` orders, 1,000 per request, partitions in turn; event
+/// times one per ms from an hour ago (recent enough for any retention).
 async fn fill(api: &Client, topic: &str, partitions: u32, records: u64) -> anyhow::Result<()> {
     let opts = ProduceOptions { acks: Acks::Leader, ..ProduceOptions::default() };
+    let base = fjord_protocol::now_ms() - 3_600_000;
     let mut i = 0u64;
     let mut tasks = Vec::new();
     for p in 0..partitions {
@@ -80,7 +82,7 @@ async fn fill(api: &Client, topic: &str, partitions: u32, records: u64) -> anyho
                     .map(|k| Record {
                         key: Some(format!("order-{k}")),
                         value: Some(json!({"region": format!("r{}", k % 16), "amount": k % 1000, "id": k})),
-                        timestamp: Some(1_764_583_200_000 + k as i64),
+                        timestamp: Some(base + k as i64),
                         ..Record::default()
                     })
                     .collect();
@@ -149,6 +151,9 @@ async fn run_pipeline(
     let compiled = def.compile().map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let mut cfg = ProcessorConfig::new(def.name.clone());
     cfg.instance = "bench".into();
+    // As `fjord processor` runs by default: task state in a local RocksDB.
+    let state = tempfile::tempdir()?;
+    cfg.state_dir = Some(state.path().to_owned());
     let processor = Processor::new(api.clone(), compiled.topology, cfg)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t0 = Instant::now();

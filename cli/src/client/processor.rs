@@ -29,14 +29,28 @@ pub struct ProcessorArgs {
     /// Replication factor of the internal topics (default: the cluster's).
     #[arg(long)]
     pub replication_factor: Option<u32>,
+    /// Where task state is kept, in a local RocksDB per pipeline (wiped at start: it is
+    /// restored from the changelogs). Default: a temporary directory removed at exit.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Keep task state in memory instead.
+    #[arg(long, conflicts_with = "state_dir")]
+    pub in_memory_state: bool,
 }
 
 pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Outcome {
+    // Held until the processor stops: a temporary state directory goes with it.
+    let temp = match (&args.state_dir, args.in_memory_state) {
+        (None, false) => Some(tempfile::Builder::new().prefix("fjord-processor-").tempdir()?),
+        _ => None,
+    };
+    let state_dir = args.state_dir.clone().or_else(|| temp.as_ref().map(|t| t.path().to_owned()));
     let Some(path) = &args.pipeline else {
         let cfg = fjord_streams::worker::WorkerConfig {
             instance: args.instance.clone(),
             session_timeout_ms: args.session_timeout_ms,
             replication_factor: args.replication_factor,
+            state_dir,
             ..Default::default()
         };
         tracing::info!(instance = cfg.instance, "processor running the cluster's pipelines");
@@ -54,6 +68,8 @@ pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Out
     cfg.instance = args.instance;
     cfg.session_timeout_ms = args.session_timeout_ms;
     cfg.replication_factor = args.replication_factor;
+    cfg.expression_errors = Some(compiled.expression_errors.clone());
+    cfg.state_dir = state_dir;
     let processor =
         Processor::new(args.conn.client()?, compiled.topology, cfg).map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(pipeline = def.name, "processor starting");

@@ -57,6 +57,10 @@ pub struct PipelineInput {
     pub late_records: Option<u64>,
     /// Records a step could not take (no key where one is needed, a number that is not).
     pub skipped_records: Option<u64>,
+    /// Records the pipeline's expressions failed on, in the instance running this task.
+    pub expression_errors: Option<u64>,
+    /// The last error that instance met (a write it retried, a task it could not start).
+    pub last_error: Option<String>,
 }
 
 /// A pipeline and what its processors are doing.
@@ -259,7 +263,14 @@ pub async fn describe_pipeline(
                         let tallies: Option<serde_json::Value> =
                             o.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok());
                         let get = |k: &str| tallies.as_ref().and_then(|t| t[k].as_u64());
-                        PipelineInput { late_records: get("late"), skipped_records: get("skipped"), offsets: o }
+                        let last_error = tallies.as_ref().and_then(|t| t["last_error"].as_str().map(str::to_owned));
+                        PipelineInput {
+                            late_records: get("late"),
+                            skipped_records: get("skipped"),
+                            expression_errors: get("expression_errors"),
+                            last_error,
+                            offsets: o,
+                        }
                     })
                     .collect();
                 (members, inputs)

@@ -67,7 +67,7 @@ fn concrete(method: &Method, template: &str, member: &str, admin_token_id: &str)
         ("POST", "/v1/tokens") => Some(json!({"principal": "intruder", "scopes": [
             {"resource_type": "topic", "pattern_type": "literal", "name": "*", "operations": ["all"]}]})),
         ("POST", "/v1/acls") => Some(json!({"acls": [acl("intruder", "topic", "literal", "*", "all", "allow")]})),
-        ("POST", "/v1/pipelines") => Some(json!({"name": "p2", "source": ["t"], "sink": "t"})),
+        ("POST", "/v1/pipelines") => Some(json!({"name": "p2", "source": ["t"], "sink": "t-out"})),
         _ => None,
     };
     let path = match (method.as_str(), template) {
@@ -99,7 +99,8 @@ async fn every_route_refuses_callers_without_the_right_and_changes_nothing() {
         .await
         .expect_status(201);
     let admin_id = h.get("/v1/whoami").await.expect_status(200)["token"]["id"].as_str().expect("id").to_owned();
-    h.post_json("/v1/pipelines", &json!({"name": "p", "source": ["t"], "sink": "t"})).await.expect_status(201);
+    h.create_topic(json!({"name": "t-out", "partitions": 1})).await;
+    h.post_json("/v1/pipelines", &json!({"name": "p", "source": ["t"], "sink": "t-out"})).await.expect_status(201);
 
     let no_acls = h.mint("mallory", Scope::everything(), None, None).await;
     h.post_json(

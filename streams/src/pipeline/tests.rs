@@ -96,6 +96,23 @@ fn expressions_see_key_and_timestamp_and_failures_are_counted() {
     assert_eq!(c.expression_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
+/// Expressions are evaluated lazily: a map takes one output of an endless stream, a
+/// flat_map at most MAX_OUTPUTS.
+#[test]
+fn endless_outputs_are_cut_short() {
+    let c = def(json!({"name": "p", "source": ["a"], "steps": [{"map": "repeat(1)"}], "sink": "b"}))
+        .compile()
+        .expect("compiles");
+    let mut s = TaskState::default();
+    let out = process(&c.topology.stages[0], &Tables::new(), &mut s, &[input(0, Some("k"), json!(1), 1)]);
+    assert_eq!(out.outputs.len(), 1);
+    let c = def(json!({"name": "p", "source": ["a"], "steps": [{"flat_map": "repeat(1)"}], "sink": "b"}))
+        .compile()
+        .expect("compiles");
+    let out = process(&c.topology.stages[0], &Tables::new(), &mut s, &[input(1, Some("k"), json!(1), 1)]);
+    assert_eq!(out.outputs.len(), MAX_OUTPUTS);
+}
+
 #[test]
 fn a_table_join_definition() {
     let c = def(json!({
@@ -158,6 +175,20 @@ fn each_kind_of_bad_definition_is_refused_with_where_it_is() {
     let p = problems(json!({"name": "bad name", "source": [], "sink": "b/c"}));
     let paths: Vec<&str> = p.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, vec!["name", "source", "sink"]);
+    // Functions that reach outside the record do not exist here.
+    for f in ["halt", "env", "now", "debug"] {
+        let p = problems(base(json!([{"map": f}])));
+        assert!(p[0].message.contains("is not defined"), "{f}: {p:?}");
+    }
+    // A topic read twice, or written and read.
+    let p = problems(json!({"name": "p", "source": ["a", "a"], "sink": "b"}));
+    assert_eq!(p[0].path, "source[1]");
+    let p = problems(
+        json!({"name": "p", "source": ["a"], "steps": [{"join_stream": {"topic": "a", "within_ms": 5}}], "sink": "b"}),
+    );
+    assert_eq!(p[0].path, "steps[0].join_stream.topic");
+    let p = problems(json!({"name": "p", "source": ["a"], "sink": "a"}));
+    assert_eq!(p[0].path, "sink");
     // Several problems are all reported.
     let p = problems(base(json!([{"filter": "("}, {"map": ")"}])));
     assert_eq!(p.len(), 2);
@@ -166,4 +197,22 @@ fn each_kind_of_bad_definition_is_refused_with_where_it_is() {
     assert!(
         serde_json::from_value::<PipelineDef>(json!({"name": "p", "source": ["a"], "sink": "b", "extra": 1})).is_err()
     );
+}
+
+/// Windows go by the time a `timestamp` step sets: records whose event time is an hour
+/// behind their append time are not late.
+#[test]
+fn the_timestamp_step_sets_the_clock_windows_go_by() {
+    let c = def(json!({
+        "name": "p", "source": ["a"], "sink": "b",
+        "steps": [{"timestamp": ".at"}, {"aggregate": {"op": "count", "window": {"tumbling": {"size_ms": 1000}}}}]
+    }))
+    .compile()
+    .expect("compiles");
+    let mut s = TaskState::default();
+    let recs: Vec<InputRecord> =
+        (0..5).map(|i| input(i, Some("k"), json!({"at": 1_000 + i as i64 * 10}), 3_600_000 + i as i64)).collect();
+    let out = process(&c.topology.stages[0], &Tables::new(), &mut s, &recs);
+    assert_eq!(s.counters.late, 0);
+    assert_eq!(out.outputs.last().map(|o| o.rec.value["value"].clone()), Some(json!(5)));
 }
