@@ -13,7 +13,13 @@ use std::sync::Arc;
 use rocksdb::{IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde_json::Value;
 
-use crate::task::Change;
+/// One state key's change over a batch (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub key: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
 
 /// A task's state: string keys to JSON values, ordered by key.
 pub trait Store {

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::aggregate::{Agg, Skip};
 use crate::record::Rec;
+pub use crate::store::Change;
 use crate::store::{MemStore, Store};
 use crate::topology::{Dest, Emit, JoinWindow, Op, Stage};
 use crate::window::{WindowSpec, Windows};
@@ -59,14 +60,6 @@ pub struct InputRecord {
     pub input: usize,
     pub offset: u64,
     pub rec: Rec,
-}
-
-/// One state key's change over a batch (`None`: absent).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub key: String,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
