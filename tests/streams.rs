@@ -57,6 +57,32 @@ fn updates(records: &[fjord_client::ConsumedRecord]) -> BTreeMap<(String, i64), 
     out
 }
 
+/// Orders per (region, window start) for tumbling windows of `window_ms`.
+fn counts_per_window(orders: &[Record], window_ms: i64) -> BTreeMap<(String, i64), u64> {
+    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for r in orders {
+        let region = r.value.as_ref().and_then(|v| v["region"].as_str()).unwrap_or_default().to_owned();
+        let ts = r.timestamp.unwrap_or(0);
+        *expected.entry((region, ts.div_euclid(window_ms) * window_ms)).or_default() += 1;
+    }
+    expected
+}
+
+/// Every window's count updates are exactly 1, 2, …, n: none twice, none skipped.
+fn assert_each_window_counts_once(
+    out: &[fjord_client::ConsumedRecord],
+    expected: &BTreeMap<(String, i64), u64>,
+    context: &dyn Fn() -> String,
+) {
+    let got = updates(out);
+    for (k, values) in &got {
+        let n = expected.get(k).copied().unwrap_or(0);
+        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
+        assert_eq!(values, &want, "window {k:?}; {}", context());
+    }
+    assert_eq!(got.len(), expected.len(), "every window has updates; {}", context());
+}
+
 fn spawn_processor(api_base: &str, def: &Path, instance: &str, log: &Path) -> Child {
     let out = std::fs::File::create(log).expect("log");
     Command::new(env!("CARGO_BIN_EXE_fjord"))
@@ -137,12 +163,7 @@ async fn windowed_counts_through_a_repartition_equal_the_reference() {
     .await;
     let out = read_topic(&api, "counts").await;
     assert_eq!(out.len() as u64, total, "one update per record taken");
-    for (k, values) in updates(&out) {
-        let n = expected.get(&k).copied().unwrap_or(0);
-        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
-        assert_eq!(values, want, "window {k:?}");
-    }
-    assert_eq!(updates(&out).len(), expected.len());
+    assert_each_window_counts_once(&out, &expected, &String::new);
     // The repartition topic kept each region's order of the source.
     let moved = read_topic(&api, "region-counts-repartition-1").await;
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
@@ -248,14 +269,7 @@ async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
     let base = recent();
     let all: Vec<Record> =
         (0..6_000u64).map(|i| order(&regions[(i * 7 % 12) as usize], i, base + (i as i64) * 250)).collect();
-    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for r in &all {
-        let v = r.value.as_ref().expect("value");
-        let ts = r.timestamp.unwrap_or(0);
-        *expected
-            .entry((v["region"].as_str().unwrap_or_default().to_owned(), ts.div_euclid(60_000) * 60_000))
-            .or_default() += 1;
-    }
+    let expected = counts_per_window(&all, 60_000);
     let producer = {
         let api = api.clone();
         let all = all.clone();
@@ -308,11 +322,7 @@ async fn a_killed_processor_instance_loses_and_duplicates_nothing() {
     // Give a straggler a moment to show: nothing more may arrive beyond the total.
     let settled = read_topic(&api, "counts").await;
     assert_eq!(settled.len() as u64, total, "one update per record; logs:\n{}", logs());
-    for (k, values) in updates(&settled) {
-        let n = expected.get(&k).copied().unwrap_or(0);
-        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
-        assert_eq!(values, want, "window {k:?}; logs:\n{}", logs());
-    }
+    assert_each_window_counts_once(&settled, &expected, &|| format!("logs:\n{}", logs()));
     let all_logs = logs();
     eprintln!("batches redone after a kill: {}", all_logs.matches("redo=true").count());
     for (_, child) in &mut procs {
@@ -417,14 +427,7 @@ async fn a_storage_leader_killed_under_a_pipeline_loses_and_duplicates_nothing()
     let base = recent();
     let all: Vec<Record> =
         (0..2_000u64).map(|i| order(&regions[(i * 5 % 8) as usize], i, base + (i as i64) * 100)).collect();
-    let mut expected: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for r in &all {
-        let v = r.value.as_ref().expect("value");
-        let ts = r.timestamp.unwrap_or(0);
-        *expected
-            .entry((v["region"].as_str().unwrap_or_default().to_owned(), ts.div_euclid(60_000) * 60_000))
-            .or_default() += 1;
-    }
+    let expected = counts_per_window(&all, 60_000);
     let producer = {
         let api = c.api(1);
         tokio::spawn(async move {
@@ -488,10 +491,77 @@ async fn a_storage_leader_killed_under_a_pipeline_loses_and_duplicates_nothing()
         out.len()
     );
     assert_eq!(out.len() as u64, total, "one update per order; processor: {result:?} {status:?}");
-    for (k, values) in updates(&out) {
-        let n = expected.get(&k).copied().unwrap_or(0);
-        let want: Vec<Value> = (1..=n).map(|i| json!(i)).collect();
-        assert_eq!(values, want, "window {k:?}");
-    }
+    assert_each_window_counts_once(&out, &expected, &String::new);
     result.expect("the processor ran through the failover");
+}
+
+/// A stream–stream join of orders with payments (co-partitioned, keyed by order id)
+/// within 5 s, against the reference computed here: exactly the pairs of the same key
+/// whose times are at most 5 s apart, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_join_pairs_exactly_the_records_within_its_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    let api = server.api();
+    create_topic(&api, "orders", 3).await;
+    create_topic(&api, "payments", 3).await;
+    create_topic(&api, "paid", 1).await;
+    let base = recent();
+    let mut orders = Vec::new();
+    let mut payments = Vec::new();
+    for i in 0..300i64 {
+        let id = format!("order-{}", i % 60);
+        orders.push((id.clone(), i, base + i * 1_000));
+        // Every third payment comes 20 s late for its order: no pair.
+        let lag = if i % 3 == 0 { 20_000 } else { (i % 5) * 1_000 };
+        payments.push((id, i, base + i * 1_000 + lag));
+    }
+    let records = |rows: &[(String, i64, i64)]| -> Vec<Record> {
+        rows.iter()
+            .map(|(id, n, ts)| Record {
+                key: Some(id.clone()),
+                value: Some(json!({"n": n})),
+                timestamp: Some(*ts),
+                ..Record::default()
+            })
+            .collect()
+    };
+    produce(&api, "orders", records(&orders)).await;
+    produce(&api, "payments", records(&payments)).await;
+    let topology = Topology::source(["orders"])
+        .join_stream(
+            "payments",
+            fjord_streams::JoinWindow::within(5_000).grace(3_600_000),
+            |o, p| json!({"order": o.value["n"], "payment": p.value["n"]}),
+        )
+        .sink("paid")
+        .expect("valid");
+    let processor = Processor::new(api.clone(), topology, ProcessorConfig::new("paid")).expect("processor");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move { processor.run(async { stopped.await.ok().unwrap_or(()) }).await });
+    let expected: BTreeSet<(i64, i64)> = orders
+        .iter()
+        .flat_map(|(id, n, t)| {
+            payments
+                .iter()
+                .filter(move |(pid, _, pt)| pid == id && (pt - t).abs() <= 5_000)
+                .map(move |(_, m, _)| (*n, *m))
+        })
+        .collect();
+    assert!(expected.len() > 100, "{}", expected.len());
+    wait_until("every pair is written", Duration::from_secs(60), || async {
+        count_topic(&api, "paid").await >= expected.len()
+    })
+    .await;
+    let out = read_topic(&api, "paid").await;
+    let got: Vec<(i64, i64)> = out
+        .iter()
+        .filter_map(|r| {
+            r.value.as_ref().map(|v| (v["order"].as_i64().unwrap_or(-1), v["payment"].as_i64().unwrap_or(-1)))
+        })
+        .collect();
+    assert_eq!(got.len(), expected.len(), "each pair once");
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected);
+    let _ = stop.send(());
+    run.await.expect("join").expect("the processor ran cleanly");
 }

@@ -424,6 +424,19 @@ impl Inner {
     }
 }
 
+/// Deletes a persistent znode; whether it was there. The session's delete takes a
+/// missing znode as done, so this asks first.
+async fn delete_if_present(inner: &Inner, path: &str) -> Result<bool> {
+    let s = inner.session();
+    let zk = |e| zk_error(&format!("deleting {path}"), e);
+    let found = s.exists(path, false).await.map_err(zk)?.is_some();
+    if found {
+        s.delete(path).await.map_err(zk)?;
+    }
+    inner.await_refresh().await;
+    Ok(found)
+}
+
 #[async_trait]
 impl Coordinator for ZkCoordinator {
     fn metadata(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
@@ -646,17 +659,8 @@ impl Coordinator for ZkCoordinator {
     async fn delete_token(&self, id: &str) -> Result<bool> {
         check_segment("token id", id)?;
         let inner = &self.inner;
-        let path = inner.paths.token(id);
-        // The session's delete takes a missing znode as done: ask first. (Two clients
-        // revoking the same token at once may both hear `true`.)
-        let s = inner.session();
-        let zk = |e| zk_error(&format!("deleting {path}"), e);
-        let found = s.exists(&path, false).await.map_err(zk)?.is_some();
-        if found {
-            s.delete(&path).await.map_err(zk)?;
-        }
-        inner.await_refresh().await;
-        Ok(found)
+        // (Two clients revoking the same token at once may both hear `true`.)
+        delete_if_present(inner, &inner.paths.token(id)).await
     }
 
     async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
@@ -689,15 +693,7 @@ impl Coordinator for ZkCoordinator {
     async fn delete_pipeline(&self, name: &str) -> Result<bool> {
         check_segment("pipeline name", name)?;
         let inner = &self.inner;
-        let path = inner.paths.pipeline(name);
-        let s = inner.session();
-        let zk = |e| zk_error(&format!("deleting {path}"), e);
-        let found = s.exists(&path, false).await.map_err(zk)?.is_some();
-        if found {
-            s.delete(&path).await.map_err(zk)?;
-        }
-        inner.await_refresh().await;
-        Ok(found)
+        delete_if_present(inner, &inner.paths.pipeline(name)).await
     }
 
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {
