@@ -155,6 +155,9 @@ pub struct Processor {
     tables: Arc<RwLock<Tables>>,
 }
 
+/// Records polled and not yet processed, per input partition.
+type Buffers = BTreeMap<(String, u32), VecDeque<ConsumedRecord>>;
+
 /// Records per output request.
 const OUTPUT_CHUNK: usize = 5_000;
 
@@ -347,7 +350,7 @@ impl Processor {
         };
         let mut member: Option<String> = None;
         let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
-        let mut buffers: BTreeMap<(String, u32), VecDeque<ConsumedRecord>> = BTreeMap::new();
+        let mut buffers: Buffers = BTreeMap::new();
         let opts = ReadOptions {
             timeout_ms: Some(self.cfg.poll_timeout_ms),
             max_records: Some(self.cfg.max_poll_records),
@@ -391,11 +394,7 @@ impl Processor {
                     // A poll whose answer was lost may still have moved the member's read
                     // positions past records it never got: start over from the committed
                     // offsets (leave, drop the tasks, join again).
-                    self.set_error(format!("poll: {e}"));
-                    let _ = self.client.leave(&self.cfg.app_id, &id).await;
-                    member = None;
-                    tasks.clear();
-                    buffers.clear();
+                    self.start_over(&id, format!("poll: {e}"), (&mut member, &mut tasks, &mut buffers)).await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -443,11 +442,7 @@ impl Processor {
                 let c =
                     Commit { member_id: Some(id.clone()), generation: Some(reply.generation), offsets: fresh_commits };
                 if let Err(e) = self.client.commit(&self.cfg.app_id, &c).await {
-                    self.set_error(format!("commit: {e}"));
-                    let _ = self.client.leave(&self.cfg.app_id, &id).await;
-                    member = None;
-                    tasks.clear();
-                    buffers.clear();
+                    self.start_over(&id, format!("commit: {e}"), (&mut member, &mut tasks, &mut buffers)).await;
                     continue;
                 }
             }
@@ -511,11 +506,7 @@ impl Processor {
                 // Nothing of the unfinished batch is committed: whoever owns its task next
                 // (this member after joining again, or another) redoes it from its intent.
                 tracing::warn!(error = e, "writes keep failing; giving up the tasks and joining again");
-                self.set_error(e);
-                let _ = self.client.leave(&self.cfg.app_id, &id).await;
-                member = None;
-                tasks.clear();
-                buffers.clear();
+                self.start_over(&id, e, (&mut member, &mut tasks, &mut buffers)).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -526,11 +517,7 @@ impl Processor {
                     // the batches and the server replays them.
                     // Rejoining resets the member's read positions to the committed
                     // offsets, which the tasks restart from.
-                    self.set_error(format!("commit: {e}"));
-                    tasks.clear();
-                    buffers.clear();
-                    let _ = self.client.leave(&self.cfg.app_id, &id).await;
-                    member = None;
+                    self.start_over(&id, format!("commit: {e}"), (&mut member, &mut tasks, &mut buffers)).await;
                     continue;
                 }
             }
@@ -550,6 +537,22 @@ impl Processor {
                 s.tasks = tasks.values().map(status_of).collect();
             }
         }
+    }
+
+    /// Leaves the group and drops every task and buffered record: joining again resets
+    /// the member's read positions to the committed offsets, from which the tasks start
+    /// over (a begun batch is redone from its intent).
+    async fn start_over(
+        &self,
+        member_id: &str,
+        why: String,
+        (member, tasks, buffers): (&mut Option<String>, &mut BTreeMap<TaskId, Task>, &mut Buffers),
+    ) {
+        self.set_error(why);
+        let _ = self.client.leave(&self.cfg.app_id, member_id).await;
+        *member = None;
+        tasks.clear();
+        buffers.clear();
     }
 
     /// A task's state from its changelog and its positions from the group's committed
@@ -855,11 +858,7 @@ fn fnv(bytes: impl IntoIterator<Item = u8>) -> u64 {
 /// its records (and waits until they have all arrived); otherwise whatever is there, up
 /// to `max`. Inputs are merged by their head records' timestamps (ties: input order),
 /// each in offset order — a deterministic order for the same records.
-fn take_batch(
-    task: &mut Task,
-    buffers: &mut BTreeMap<(String, u32), VecDeque<ConsumedRecord>>,
-    max: usize,
-) -> Option<(Vec<InputRecord>, bool)> {
+fn take_batch(task: &mut Task, buffers: &mut Buffers, max: usize) -> Option<(Vec<InputRecord>, bool)> {
     let p = task.id.partition;
     let mut queues: Vec<VecDeque<ConsumedRecord>> = Vec::new();
     for (i, topic) in task.inputs.iter().enumerate() {
