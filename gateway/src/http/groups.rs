@@ -786,6 +786,17 @@ pub async fn group_offsets(
         GroupResponse::Described(d) => d,
         other => return Err(unexpected(&other)),
     };
+    let offsets = offsets_with_lag(&state, &caller, &d).await;
+    Ok(Json(GroupOffsets { group, offsets }))
+}
+
+/// A described group's rows (committed or assigned partitions the caller may describe)
+/// with each partition's high watermark and the lag behind it.
+pub(crate) async fn offsets_with_lag(
+    state: &AppState,
+    caller: &Caller,
+    d: &GroupDescription,
+) -> Vec<GroupPartitionOffset> {
     let mut rows: BTreeMap<TopicPartition, GroupPartitionOffset> = BTreeMap::new();
     fn row<'a>(
         rows: &'a mut BTreeMap<TopicPartition, GroupPartitionOffset>,
@@ -829,8 +840,7 @@ pub async fn group_offsets(
         }
     }))
     .await;
-    let offsets: Vec<GroupPartitionOffset> = rows
-        .into_values()
+    rows.into_values()
         .zip(statuses)
         .map(|(mut r, status)| {
             if let Some(s) = status {
@@ -840,8 +850,7 @@ pub async fn group_offsets(
             }
             r
         })
-        .collect();
-    Ok(Json(GroupOffsets { group, offsets }))
+        .collect()
 }
 
 /// Where to seek to.

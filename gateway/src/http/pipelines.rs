@@ -220,10 +220,7 @@ pub async fn create_pipeline(
         created_ms: fjord_protocol::now_ms(),
         principal: caller.principal().to_owned(),
     };
-    match state.coordinator.create_pipeline(record.clone()).await {
-        Ok(()) => {}
-        Err(e) => return Err(e.into()),
-    }
+    state.coordinator.create_pipeline(record.clone()).await?;
     tracing::info!(target: "audit", principal = caller.principal(), pipeline = def.name, "pipeline created");
     Ok((StatusCode::CREATED, Json(info(&record)?)))
 }
@@ -249,35 +246,31 @@ pub async fn describe_pipeline(
     let meta = state.metadata();
     let record = meta.pipelines.get(&name).ok_or_else(|| unknown_pipeline(&name))?;
     let info = info(record)?;
-    let (instances, inputs) =
-        match groups::group_offsets(State(state.clone()), Extension(caller), ApiPath(name.clone())).await {
-            Ok(Json(offsets)) => {
-                let members = match groups::call(&state, GroupRequest::Describe { group: name.clone() }).await? {
-                    GroupResponse::Described(d) => d.members,
-                    _ => Vec::new(),
-                };
-                let inputs = offsets
-                    .offsets
-                    .into_iter()
-                    .map(|o| {
-                        let tallies: Option<serde_json::Value> =
-                            o.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok());
-                        let get = |k: &str| tallies.as_ref().and_then(|t| t[k].as_u64());
-                        let last_error = tallies.as_ref().and_then(|t| t["last_error"].as_str().map(str::to_owned));
-                        PipelineInput {
-                            late_records: get("late"),
-                            skipped_records: get("skipped"),
-                            expression_errors: get("expression_errors"),
-                            last_error,
-                            offsets: o,
-                        }
-                    })
-                    .collect();
-                (members, inputs)
-            }
-            Err(e) if e.code() == ErrorCode::UnknownGroup => (Vec::new(), Vec::new()),
-            Err(e) => return Err(e),
-        };
+    let (instances, inputs) = match groups::call(&state, GroupRequest::Describe { group: name.clone() }).await {
+        Ok(GroupResponse::Described(d)) => {
+            let inputs = groups::offsets_with_lag(&state, &caller, &d)
+                .await
+                .into_iter()
+                .map(|o| {
+                    let tallies: Option<serde_json::Value> =
+                        o.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok());
+                    let get = |k: &str| tallies.as_ref().and_then(|t| t[k].as_u64());
+                    let last_error = tallies.as_ref().and_then(|t| t["last_error"].as_str().map(str::to_owned));
+                    PipelineInput {
+                        late_records: get("late"),
+                        skipped_records: get("skipped"),
+                        expression_errors: get("expression_errors"),
+                        last_error,
+                        offsets: o,
+                    }
+                })
+                .collect();
+            (d.members, inputs)
+        }
+        Ok(_) => (Vec::new(), Vec::new()),
+        Err(e) if e.code() == ErrorCode::UnknownGroup => (Vec::new(), Vec::new()),
+        Err(e) => return Err(e),
+    };
     let state_name = if instances.is_empty() { "idle" } else { "running" };
     Ok(Json(PipelineDescription {
         info,
@@ -307,9 +300,6 @@ pub async fn delete_pipeline(
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    if !state.metadata().pipelines.contains_key(&name) {
-        return Err(unknown_pipeline(&name));
-    }
     if !state.coordinator.delete_pipeline(&name).await? {
         return Err(unknown_pipeline(&name));
     }
