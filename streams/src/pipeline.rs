@@ -325,7 +325,7 @@ pub struct Compiled {
 }
 
 pub fn valid_topic(s: &str) -> bool {
-    (1..=249).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::runtime::valid_name(s, 249)
 }
 
 impl PipelineDef {

@@ -172,8 +172,14 @@ struct Layout {
     partitions: Vec<u32>,
 }
 
+/// Fjord's name rule (topics, groups): 1 to `max` characters of `[a-zA-Z0-9._-]`.
+pub fn valid_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A pipeline's name: it prefixes internal topic names, so at most 100 characters.
 pub fn valid_app_id(s: &str) -> bool {
-    (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    valid_name(s, 100)
 }
 
 impl Processor {
@@ -225,13 +231,12 @@ impl Processor {
         // A batch redone after a long outage must still find its writes' idempotency
         // records (the longest window a topic takes: 7 days).
         spec.config.entry("idempotency.window.ms").or_insert(Value::from(604_800_000u64));
-        if !compact {
+        if compact {
+            spec.config.insert("cleanup.policy".into(), Value::from("compact"));
+        } else {
             // A repartition topic's records keep their event times: time-based retention
             // must not drop them before the next stage has read them.
             spec.config.entry("retention.ms").or_insert(Value::from(-1));
-        }
-        if compact {
-            spec.config.insert("cleanup.policy".into(), Value::from("compact"));
         }
         let d = self.client.ensure_topic(&spec).await.map_err(api(format!("create {name}")))?;
         if d.partitions.len() as u32 != partitions {
@@ -312,7 +317,9 @@ impl Processor {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), ProcessorError> {
         let layout = self.layout().await?;
         let local = match &self.cfg.state_dir {
-            Some(dir) => Some(LocalDb::open_fresh(&dir.join(&self.cfg.app_id)).map_err(ProcessorError::Store)?),
+            Some(dir) => {
+                Some(blocking(|| LocalDb::open_fresh(&dir.join(&self.cfg.app_id))).map_err(ProcessorError::Store)?)
+            }
             None => None,
         };
         let followers = self.load_tables().await?;
@@ -460,7 +467,7 @@ impl Processor {
                 }
             }
             let results = futures::future::join_all(work.into_iter().map(|(task, batch, redo)| async move {
-                let r = self.write_batch(task, batch, redo).await;
+                let r = self.write_batch(task, batch).await;
                 (task, redo, r)
             }))
             .await;
@@ -691,7 +698,6 @@ impl Processor {
         &self,
         task: &mut Task,
         batch: Vec<InputRecord>,
-        _redo: bool,
     ) -> Result<Option<Tombstones>, ProcessorError> {
         let stage: &Stage = &self.topology.stages[task.id.stage];
         let starts = task.positions.clone();
@@ -706,10 +712,7 @@ impl Processor {
             }
         };
         let mut outcome = {
-            let tables = self.tables.read().map_err(|_| ProcessorError::Topic {
-                topic: "tables".into(),
-                message: "a table follower panicked".into(),
-            })?;
+            let tables = self.tables.read().map_err(|_| ProcessorError::Store("a table follower panicked".into()))?;
             blocking(|| task::compute(stage, &tables, &task.state, batch))
         };
         let intent = Intent { seq: task.seq, starts, ends, before: outcome.before, after: outcome.after };

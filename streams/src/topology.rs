@@ -132,7 +132,8 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Whether the stage keeps state (and so has a changelog topic).
+    /// Whether the stage keeps state (besides its batches' intents, which every stage's
+    /// changelog holds).
     pub fn stateful(&self) -> bool {
         self.ops.iter().any(|op| matches!(op, Op::Aggregate { .. } | Op::JoinStream { .. }))
     }
