@@ -565,3 +565,37 @@ async fn a_stream_join_pairs_exactly_the_records_within_its_window() {
     let _ = stop.send(());
     run.await.expect("join").expect("the processor ran cleanly");
 }
+
+/// Bad input to the pipeline commands: a definition file that is not JSON, and one that
+/// does not compile, are refused by `fjord processor --pipeline` with exit 2 and where it
+/// is wrong; `fjord pipeline create` of a definition the server refuses exits 2 with the
+/// server's message, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_commands_refuse_bad_definitions_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Standalone::start(&dir.path().join("data")).await;
+    create_topic(&server.api(), "in", 1).await;
+    create_topic(&server.api(), "out", 1).await;
+    let not_json = dir.path().join("not-json.json");
+    std::fs::write(&not_json, "{name: oops").expect("write");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({"name": "p", "source": ["in"], "steps": [{"filter": ".a >"}], "sink": "out"}).to_string(),
+    )
+    .expect("write");
+    let fjord = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fjord")).args(args).args(["--url", &server.base]).output().expect("run fjord")
+    };
+    for (args, says) in [
+        (vec!["processor", "--pipeline", not_json.to_str().unwrap_or_default()], "not a pipeline definition"),
+        (vec!["processor", "--pipeline", bad.to_str().unwrap_or_default()], "steps[0].filter (at character"),
+        (vec!["pipeline", "create", bad.to_str().unwrap_or_default()], "invalid_pipeline"),
+    ] {
+        let out = fjord(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} should say {says:?}: {stderr}");
+    }
+    assert!(server.api().list_pipelines().await.expect("list").is_empty(), "nothing stored");
+}
