@@ -545,6 +545,67 @@ mod zk_only {
         let _ = raw.close().await;
     }
 
+    /// **A snapshot never names an unregistered ISR member that registered before the
+    /// ISR named it.** A restarted follower registers, its leader sees it and adds it to
+    /// the ISR (KIP-841's order); a snapshot read across both writes must not have the
+    /// ISR member without its registration, or the controller takes a live, in-sync node
+    /// out of the ISR as dead. Here a raw client does the two writes back to back, round
+    /// after round, while another client's snapshots (each change re-read through its
+    /// watches) are checked; with registrations read before partition states this fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_has_every_isr_member_that_registered_first() {
+        let (server, a, b) = zk_fixture().await;
+        a.register_node(node(1)).await.expect("register");
+        a.create_topic(topic("t", 1, 1)).await.expect("create");
+        let raw =
+            zookeeper_async::ZooKeeper::connect(&server.connect_string(), SESSION_TIMEOUT, Quiet).await.expect("raw");
+        let state_path = format!("{CHROOT}/brokers/topics/t/partitions/0/state");
+        let mut rx = b.metadata();
+        const ROUNDS: u32 = 200;
+        let last = vec![1, 100 + ROUNDS - 1];
+        // Every snapshot b publishes, until the one with the last expansion.
+        let checker = tokio::spawn(async move {
+            let (mut seen, mut bad) = (0u32, Vec::new());
+            while rx.changed().await.is_ok() {
+                let m = rx.borrow_and_update().clone();
+                seen += 1;
+                for p in m.topics.values().flat_map(|t| &t.partitions) {
+                    bad.extend(p.isr.iter().filter(|id| !m.nodes.contains_key(id)).map(|id| (*id, p.isr.clone())));
+                }
+                if m.topics.get("t").is_some_and(|t| t.partitions[0].isr == last) {
+                    break;
+                }
+            }
+            (seen, bad)
+        });
+        let open = zookeeper_async::Acl::open_unsafe().clone();
+        for id in 100..100 + ROUNDS {
+            let registration = serde_json::to_vec(&node(id)).expect("encode");
+            raw.create(
+                &format!("{CHROOT}/brokers/ids/{id}"),
+                registration,
+                open.clone(),
+                zookeeper_async::CreateMode::Ephemeral,
+            )
+            .await
+            .expect("register");
+            let (bytes, _) = raw.get_data(&state_path, false).await.expect("state");
+            let mut state: serde_json::Value = serde_json::from_slice(&bytes).expect("state JSON");
+            state["isr"] = serde_json::json!([1, id]);
+            raw.set_data(&state_path, serde_json::to_vec(&state).expect("encode"), None).await.expect("expand");
+        }
+        let (seen, bad) =
+            tokio::time::timeout(DEADLINE, checker).await.expect("b sees the last expansion").expect("checker");
+        assert!(seen >= 5, "the checker saw only {seen} snapshots over {ROUNDS} rounds");
+        assert!(
+            bad.is_empty(),
+            "{} of {seen} snapshots had an ISR member without its registration: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+        let _ = raw.close().await;
+    }
+
     async fn zk_fixture() -> (ZkServer, ZkCoordinator, ZkCoordinator) {
         let server = ZkServer::start();
         let a = connect(&server.connect_string(), SESSION_TIMEOUT).await;

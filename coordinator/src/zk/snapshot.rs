@@ -36,15 +36,6 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         .and_then(|bytes| ok_or_log(decode_epoch(&paths.controller_epoch(), &bytes)))
         .unwrap_or(0);
 
-    let mut nodes = BTreeMap::new();
-    for (name, bytes) in read_children(s, &paths.broker_ids()).await? {
-        if name.parse::<NodeId>().is_err() {
-            continue;
-        }
-        if let Some(node) = ok_or_log(decode::<NodeInfo>(&format!("{}/{name}", paths.broker_ids()), &bytes)) {
-            nodes.insert(node.id, node);
-        }
-    }
     let mut gateways = BTreeMap::new();
     for (name, bytes) in read_children(s, &paths.gateways()).await? {
         if let Some(g) = ok_or_log(decode::<GatewayInfo>(&format!("{}/{name}", paths.gateways()), &bytes)) {
@@ -105,6 +96,22 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
             }
             TopicRead::Unreadable => unreadable_topics = true,
             TopicRead::Gone => {}
+        }
+    }
+
+    // Registrations after partition states: a leader adds a node to an ISR only once it
+    // has seen the node registered (KIP-841), so a state read first has every ISR member
+    // it names registered before this read, and the snapshot has them as live unless they
+    // left since. Read the other way round, a registration and the ISR expansion it
+    // allows could both land in between, and the controller would take a live, in-sync
+    // node out of the ISR as unregistered.
+    let mut nodes = BTreeMap::new();
+    for (name, bytes) in read_children(s, &paths.broker_ids()).await? {
+        if name.parse::<NodeId>().is_err() {
+            continue;
+        }
+        if let Some(node) = ok_or_log(decode::<NodeInfo>(&format!("{}/{name}", paths.broker_ids()), &bytes)) {
+            nodes.insert(node.id, node);
         }
     }
 
