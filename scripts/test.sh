@@ -6,7 +6,7 @@
 # of openapi.yaml against the OpenAPI 3 schema.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh && fjord_setup curl python3-venv procps zookeeper
+source scripts/setup.sh && fjord_setup curl python3-venv procps zookeeper iproute2 iptables
 
 # The set-up's own detection (libclang, the caller's arguments), against stubs; and no
 # module of any crate imports a module that imports it back (ARCHITECTURE.md).

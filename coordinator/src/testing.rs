@@ -28,7 +28,11 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// A ZooKeeper server for one test.
 pub struct ZkServer {
     dir: tempfile::TempDir,
+    /// The address it listens on: 127.0.0.1, or its network namespace's address.
+    host: String,
     port: u16,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -46,6 +50,16 @@ impl ZkServer {
     /// fsynced (`forceSync=no`): tests kill the process, not the machine, and the page
     /// cache survives that.
     pub fn start() -> ZkServer {
+        Self::start_on("127.0.0.1", None)
+    }
+
+    /// [`start`](Self::start), inside the network namespace `netns` (which must have
+    /// `host`, reachable from the test's own namespace), listening on `host`.
+    pub fn start_in(netns: &str, host: &str) -> ZkServer {
+        Self::start_on(host, Some(netns.to_owned()))
+    }
+
+    fn start_on(host: &str, netns: Option<String>) -> ZkServer {
         assert!(
             Path::new(ZK_SERVER_SH).exists(),
             "{ZK_SERVER_SH} is missing: install Debian's ZooKeeper (`apt-get install zookeeper`)"
@@ -54,20 +68,20 @@ impl ZkServer {
         let port = free_port();
         let data = dir.path().join("data");
         let cfg = format!(
-            "dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+            "dataDir={}\nclientPort={port}\nclientPortAddress={host}\nadmin.enableServer=false\n\
              tickTime=500\ninitLimit=10\nsyncLimit=5\nmaxClientCnxns=0\n4lw.commands.whitelist=ruok,srvr\n\
              preAllocSize=1024\nforceSync=no\n",
             data.display()
         );
         std::fs::write(dir.path().join("zoo.cfg"), cfg).unwrap_or_else(|e| panic!("writing zoo.cfg: {e}"));
-        let mut server = ZkServer { dir, port, child: None };
+        let mut server = ZkServer { dir, host: host.to_owned(), port, netns, child: None };
         server.start_again();
         server
     }
 
-    /// `127.0.0.1:port`, for [`crate::ZkCoordinator::connect`].
+    /// `host:port`, for [`crate::ZkCoordinator::connect`].
     pub fn connect_string(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -93,7 +107,7 @@ impl ZkServer {
             let _ = child.wait();
         }
         let deadline = Instant::now() + START_DEADLINE;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_ok() {
             assert!(Instant::now() < deadline, "ZooKeeper on port {} did not stop", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -115,7 +129,15 @@ impl ZkServer {
         // The supervisor shell starts the server in the background (same process
         // group) and kills it when the pipe on its stdin closes: the test process died.
         let script = r#""$0" start-foreground "$1" </dev/null & pid=$!; cat >/dev/null; kill -9 "$pid" 2>/dev/null"#;
-        let child = Command::new("sh")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let child = command
             .args(["-c", script, ZK_SERVER_SH])
             .arg(&cfg)
             .env("JMXDISABLE", "true")
@@ -145,7 +167,7 @@ impl ZkServer {
 
     /// Sends a four-letter command (`ruok`, `srvr`) and returns the answer.
     pub fn four_letter(&self, cmd: &str) -> Option<String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let addr = SocketAddr::new(self.host.parse().ok()?, self.port);
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.write_all(cmd.as_bytes()).ok()?;

@@ -3,6 +3,7 @@
 //! killed (`kill -9`), restarted, paused (`SIGSTOP`) and resumed; every process's log is
 //! printed when the test fails.
 
+use super::netns::Net;
 use super::{free_port, wait_until};
 use fjord_client::{Acks, ProduceOptions, ProduceReply, Record, Start, TopicDescription};
 use fjord_coordinator::testing::ZkServer;
@@ -15,6 +16,10 @@ use std::time::{Duration, Instant};
 /// One `fjord` process that can be stopped and started again with the same arguments.
 pub struct Proc {
     pub name: String,
+    /// The address it listens on.
+    pub host: String,
+    /// Its network namespace, when the cluster runs in [`Net`]'s.
+    netns: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -27,7 +32,16 @@ impl Proc {
         use std::io::Write;
         let mut out = File::options().create(true).append(true).open(&self.log).expect("log file");
         let _ = writeln!(out, "===== start {} =====", self.name);
-        let child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        // `ip netns exec` enters the namespace and execs the program: same pid.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_fjord")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fjord")),
+        };
+        let child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,fjord_storage_node=debug")
@@ -112,6 +126,9 @@ pub struct Cluster {
     pub client: reqwest::Client,
     /// The bootstrap token, when the gateways require authentication.
     pub token: Option<String>,
+    /// The network namespaces the processes run in ([`Cluster::start_partitionable`]);
+    /// removed after every process is gone.
+    pub net: Option<Net>,
     dir: tempfile::TempDir,
     /// Last field: released only after every process above has been killed.
     _turn: tokio::sync::MutexGuard<'static, ()>,
@@ -135,8 +152,42 @@ impl Cluster {
     /// bootstrap token file (the first gateway up writes it, the other reads it), and
     /// this harness's own client carries that token.
     pub async fn start_with(nodes: usize, gateways: usize, auth: bool) -> Self {
+        Self::start_on(nodes, gateways, auth, None).await
+    }
+
+    /// [`start`](Self::start), each process in its own network namespace of one
+    /// [`Net`] — hosts `zk`, `n1`..`n{nodes}`, `g0`.. — so the test can cut links
+    /// between them.
+    pub async fn start_partitionable(nodes: usize, gateways: usize) -> Self {
+        let mut hosts = vec!["zk".to_owned()];
+        hosts.extend((1..=nodes).map(|i| format!("n{i}")));
+        hosts.extend((0..gateways).map(|i| format!("g{i}")));
         let turn = ONE_AT_A_TIME.lock().await;
-        let zk = ZkServer::start();
+        let net = Net::new(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
+        Self::start_locked(nodes, gateways, false, Some(net), turn).await
+    }
+
+    async fn start_on(nodes: usize, gateways: usize, auth: bool, net: Option<Net>) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
+        Self::start_locked(nodes, gateways, auth, net, turn).await
+    }
+
+    async fn start_locked(
+        nodes: usize,
+        gateways: usize,
+        auth: bool,
+        net: Option<Net>,
+        turn: tokio::sync::MutexGuard<'static, ()>,
+    ) -> Self {
+        // Where each host runs: its namespace and address, or loopback.
+        let place = |host: &str| match &net {
+            Some(n) => (n.ip(host).to_string(), Some(n.ns(host))),
+            None => ("127.0.0.1".to_owned(), None),
+        };
+        let zk = match &net {
+            Some(n) => ZkServer::start_in(&n.ns("zk"), &n.ip("zk").to_string()),
+            None => ZkServer::start(),
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let secret_file = dir.path().join("cluster-secret");
         std::fs::write(&secret_file, CLUSTER_SECRET).expect("secret file");
@@ -155,11 +206,13 @@ impl Cluster {
             gateways: Vec::new(),
             client: reqwest::Client::new(),
             token: None,
+            net: None,
             dir,
             _turn: turn,
         };
         for i in 1..=nodes {
             let port = free_port();
+            let (host, netns) = place(&format!("n{i}"));
             let data = c.dir.path().join(format!("node{i}"));
             let args = vec![
                 "storage-node".into(),
@@ -168,24 +221,29 @@ impl Cluster {
                 "--data-dir".into(),
                 data.display().to_string(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                format!("{host}:{port}"),
                 "--zookeeper".into(),
                 c.zk.connect_string(),
             ];
             let log = c.dir.path().join(format!("node{i}.log"));
-            let mut p = Proc { name: format!("node{i}"), args, env: env.clone(), log, child: None, port };
+            let mut p = Proc { name: format!("node{i}"), host, netns, args, env: env.clone(), log, child: None, port };
             p.spawn();
             c.nodes.push(p);
         }
         for i in 0..gateways {
             let port = free_port();
-            let args = vec![
+            let (host, netns) = place(&format!("g{i}"));
+            let mut args = vec![
                 "gateway".into(),
                 "--listen".into(),
-                format!("127.0.0.1:{port}"),
+                format!("{host}:{port}"),
                 "--zookeeper".into(),
                 c.zk.connect_string(),
             ];
+            if netns.is_some() && !auth {
+                // A private test subnet, not loopback: serving it open must be explicit.
+                args.push("--insecure".into());
+            }
             let log = c.dir.path().join(format!("gateway{i}.log"));
             let mut env = env.clone();
             env.push(("FJORD_GATEWAY__AUTO_CREATE_TOPICS".into(), "false".into()));
@@ -193,7 +251,7 @@ impl Cluster {
                 env.push(("FJORD_GATEWAY__AUTH__ENABLED".into(), "true".into()));
                 env.push(("FJORD_GATEWAY__AUTH__BOOTSTRAP_TOKEN_FILE".into(), token_file.display().to_string()));
             }
-            let mut p = Proc { name: format!("gateway{i}"), args, env, log, child: None, port };
+            let mut p = Proc { name: format!("gateway{i}"), host, netns, args, env, log, child: None, port };
             p.spawn();
             c.gateways.push(p);
         }
@@ -213,6 +271,7 @@ impl Cluster {
             c.client = reqwest::Client::builder().default_headers(headers).build().expect("client");
             c.token = Some(token.trim().to_owned());
         }
+        c.net = net;
         let n = nodes;
         c.wait_until("every node registered and the gateways answer", Duration::from_secs(60), |c| async move {
             let mut ok = true;
@@ -229,7 +288,7 @@ impl Cluster {
     }
 
     pub fn gateway(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.gateways[i].port)
+        format!("http://{}:{}", self.gateways[i].host, self.gateways[i].port)
     }
 
     /// A client of gateway `g`.

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod netns;
 mod standalone;
 
 pub use fjord_coordinator::testing::free_port;
