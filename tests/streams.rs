@@ -599,3 +599,37 @@ async fn pipeline_commands_refuse_bad_definitions_clearly() {
     }
     assert!(server.api().list_pipelines().await.expect("list").is_empty(), "nothing stored");
 }
+
+/// **The in-process processor stays within its gateway's `max_timeout_ms`.** With the
+/// gateway's maximum at 1 s (below the processor's own 5 s write and table waits), a
+/// stored pipeline still runs: every input reaches the sink. Before, each of its writes
+/// asked for `timeout_ms=5000`, was refused as `invalid_request`, and the pipeline
+/// restarted forever without output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_runs_under_a_gateway_whose_max_timeout_is_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, "[gateway]\nmax_timeout_ms = 1000\n").expect("config");
+    let server = Standalone::start_with(
+        &dir.path().join("data"),
+        common::free_port(),
+        &["--config", config.to_str().expect("utf-8")],
+    )
+    .await;
+    let api = server.api();
+    create_topic(&api, "short-in", 2).await;
+    create_topic(&api, "short-out", 2).await;
+    let def = json!({"name": "short", "source": ["short-in"], "sink": "short-out",
+                     "steps": [{"filter": ".amount > 0"}, {"map": "{region, doubled: (.amount * 2)}"}]});
+    api.create_pipeline(&def).await.expect("create the pipeline");
+    let ts = recent();
+    produce(&api, "short-in", (1..=20).map(|i| order("eu", i, ts + i as i64)).collect()).await;
+    wait_until("every input reaches the sink", Duration::from_secs(60), || async {
+        count_topic(&api, "short-out").await == 20
+    })
+    .await;
+    let mut doubled: Vec<u64> =
+        read_topic(&api, "short-out").await.iter().filter_map(|r| r.value.as_ref()?["doubled"].as_u64()).collect();
+    doubled.sort_unstable();
+    assert_eq!(doubled, (1..=20).map(|i| i * 2).collect::<Vec<_>>());
+}

@@ -71,6 +71,8 @@ fn start_worker(
     let base = format!("http://{}", std::net::SocketAddr::new(ip, addr.port()));
     let token_file = config.gateway.auth.enabled.then(|| config.gateway.auth.bootstrap_token_file.clone()).flatten();
     let state_dir = config.storage.data_dir.join("processor-state");
+    // Its requests go to this gateway, which refuses a `timeout_ms` above its maximum.
+    let max_request_timeout_ms = config.gateway.max_timeout_ms.min(5_000);
     let task = tokio::spawn(async move {
         let token = match token_file {
             Some(path) => match tokio::fs::read_to_string(&path).await {
@@ -92,6 +94,7 @@ fn start_worker(
         let cfg = fjord_streams::worker::WorkerConfig {
             instance: "standalone".into(),
             state_dir: Some(state_dir),
+            max_request_timeout_ms,
             ..Default::default()
         };
         fjord_streams::worker::run(client, cfg, async { stopped.await.unwrap_or(()) }).await;

@@ -58,6 +58,10 @@ pub struct ProcessorConfig {
     /// Which life of the pipeline this is (its creation time, for a stored one): part of
     /// every idempotency key.
     pub incarnation: String,
+    /// The longest `timeout_ms` any one request asks for: at most the gateway's
+    /// `max_timeout_ms`, which refuses longer ones (a write is retried past it until
+    /// `retry_for`).
+    pub max_request_timeout_ms: u64,
 }
 
 impl ProcessorConfig {
@@ -74,6 +78,7 @@ impl ProcessorConfig {
             expression_errors: None,
             state_dir: None,
             incarnation: "0".into(),
+            max_request_timeout_ms: 5_000,
         }
     }
 }
@@ -177,9 +182,12 @@ pub fn valid_name(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// A pipeline's name: it prefixes internal topic names, so at most 100 characters.
+/// The longest pipeline name (application id): it prefixes internal topic names.
+pub const MAX_APP_ID_LEN: usize = 100;
+
+/// A pipeline's name: the name rule, at most [`MAX_APP_ID_LEN`] characters.
 pub fn valid_app_id(s: &str) -> bool {
-    valid_name(s, 100)
+    valid_name(s, MAX_APP_ID_LEN)
 }
 
 impl Processor {
@@ -297,6 +305,7 @@ impl Processor {
     /// Reads every table topic to its end, then follows each in the background.
     async fn load_tables(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, ProcessorError> {
         let mut followers = Vec::new();
+        let wait_ms = self.cfg.max_request_timeout_ms.min(5_000);
         let names: BTreeSet<String> = self.topology.stages.iter().flat_map(|s| s.tables().map(str::to_owned)).collect();
         for table in names {
             let n = self.partitions_of(&table).await?;
@@ -306,7 +315,7 @@ impl Processor {
                 let next = records.last().map_or(0, |r| r.offset + 1);
                 apply_table(&self.tables, &table, &records);
                 let (client, tables, table) = (self.client.clone(), self.tables.clone(), table.clone());
-                followers.push(tokio::spawn(follow_table(client, tables, table, p, next)));
+                followers.push(tokio::spawn(follow_table(client, tables, table, p, next, wait_ms)));
             }
         }
         Ok(followers)
@@ -359,7 +368,7 @@ impl Processor {
         let mut tasks: BTreeMap<TaskId, Task> = BTreeMap::new();
         let mut buffers: Buffers = BTreeMap::new();
         let opts = ReadOptions {
-            timeout_ms: Some(self.cfg.poll_timeout_ms),
+            timeout_ms: Some(self.cfg.poll_timeout_ms.min(self.cfg.max_request_timeout_ms)),
             max_records: Some(self.cfg.max_poll_records),
             ..ReadOptions::default()
         };
@@ -778,7 +787,7 @@ impl Processor {
         let opts = ProduceOptions {
             acks: Acks::All,
             idempotency_key: Some(key),
-            timeout_ms: Some(retry_for.as_millis().max(1) as u64),
+            timeout_ms: Some((retry_for.as_millis() as u64).clamp(1, self.cfg.max_request_timeout_ms.max(1))),
             ..ProduceOptions::default()
         };
         let deadline = Instant::now() + retry_for;
@@ -922,8 +931,16 @@ fn apply_table(tables: &RwLock<Tables>, table: &str, records: &[ConsumedRecord])
 }
 
 /// Follows one partition of a table topic from `next`.
-async fn follow_table(client: Client, tables: Arc<RwLock<Tables>>, table: String, partition: u32, mut next: u64) {
-    let opts = ReadOptions { timeout_ms: Some(5_000), ..ReadOptions::default() };
+/// Each long poll waits up to `wait_ms`.
+async fn follow_table(
+    client: Client,
+    tables: Arc<RwLock<Tables>>,
+    table: String,
+    partition: u32,
+    mut next: u64,
+    wait_ms: u64,
+) {
+    let opts = ReadOptions { timeout_ms: Some(wait_ms), ..ReadOptions::default() };
     loop {
         match client.consume(&table, partition, Start::Offset(next), &opts).await {
             Ok(reply) => {

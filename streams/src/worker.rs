@@ -28,6 +28,8 @@ pub struct WorkerConfig {
     /// Keep each pipeline's task state in a local RocksDB under this directory
     /// (`None`: in memory).
     pub state_dir: Option<std::path::PathBuf>,
+    /// [`ProcessorConfig::max_request_timeout_ms`] of every pipeline it runs.
+    pub max_request_timeout_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +40,7 @@ impl Default for WorkerConfig {
             session_timeout_ms: 10_000,
             replication_factor: None,
             state_dir: None,
+            max_request_timeout_ms: 5_000,
         }
     }
 }
@@ -129,6 +132,7 @@ fn start(client: &Client, cfg: &WorkerConfig, definition: &Value, created_ms: i6
     pc.expression_errors = Some(compiled.expression_errors.clone());
     pc.state_dir.clone_from(&cfg.state_dir);
     pc.incarnation = created_ms.to_string();
+    pc.max_request_timeout_ms = cfg.max_request_timeout_ms;
     let processor = Processor::new(client.clone(), compiled.topology, pc).map_err(|e| e.to_string())?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move { processor.run(async { stopped.await.unwrap_or(()) }).await });

@@ -36,6 +36,10 @@ pub struct ProcessorArgs {
     /// Keep task state in memory instead.
     #[arg(long, conflicts_with = "state_dir")]
     pub in_memory_state: bool,
+    /// The longest `timeout_ms` of any one request: at most the gateway's
+    /// `gateway.max_timeout_ms` (default 60000), which refuses longer ones.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_request_timeout_ms: u64,
 }
 
 pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Outcome {
@@ -51,6 +55,7 @@ pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Out
             session_timeout_ms: args.session_timeout_ms,
             replication_factor: args.replication_factor,
             state_dir,
+            max_request_timeout_ms: args.max_request_timeout_ms,
             ..Default::default()
         };
         tracing::info!(instance = cfg.instance, "processor running the cluster's pipelines");
@@ -70,6 +75,7 @@ pub async fn run(args: ProcessorArgs, shutdown: impl Future<Output = ()>) -> Out
     cfg.replication_factor = args.replication_factor;
     cfg.expression_errors = Some(compiled.expression_errors.clone());
     cfg.state_dir = state_dir;
+    cfg.max_request_timeout_ms = args.max_request_timeout_ms;
     let processor =
         Processor::new(args.conn.client()?, compiled.topology, cfg).map_err(|e| Failure::usage(e.to_string()))?;
     tracing::info!(pipeline = def.name, "processor starting");
