@@ -30,5 +30,11 @@ if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
 fi
 "$venv/bin/openapi-spec-validator" openapi.yaml
 
+# Property-based tests of the API (schemathesis, from PyPI) against a live standalone:
+# no server error but the documented 504 request_timeout, and every answer's status,
+# content type and body as openapi.yaml documents them (scripts/api-fuzz.py).
+[ -x "$venv/bin/schemathesis" ] || "$venv/bin/pip" install --quiet schemathesis==4.32.5
+python3 scripts/api-fuzz.py --bin "$CARGO_TARGET_DIR/debug/fjord" --schemathesis "$venv/bin/schemathesis"
+
 # A Python client generated from openapi.yaml drives a real server (clients/python).
 FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" clients/python/test.sh

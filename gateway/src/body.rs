@@ -54,6 +54,7 @@ pub struct ProduceRecord<'a> {
     /// Explicit partition; otherwise the key's murmur2 hash, or round robin for no key.
     pub partition: Option<u32>,
     /// Record timestamp in ms since the epoch; defaults to the time the gateway received it.
+    #[schema(minimum = 0)]
     pub timestamp: Option<i64>,
 }
 

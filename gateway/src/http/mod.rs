@@ -116,6 +116,46 @@ impl BearerAuth {
     }
 }
 
+/// The name rule the handlers check — 1 to `max` characters of `[a-zA-Z0-9._-]`,
+/// Kafka's — put into the schema of every path parameter that names a topic, group or
+/// pipeline and of the topic names in request bodies, written once here rather than in
+/// each route's `params(...)`, so generated clients and validators know it.
+fn document_name_rules(openapi: &mut utoipa::openapi::OpenApi) {
+    use fjord_protocol::names::MAX_NAME_LEN;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    let rule = |max: usize| -> RefOr<Schema> {
+        let s = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[a-zA-Z0-9._-]+$"))
+            .min_length(Some(1))
+            .max_length(Some(max));
+        RefOr::T(Schema::Object(s.build()))
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+        for p in ops.into_iter().flatten().flat_map(|op| op.parameters.iter_mut().flatten()) {
+            let max = match (&p.parameter_in, p.name.as_str()) {
+                (ParameterIn::Path, "topic" | "group") => MAX_NAME_LEN,
+                (ParameterIn::Path, "pipeline") => fjord_streams::runtime::MAX_APP_ID_LEN,
+                _ => continue,
+            };
+            p.schema = Some(rule(max));
+        }
+    }
+    // Topic names inside request bodies (a list's items, or the string itself).
+    let schemas = &mut openapi.components.get_or_insert_with(Default::default).schemas;
+    for (schema, field) in [("JoinRequest", "topics"), ("SeekRequest", "topic"), ("CommitEntry", "topic")] {
+        let Some(RefOr::T(Schema::Object(o))) = schemas.get_mut(schema) else { continue };
+        match o.properties.get_mut(field) {
+            Some(RefOr::T(Schema::Array(a))) => a.items = ArrayItems::RefOrSchema(Box::new(rule(MAX_NAME_LEN))),
+            Some(s) => *s = rule(MAX_NAME_LEN),
+            None => {}
+        }
+    }
+}
+
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(topics::router())
@@ -128,6 +168,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(utoipa_axum::routes!(openapi_json))
         .split_for_parts();
     BearerAuth::document_refusals(&mut spec);
+    document_name_rules(&mut spec);
     (router, spec)
 }
 

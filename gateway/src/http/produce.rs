@@ -34,7 +34,7 @@ const DEFAULT_PRODUCE_TIMEOUT_MS: u64 = 30_000;
 pub struct ProduceParams {
     /// `0` (answer once accepted), `1` (after the leader's append, the default) or
     /// `all` (after every in-sync replica has it; `-1` is a synonym).
-    #[param(example = "all")]
+    #[param(example = "all", pattern = "^(0|1|-1|all)$")]
     acks: Option<String>,
     /// How long to wait for the append and replication (ms, default 30000).
     timeout_ms: Option<u64>,
@@ -45,6 +45,7 @@ pub struct ProduceParams {
     partition: Option<u32>,
     /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
     /// records' timestamp (ms; default: when the gateway received them).
+    #[param(minimum = 0)]
     timestamp: Option<i64>,
     /// Only the partition route takes a condition; read here to refuse it clearly.
     #[param(ignore)]
@@ -58,7 +59,7 @@ pub struct ProduceParams {
 pub struct PartitionProduceParams {
     /// `0` (answer once accepted), `1` (after the leader's append, the default) or
     /// `all` (after every in-sync replica has it; `-1` is a synonym).
-    #[param(example = "all")]
+    #[param(example = "all", pattern = "^(0|1|-1|all)$")]
     acks: Option<String>,
     /// How long to wait for the append and replication (ms, default 30000).
     timeout_ms: Option<u64>,
@@ -66,6 +67,7 @@ pub struct PartitionProduceParams {
     key: Option<String>,
     /// For `application/octet-stream` and `application/vnd.fjord.records` bodies: the
     /// records' timestamp (ms; default: when the gateway received them).
+    #[param(minimum = 0)]
     timestamp: Option<i64>,
     /// Conditional append: write only if the partition's log ends exactly at this
     /// offset (its next offset is this), else `412 offset_mismatch` with the current end

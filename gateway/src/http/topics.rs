@@ -120,7 +120,7 @@ pub struct TopicConfigValues {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"partitions": 6, "config": {"retention.ms": -1, "retention.bytes": null}}))]
+#[schema(example = json!({"partitions": 6, "config": {"retention.ms": -1, "retention.bytes": null}}), min_properties = 1)]
 pub struct AlterTopic {
     /// New partition count; it can only grow.
     #[schema(minimum = 1, maximum = 10000)]

@@ -146,3 +146,51 @@ fn openapi_yaml_is_in_sync() {
         panic!("openapi.yaml is out of date (first difference at line {line}); {fix}");
     }
 }
+
+/// Every path parameter that names a topic, group or pipeline carries the name rule
+/// in its schema (pattern and lengths), as do the topic names in group request bodies,
+/// and each route refuses, with a 4xx and before doing anything, a name the schema
+/// rejects: one with a character outside the pattern and one a character too long.
+#[tokio::test]
+async fn name_rules_in_the_schema_are_the_ones_the_routes_enforce() {
+    let h = Harness::new().await;
+    let spec = serde_json::to_value(fjord_gateway::openapi()).expect("spec serializes");
+    let mut checked = 0;
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for p in params.iter().filter(|p| p["in"] == "path") {
+                let name = p["name"].as_str().expect("name");
+                if !["topic", "group", "pipeline"].contains(&name) {
+                    continue;
+                }
+                let s = &p["schema"];
+                assert_eq!(s["pattern"], "^[a-zA-Z0-9._-]+$", "{method} {path} {name}");
+                assert_eq!(s["minLength"], 1, "{method} {path} {name}");
+                let max = s["maxLength"].as_u64().expect("maxLength") as usize;
+                for bad in ["a%20b".to_owned(), "x".repeat(max + 1)] {
+                    let mut uri = path.replace(&format!("{{{name}}}"), &bad);
+                    for other in ["topic", "group", "pipeline", "member_id", "token_id"] {
+                        uri = uri.replace(&format!("{{{other}}}"), "ok");
+                    }
+                    uri = uri.replace("{partition}", "0");
+                    let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+                    let body = if m == Method::POST || m == Method::PATCH { "{}" } else { "" };
+                    let ct = (!body.is_empty()).then_some("application/json");
+                    let r = h.request(m.clone(), &uri, ct, body).await;
+                    assert!(r.status.is_client_error(), "{m} {uri}: {} {}", r.status, r.text());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 30, "only {checked} refusals checked");
+    for (schema, field) in [("JoinRequest", "topics"), ("SeekRequest", "topic"), ("CommitEntry", "topic")] {
+        let s = &spec["components"]["schemas"][schema]["properties"][field];
+        let s = if s["type"] == "array" { &s["items"] } else { s };
+        assert_eq!(s["pattern"], "^[a-zA-Z0-9._-]+$", "{schema}.{field}: {s}");
+        assert_eq!(s["maxLength"], 249, "{schema}.{field}: {s}");
+    }
+    assert!(h.topic_names().await.is_empty(), "nothing was created");
+    h.shutdown().await;
+}
