@@ -160,6 +160,29 @@ async fn replicated_topic(c: &Cluster, name: &str, partitions: u32) {
     c.wait_for_isr(name, 3, Duration::from_secs(30)).await;
 }
 
+/// Cuts `leader` off from the other nodes (only its own packets, if `one_way`), then
+/// waits until it has shrunk the ISR of `topic` to itself and refuses `acks=all` writes
+/// as `not_enough_replicas`.
+async fn cut_leader_from_followers(c: &Cluster, topic: &str, leader: u32, one_way: bool) {
+    let net = c.net.as_ref().expect("net");
+    for f in (1..=3u32).filter(|n| *n != leader) {
+        let (l, f) = (format!("n{leader}"), format!("n{f}"));
+        if one_way {
+            net.cut_one_way(&l, &f);
+        } else {
+            net.cut(&l, &f);
+        }
+    }
+    let deadline = Duration::from_millis(LAG_TIME_MAX_MS) + Duration::from_secs(30);
+    c.wait_until("the ISR shrinks to the leader", deadline, |c| async move { isr(c, topic).await == vec![leader] })
+        .await;
+    c.wait_until("writes are refused as not_enough_replicas", Duration::from_secs(30), |c| async move {
+        c.produce(0, topic, 0, Acks::All, &json!({"probe": true})).await.code().as_deref()
+            == Some("not_enough_replicas")
+    })
+    .await;
+}
+
 /// **A leader cut off from ZooKeeper — but not from its followers or the gateway —
 /// acknowledges nothing it then loses** (the zombie leader). Its session expires, the
 /// controller makes a follower leader in a new epoch and the followers leave the old
@@ -220,19 +243,8 @@ async fn a_leader_cut_off_from_its_followers_refuses_writes_instead_of_losing_th
     let w = Writer::start(c.api(0), "alone", 0, "w");
     w.wait_for_more(20, Duration::from_secs(30), "writes before the cut").await;
 
-    let net = c.net.as_ref().expect("net");
-    for f in (1..=3u32).filter(|n| *n != leader) {
-        net.cut(&format!("n{leader}"), &format!("n{f}"));
-    }
-    let deadline = Duration::from_millis(LAG_TIME_MAX_MS) + Duration::from_secs(20);
-    c.wait_until("the ISR shrinks to the leader", deadline, |c| async move { isr(c, "alone").await == vec![leader] })
-        .await;
+    cut_leader_from_followers(&c, "alone", leader, false).await;
     let before = w.acked();
-    c.wait_until("writes are refused as not_enough_replicas", Duration::from_secs(30), |c| async move {
-        c.produce(0, "alone", 0, Acks::All, &json!({"probe": true})).await.code().as_deref()
-            == Some("not_enough_replicas")
-    })
-    .await;
     // From then on every write is refused, the writer's included.
     for _ in 0..5 {
         let r = c.produce(0, "alone", 0, Acks::All, &json!({"probe": true})).await;
@@ -241,7 +253,7 @@ async fn a_leader_cut_off_from_its_followers_refuses_writes_instead_of_losing_th
     assert!(isr(&c, "alone").await == vec![leader], "still cut off");
     assert_eq!(w.acked(), before, "no write acknowledged with the leader alone in the ISR");
 
-    net.heal();
+    c.net.as_ref().expect("net").heal();
     c.wait_for_isr("alone", 3, Duration::from_secs(60)).await;
     w.wait_for_more(10, Duration::from_secs(30), "writes after healing").await;
     let writes = w.finish().await;
@@ -337,20 +349,9 @@ async fn a_one_way_partition_from_the_leader_shrinks_the_isr_and_loses_nothing()
     let w = Writer::start(c.api(0), "oneway", 0, "w");
     w.wait_for_more(20, Duration::from_secs(30), "writes before the cut").await;
 
-    let net = c.net.as_ref().expect("net");
-    for f in (1..=3u32).filter(|n| *n != leader) {
-        net.cut_one_way(&format!("n{leader}"), &format!("n{f}"));
-    }
-    let deadline = Duration::from_millis(LAG_TIME_MAX_MS) + Duration::from_secs(30);
-    c.wait_until("the ISR shrinks to the leader", deadline, |c| async move { isr(c, "oneway").await == vec![leader] })
-        .await;
-    c.wait_until("writes are refused as not_enough_replicas", Duration::from_secs(30), |c| async move {
-        c.produce(0, "oneway", 0, Acks::All, &json!({"probe": true})).await.code().as_deref()
-            == Some("not_enough_replicas")
-    })
-    .await;
+    cut_leader_from_followers(&c, "oneway", leader, true).await;
 
-    net.heal();
+    c.net.as_ref().expect("net").heal();
     c.wait_for_isr("oneway", 3, Duration::from_secs(60)).await;
     w.wait_for_more(10, Duration::from_secs(30), "writes after healing").await;
     let writes = w.finish().await;
