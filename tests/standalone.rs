@@ -282,3 +282,132 @@ async fn a_restart_keeps_leader_epochs() {
     let values: Vec<Value> = records.into_iter().filter_map(|r| r.value).collect();
     assert_eq!(values, [json!(1), json!(2), json!(2)]);
 }
+
+/// A tmpfs mounted for one test (root only, as CI runs), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs (needs root, as CI runs): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    /// Bytes available to writers now.
+    fn available(&self) -> u64 {
+        let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(&self.0).output().expect("df");
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df's answer")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// **A full disk refuses writes clearly, keeps serving reads and recovers by itself.**
+/// With the data directory's free space under `storage.min_free_bytes` (a small tmpfs,
+/// filled by the test), a produce is `507 insufficient_storage` — retriable, and nothing
+/// was written (the log end does not move) — while consumes still answer; once the space
+/// comes back the same produce succeeds, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_writes_serves_reads_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "160m");
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, "[storage]\nmin_free_bytes = 33554432\n").expect("config");
+    let data = disk.0.join("data");
+    let server =
+        Standalone::start_with(&data, common::free_port(), &["--config", config.to_str().expect("utf-8")]).await;
+    let api = server.api();
+    create_topic(&api, "full", 1).await;
+    produce(&api, "full", vec![Record::value(json!({"before": true}))]).await;
+
+    // Leave 16 MiB: below the 32 MiB minimum.
+    let filler = disk.0.join("filler");
+    let size = disk.available().saturating_sub(16 << 20);
+    std::fs::write(&filler, vec![0u8; size as usize]).expect("fill the disk");
+    let end = api.offsets("full", 0, None).await.expect("offsets").log_end_offset;
+    let opts = fjord_client::ProduceOptions { acks: fjord_client::Acks::All, ..Default::default() };
+    let refused = api.produce("full", Some(0), &[Record::value(json!({"during": true}))], &opts).await;
+    // The whole request refused (507), or its one record, with the same code.
+    let (status, code, retriable) = match &refused {
+        Err(fjord_client::Error::Api { status, code, retriable, .. }) => (Some(*status), code.clone(), *retriable),
+        Ok(reply) => match reply.offsets.first().and_then(|o| o.error.as_ref()) {
+            Some(e) => (None, e.code.clone(), e.retriable),
+            None => panic!("a produce on a full disk was written: {reply:?}"),
+        },
+        Err(e) => panic!("a produce on a full disk: {e}"),
+    };
+    assert_eq!((code.as_str(), retriable), ("insufficient_storage", true), "{refused:?}");
+    assert!(status.is_none_or(|s| s == 507), "{refused:?}");
+    assert_eq!(api.offsets("full", 0, None).await.expect("offsets").log_end_offset, end, "nothing was written");
+    let read = api.read_to_end("full", 0, Start::Earliest).await.expect("reads still served");
+    assert_eq!(read.len(), 1);
+
+    std::fs::remove_file(&filler).expect("free the space");
+    common::wait_until("writes are taken again", Duration::from_secs(10), || async {
+        api.produce("full", Some(0), &[Record::value(json!({"after": true}))], &opts)
+            .await
+            .is_ok_and(|r| r.all_written())
+    })
+    .await;
+    let values: Vec<Value> =
+        api.read_to_end("full", 0, Start::Earliest).await.expect("read").into_iter().filter_map(|r| r.value).collect();
+    assert_eq!(values, vec![json!({"before": true}), json!({"after": true})]);
+    drop(server);
+}
+
+/// **When RocksDB itself runs out of space** (the free-space check off:
+/// `min_free_bytes = 0`), the failed write is still `507 insufficient_storage`, not a
+/// bare 500, and says a restart is needed (RocksDB takes no writes after a failed WAL
+/// append); acknowledged records stay readable, and after the space returns and the
+/// node restarts, writes are taken again.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_space_inside_rocksdb_is_insufficient_storage_until_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "160m");
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, "[storage]\nmin_free_bytes = 0\n").expect("config");
+    let (data, port) = (disk.0.join("data"), common::free_port());
+    let args = ["--config", config.to_str().expect("utf-8")];
+    let mut server = Standalone::start_with(&data, port, &args).await;
+    let api = server.api();
+    create_topic(&api, "spill", 1).await;
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; disk.available().saturating_sub(4 << 20) as usize]).expect("fill the disk");
+    let opts = fjord_client::ProduceOptions { acks: fjord_client::Acks::Leader, ..Default::default() };
+    let pad = "x".repeat(64 << 10);
+    let mut acked = 0u64;
+    let refusal = loop {
+        assert!(acked < 2_000, "64 KiB records never filled the disk");
+        match api.produce("spill", Some(0), &[Record::value(json!({"i": acked, "pad": pad}))], &opts).await {
+            Ok(r) if r.all_written() => acked += 1,
+            Ok(r) => break r.offsets.first().and_then(|o| o.error.clone()).map(|e| (e.code, e.message)),
+            Err(fjord_client::Error::Api { code, message, .. }) => break Some((code, message)),
+            Err(e) => panic!("produce: {e}"),
+        }
+    };
+    let (code, message) = refusal.expect("an error");
+    assert_eq!(code, "insufficient_storage", "{message}");
+    assert!(message.contains("restart"), "{message}");
+    assert_eq!(api.read_to_end("spill", 0, Start::Earliest).await.expect("reads").len() as u64, acked);
+
+    std::fs::remove_file(&filler).expect("free the space");
+    server.terminate();
+    let server = Standalone::start_with(&data, port, &args).await;
+    let api = server.api();
+    produce(&api, "spill", vec![Record::value(json!({"after": true}))]).await;
+    let log = api.read_to_end("spill", 0, Start::Earliest).await.expect("read");
+    assert_eq!(log.len() as u64, acked + 1, "every acknowledged record, and the new one");
+}

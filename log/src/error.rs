@@ -10,6 +10,9 @@ pub enum Error {
     NoSuchStore(String),
     #[error("storage engine: {0}")]
     Engine(String),
+    /// The data directory is (nearly) full; nothing was written.
+    #[error("{0}")]
+    NoSpace(String),
     #[error("corrupt batch: {0}")]
     Corrupt(#[from] CodecError),
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
@@ -54,6 +57,7 @@ impl From<Error> for FjordError {
                 ErrorCode::StorageError
             }
             Error::Corrupt(_) => ErrorCode::CorruptBatch,
+            Error::NoSpace(_) => ErrorCode::InsufficientStorage,
             Error::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             Error::Fenced { .. } => ErrorCode::NotLeader,
             Error::Aborted(_) => ErrorCode::Internal,

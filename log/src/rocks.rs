@@ -8,9 +8,11 @@
 use crate::engine::{Engine, WriteOp};
 use crate::error::{Error, Result};
 use fjord_protocol::codec::{decode_offset_key, meta_key, meta_range, offset_key, state_prefix, MetaKey};
+use parking_lot::Mutex;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
@@ -65,6 +67,11 @@ pub struct RocksOptions {
     /// Cap on all memtables together.
     pub write_buffer_bytes: usize,
     pub compression: Compression,
+    /// Below this many bytes available on the data directory's file system, writes that
+    /// add data are refused (`insufficient_storage`) before RocksDB runs out of space —
+    /// a write RocksDB itself cannot make leaves it read-only until restart. `0`: no
+    /// check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RocksOptions {
@@ -74,6 +81,47 @@ impl Default for RocksOptions {
             block_cache_bytes: 64 << 20,
             write_buffer_bytes: 128 << 20,
             compression: Compression::None,
+            min_free_bytes: 0,
+        }
+    }
+}
+
+/// How long a measurement of the free space is trusted.
+const FREE_SPACE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The data directory's free space, measured at most every [`FREE_SPACE_CHECK_EVERY`].
+struct FreeSpace {
+    path: PathBuf,
+    min_free: u64,
+    /// When it was last measured, and whether it was enough then.
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl FreeSpace {
+    /// `Err(NoSpace)` while less than `min_free` bytes are available.
+    fn check(&self) -> Result<()> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let mut last = self.last.lock();
+        let enough = match *last {
+            Some((at, enough)) if at.elapsed() < FREE_SPACE_CHECK_EVERY => enough,
+            _ => {
+                // A file system that cannot be asked is not taken for a full one.
+                let enough = rustix::fs::statvfs(&self.path)
+                    .map_or(true, |v| v.f_bavail.saturating_mul(v.f_frsize) >= self.min_free);
+                *last = Some((Instant::now(), enough));
+                enough
+            }
+        };
+        if enough {
+            Ok(())
+        } else {
+            Err(Error::NoSpace(format!(
+                "the data directory {} has less than storage.min_free_bytes ({}) available; nothing was written",
+                self.path.display(),
+                self.min_free
+            )))
         }
     }
 }
@@ -82,10 +130,17 @@ pub struct RocksEngine {
     db: Db,
     cf_opts: Options,
     write_opts: WriteOptions,
+    free: FreeSpace,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
-    Error::Engine(e.into_string())
+    let msg = e.into_string();
+    if msg.contains("No space left on device") {
+        return Error::NoSpace(format!(
+            "the data directory is full; this node takes no writes until it restarts ({msg})"
+        ));
+    }
+    Error::Engine(msg)
 }
 
 impl RocksEngine {
@@ -141,7 +196,8 @@ impl RocksEngine {
 
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.wal_sync == WalSync::Always);
-        Ok(Self { db, cf_opts, write_opts })
+        let free = FreeSpace { path: path.to_owned(), min_free: opts.min_free_bytes, last: Mutex::new(None) };
+        Ok(Self { db, cf_opts, write_opts, free })
     }
 
     fn cf(&self, name: &str) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
@@ -185,6 +241,10 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
+        // Writes that add data wait for space; deletions (retention, compaction) free it.
+        if ops.iter().any(|op| matches!(op, WriteOp::PutBatch { .. })) {
+            self.free.check()?;
+        }
         let cf = self.cf(name)?;
         let mut batch = WriteBatch::default();
         for op in ops {

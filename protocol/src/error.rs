@@ -57,6 +57,10 @@ pub enum ErrorCode {
     CorruptBatch,
     /// The storage engine failed.
     StorageError,
+    /// The node's data directory is (nearly) full: below `storage.min_free_bytes` free,
+    /// it takes no more data; nothing was written. Retriable: it writes again once space
+    /// returns (retention, deleted topics, an operator).
+    InsufficientStorage,
     /// The server is shutting down.
     ShuttingDown,
     /// The server is at a limit (the gateway's budget of `acks=0` bytes not yet handed to
@@ -143,6 +147,7 @@ impl ErrorCode {
             Self::NodeDisconnected => "node_disconnected",
             Self::CorruptBatch => "corrupt_batch",
             Self::StorageError => "storage_error",
+            Self::InsufficientStorage => "insufficient_storage",
             Self::ShuttingDown => "shutting_down",
             Self::Throttled => "throttled",
             Self::StaleVersion => "stale_version",
@@ -218,6 +223,7 @@ impl ErrorCode {
             | Self::ShuttingDown => 503,
             Self::RequestTimeout => 504,
             Self::StorageError | Self::Internal => 500,
+            Self::InsufficientStorage => 507,
         }
     }
 
@@ -236,6 +242,7 @@ impl ErrorCode {
                 | Self::QuotaExceeded
                 | Self::StaleVersion
                 | Self::LeaderChangedAfterAppend
+                | Self::InsufficientStorage
         )
     }
 }

@@ -25,6 +25,12 @@ pub struct NodeConfig {
     /// Block compression of partition files: `none` (default, as Kafka stores what
     /// producers send) or `lz4` (see [`Compression`]).
     pub compression: Compression,
+    /// Below this many bytes free on the data directory's file system the node refuses
+    /// writes that add data (`507 insufficient_storage`, retriable, nothing written) and
+    /// takes them again once space returns (Redpanda's `storage_min_free_bytes`). Keeps
+    /// RocksDB from running out of space itself, after which it takes no writes until a
+    /// restart. Default 1 GiB; `0` turns the check off.
+    pub min_free_bytes: u64,
     /// How often retention and compaction run over every partition.
     pub retention_check_interval_ms: u64,
     /// A follower that has not caught up for this long leaves the ISR
@@ -60,6 +66,7 @@ impl Default for NodeConfig {
             block_cache_bytes: rocks.block_cache_bytes,
             write_buffer_bytes: rocks.write_buffer_bytes,
             compression: rocks.compression,
+            min_free_bytes: 1 << 30,
             retention_check_interval_ms: 30_000,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
@@ -78,6 +85,7 @@ impl NodeConfig {
             block_cache_bytes: self.block_cache_bytes,
             write_buffer_bytes: self.write_buffer_bytes,
             compression: self.compression,
+            min_free_bytes: self.min_free_bytes,
         }
     }
 
