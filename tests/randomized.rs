@@ -6,9 +6,13 @@
 //! SIGTERM and restart, a ZooKeeper restart, a node isolated, a leader cut off from
 //! ZooKeeper, two nodes cut from each other, one-way loss of a leader's packets, 5% loss
 //! everywhere. After every round the network heals and the cluster must become fully in
-//! sync again. Then the checker: **every acknowledged record at its acknowledged offset,
-//! no record twice (idempotent retries), offsets dense from 0 to the high watermark, and
-//! every replica's log identical** (each node in turn left alone to serve it).
+//! sync again. Two consumer-group members poll and commit through random gateways the
+//! whole time (rejoining when a fault expels them). Then the checker: **every
+//! acknowledged record at its acknowledged offset, no record twice (idempotent retries),
+//! offsets dense from 0 to the high watermark, every replica's log identical** (each node
+//! in turn left alone to serve it), **the group's committed offsets never moved
+//! backwards** (sampled after every round) **and every record below them was consumed at
+//! least once**.
 //!
 //! Reproducible from its seed: `FJORD_FAULT_SEED` (default: from the clock, printed),
 //! `FJORD_FAULT_ROUNDS` (default 4, as CI runs it); `scripts/fault-rounds.sh` runs many.
@@ -17,9 +21,10 @@
 mod common;
 
 use common::cluster::{Cluster, SESSION_TIMEOUT_MS};
-use fjord_client::{Acks, ProduceOptions, Record};
+use common::groups::{self, Member};
+use fjord_client::{Acks, Join, ProduceOptions, Record};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,6 +129,79 @@ fn start_writers(c: &Cluster, history: Arc<Mutex<History>>, stop: Arc<AtomicBool
         .collect()
 }
 
+const GROUP: &str = "rand-readers";
+
+/// What the group's members were given: per partition, every offset a poll returned.
+#[derive(Default)]
+struct Reads {
+    consumed: Vec<BTreeSet<u64>>,
+    polls: u64,
+}
+
+/// Two members of [`GROUP`], each polling through a random gateway and committing what
+/// each poll returned; a member expelled (or whose calls fail for a session) joins again.
+fn start_readers(c: &Cluster, reads: Arc<Mutex<Reads>>, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let apis: Vec<_> = (0..GATEWAYS).map(|g| c.api(g)).collect();
+    (0..2usize)
+        .map(|r| {
+            let (apis, reads, stop) = (apis.clone(), reads.clone(), stop.clone());
+            tokio::spawn(async move {
+                let spec = Join {
+                    topics: vec!["rand".into()],
+                    session_timeout_ms: Some(10_000),
+                    auto_offset_reset: Some("earliest".into()),
+                    auto_commit: Some(false),
+                    client_id: Some(format!("reader-{r}")),
+                    ..Join::default()
+                };
+                let mut turn = r;
+                let mut member: Option<Member> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    turn += 1;
+                    let api = &apis[turn % apis.len()];
+                    let Some(m) = member.as_mut() else {
+                        match api.join(GROUP, &spec).await {
+                            Ok(j) => {
+                                member = Some(Member { group: GROUP.into(), id: j.member_id, generation: j.generation })
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                        }
+                        continue;
+                    };
+                    match groups::poll(api, m, 1_000).await {
+                        Ok(polled) => {
+                            m.generation = polled.generation;
+                            {
+                                let mut rd = reads.lock().expect("reads");
+                                rd.polls += 1;
+                                for (_, p, o, _) in &polled.records {
+                                    rd.consumed[*p as usize].insert(*o);
+                                }
+                            }
+                            if !polled.records.is_empty() {
+                                // A refused commit (a rebalance, a fault) is read again.
+                                let _ = groups::commit(api, m, &polled.records).await;
+                            }
+                        }
+                        Err(fjord_client::Error::Api { code, .. }) if code == "unknown_member_id" => member = None,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The group's committed offset per partition (0 where none), through gateway 0.
+async fn committed(c: &Cluster) -> Option<Vec<u64>> {
+    let o = c.api(0).group_offsets(GROUP).await.ok()?;
+    let mut out = vec![0; PARTITIONS as usize];
+    for p in o.offsets.iter().filter(|p| p.topic == "rand") {
+        out[p.partition as usize] = p.offset.unwrap_or(0);
+    }
+    Some(out)
+}
+
 /// One fault of the nemesis, held for `hold`, then undone (the network healed, the
 /// process restarted or resumed).
 async fn fault(c: &mut Cluster, rng: &mut Rng, hold: Duration) -> String {
@@ -226,6 +304,9 @@ async fn randomized_faults_lose_move_and_duplicate_nothing() {
         Arc::new(Mutex::new(History { acked: vec![BTreeMap::new(); PARTITIONS as usize], ..History::default() }));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&c, history.clone(), stop.clone());
+    let reads = Arc::new(Mutex::new(Reads { consumed: vec![BTreeSet::new(); PARTITIONS as usize], polls: 0 }));
+    let readers = start_readers(&c, reads.clone(), stop.clone());
+    let mut samples: Vec<Vec<u64>> = Vec::new();
     let mut done = Vec::new();
     for round in 0..rounds {
         let hold = Duration::from_millis(1_000 + rng.below(4_000));
@@ -242,10 +323,21 @@ async fn randomized_faults_lose_move_and_duplicate_nothing() {
         })
         .await;
         done.push(format!("{what} ({} acknowledged before)", before));
+        if let Some(now) = committed(&c).await {
+            samples.push(now);
+        }
     }
+    // The group catches up with what was written before it stops.
+    let written: Vec<u64> = history.lock().expect("history").acked.iter().map(|a| a.len() as u64).collect();
+    c.wait_until("the group commits past what was written", Duration::from_secs(60), |c| {
+        let written = written.clone();
+        async move { committed(c).await.is_some_and(|now| now.iter().zip(&written).all(|(c, w)| c >= w)) }
+    })
+    .await;
+    samples.extend(committed(&c).await);
     stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("writer");
+    for w in writers.into_iter().chain(readers) {
+        w.await.expect("writer or reader");
     }
     let h = std::mem::take(&mut *history.lock().expect("history"));
     eprintln!(
@@ -291,5 +383,16 @@ async fn randomized_faults_lose_move_and_duplicate_nothing() {
         }
         c.wait_until("in sync again", Duration::from_secs(90), in_sync).await;
     }
+    // The group: commits never moved back, and every record below them was consumed.
+    for pair in samples.windows(2) {
+        assert!(pair[0].iter().zip(&pair[1]).all(|(a, b)| a <= b), "seed {seed}: a commit moved back: {samples:?}");
+    }
+    let rd = std::mem::take(&mut *reads.lock().expect("reads"));
+    let last = samples.last().cloned().unwrap_or_default();
+    for (p, upto) in last.iter().enumerate() {
+        let missed: Vec<u64> = (0..*upto).filter(|o| !rd.consumed[p].contains(o)).take(5).collect();
+        assert!(missed.is_empty(), "seed {seed}: partition {p}: committed past records never consumed: {missed:?}");
+    }
+    eprintln!("seed {seed}: {} polls; committed {last:?}", rd.polls);
     eprintln!("seed {seed}: passed: {}", done.join("; "));
 }
