@@ -118,8 +118,7 @@ impl FreeSpace {
             Ok(())
         } else {
             Err(Error::NoSpace(format!(
-                "the data directory {} has less than storage.min_free_bytes ({}) available; nothing was written",
-                self.path.display(),
+                "this node's data directory has less than storage.min_free_bytes ({}) available; nothing was written",
                 self.min_free
             )))
         }
@@ -241,7 +240,8 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
-        // Writes that add data wait for space; deletions (retention, compaction) free it.
+        // Writes that add data are refused while space is low; deletions (retention,
+        // compaction) pass: they free it.
         if ops.iter().any(|op| matches!(op, WriteOp::PutBatch { .. })) {
             self.free.check()?;
         }
