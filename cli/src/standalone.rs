@@ -72,7 +72,8 @@ fn start_worker(
     let token_file = config.gateway.auth.enabled.then(|| config.gateway.auth.bootstrap_token_file.clone()).flatten();
     let state_dir = config.storage.data_dir.join("processor-state");
     // Its requests go to this gateway, which refuses a `timeout_ms` above its maximum.
-    let max_request_timeout_ms = config.gateway.max_timeout_ms.min(5_000);
+    let max_request_timeout_ms =
+        config.gateway.max_timeout_ms.min(fjord_streams::runtime::DEFAULT_MAX_REQUEST_TIMEOUT_MS);
     let task = tokio::spawn(async move {
         let token = match token_file {
             Some(path) => match tokio::fs::read_to_string(&path).await {

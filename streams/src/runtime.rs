@@ -64,6 +64,10 @@ pub struct ProcessorConfig {
     pub max_request_timeout_ms: u64,
 }
 
+/// [`ProcessorConfig::max_request_timeout_ms`] unless set: below the gateway's default
+/// maximum (60 s), and the longest wait a processor needs.
+pub const DEFAULT_MAX_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
 impl ProcessorConfig {
     pub fn new(app_id: impl Into<String>) -> Self {
         Self {
@@ -78,7 +82,7 @@ impl ProcessorConfig {
             expression_errors: None,
             state_dir: None,
             incarnation: "0".into(),
-            max_request_timeout_ms: 5_000,
+            max_request_timeout_ms: DEFAULT_MAX_REQUEST_TIMEOUT_MS,
         }
     }
 }
@@ -305,7 +309,7 @@ impl Processor {
     /// Reads every table topic to its end, then follows each in the background.
     async fn load_tables(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, ProcessorError> {
         let mut followers = Vec::new();
-        let wait_ms = self.cfg.max_request_timeout_ms.min(5_000);
+        let wait_ms = self.cfg.max_request_timeout_ms;
         let names: BTreeSet<String> = self.topology.stages.iter().flat_map(|s| s.tables().map(str::to_owned)).collect();
         for table in names {
             let n = self.partitions_of(&table).await?;

@@ -40,7 +40,7 @@ impl Default for WorkerConfig {
             session_timeout_ms: 10_000,
             replication_factor: None,
             state_dir: None,
-            max_request_timeout_ms: 5_000,
+            max_request_timeout_ms: crate::runtime::DEFAULT_MAX_REQUEST_TIMEOUT_MS,
         }
     }
 }

@@ -38,7 +38,8 @@ pub struct ProcessorArgs {
     pub in_memory_state: bool,
     /// The longest `timeout_ms` of any one request: at most the gateway's
     /// `gateway.max_timeout_ms` (default 60000), which refuses longer ones.
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = fjord_streams::runtime::DEFAULT_MAX_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max_request_timeout_ms: u64,
 }
 
