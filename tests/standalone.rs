@@ -315,6 +315,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A 160 MiB tmpfs in a temp dir and a config file setting `storage.min_free_bytes`.
+fn small_disk(min_free_bytes: u64) -> (tempfile::TempDir, Tmpfs, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "160m");
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, format!("[storage]\nmin_free_bytes = {min_free_bytes}\n")).expect("config");
+    (dir, disk, config)
+}
+
 /// **A full disk refuses writes clearly, keeps serving reads and recovers by itself.**
 /// With the data directory's free space under `storage.min_free_bytes` (a small tmpfs,
 /// filled by the test), a produce is `507 insufficient_storage` — retriable, and nothing
@@ -322,10 +331,7 @@ impl Drop for Tmpfs {
 /// comes back the same produce succeeds, without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_refuses_writes_serves_reads_and_recovers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "160m");
-    let config = dir.path().join("fjord.toml");
-    std::fs::write(&config, "[storage]\nmin_free_bytes = 33554432\n").expect("config");
+    let (_dir, disk, config) = small_disk(32 << 20);
     let data = disk.0.join("data");
     let server =
         Standalone::start_with(&data, common::free_port(), &["--config", config.to_str().expect("utf-8")]).await;
@@ -375,10 +381,7 @@ async fn a_full_disk_refuses_writes_serves_reads_and_recovers() {
 /// node restarts, writes are taken again.
 #[tokio::test(flavor = "multi_thread")]
 async fn running_out_of_space_inside_rocksdb_is_insufficient_storage_until_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "160m");
-    let config = dir.path().join("fjord.toml");
-    std::fs::write(&config, "[storage]\nmin_free_bytes = 0\n").expect("config");
+    let (_dir, disk, config) = small_disk(0);
     let (data, port) = (disk.0.join("data"), common::free_port());
     let args = ["--config", config.to_str().expect("utf-8")];
     let mut server = Standalone::start_with(&data, port, &args).await;

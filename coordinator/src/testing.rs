@@ -36,6 +36,19 @@ pub struct ZkServer {
     child: Option<Child>,
 }
 
+/// A command running `program` in the network namespace `netns` (`ip netns exec`, which
+/// enters it and execs the program: same pid), or in the caller's when `None`.
+pub fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
@@ -129,15 +142,7 @@ impl ZkServer {
         // The supervisor shell starts the server in the background (same process
         // group) and kills it when the pipe on its stdin closes: the test process died.
         let script = r#""$0" start-foreground "$1" </dev/null & pid=$!; cat >/dev/null; kill -9 "$pid" 2>/dev/null"#;
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "sh"]);
-                c
-            }
-            None => Command::new("sh"),
-        };
-        let child = command
+        let child = command_in(self.netns.as_deref(), "sh")
             .args(["-c", script, ZK_SERVER_SH])
             .arg(&cfg)
             .env("JMXDISABLE", "true")

@@ -6,7 +6,7 @@
 use super::netns::Net;
 use super::{free_port, wait_until};
 use fjord_client::{Acks, ProduceOptions, ProduceReply, Record, Start, TopicDescription};
-use fjord_coordinator::testing::ZkServer;
+use fjord_coordinator::testing::{command_in, ZkServer};
 use serde_json::{Map, Value};
 use std::fs::File;
 use std::path::PathBuf;
@@ -32,16 +32,7 @@ impl Proc {
         use std::io::Write;
         let mut out = File::options().create(true).append(true).open(&self.log).expect("log file");
         let _ = writeln!(out, "===== start {} =====", self.name);
-        // `ip netns exec` enters the namespace and execs the program: same pid.
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_fjord")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_fjord")),
-        };
-        let child = command
+        let child = command_in(self.netns.as_deref(), env!("CARGO_BIN_EXE_fjord"))
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info,fjord_storage_node=debug")
@@ -152,7 +143,8 @@ impl Cluster {
     /// bootstrap token file (the first gateway up writes it, the other reads it), and
     /// this harness's own client carries that token.
     pub async fn start_with(nodes: usize, gateways: usize, auth: bool) -> Self {
-        Self::start_on(nodes, gateways, auth, None).await
+        let turn = ONE_AT_A_TIME.lock().await;
+        Self::start_locked(nodes, gateways, auth, None, turn).await
     }
 
     /// [`start`](Self::start), each process in its own network namespace of one
@@ -165,11 +157,6 @@ impl Cluster {
         let turn = ONE_AT_A_TIME.lock().await;
         let net = Net::new(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
         Self::start_locked(nodes, gateways, false, Some(net), turn).await
-    }
-
-    async fn start_on(nodes: usize, gateways: usize, auth: bool, net: Option<Net>) -> Self {
-        let turn = ONE_AT_A_TIME.lock().await;
-        Self::start_locked(nodes, gateways, auth, net, turn).await
     }
 
     async fn start_locked(
