@@ -2,8 +2,8 @@
 # Runs the whole test suite: unit, storage conformance and property tests, HTTP handler
 # tests, coordinator conformance against the embedded backend and a real ZooKeeper,
 # integration and fault tests against real `fjord` processes (standalone, and a cluster
-# of ZooKeeper + 3 storage nodes + 2 gateways), the OpenAPI sync check, and validation
-# of openapi.yaml against the OpenAPI 3 schema.
+# of ZooKeeper + 3 storage nodes + 2 gateways), the OpenAPI sync check, validation of
+# openapi.yaml against the OpenAPI 3 schema, and fuzzing of the API and of the parsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh && fjord_setup curl python3-venv procps zookeeper iproute2 iptables
@@ -35,6 +35,9 @@ fi
 # content type and body as openapi.yaml documents them (scripts/api-fuzz.py).
 [ -x "$venv/bin/schemathesis" ] || "$venv/bin/pip" install --quiet schemathesis==4.32.5
 python3 scripts/api-fuzz.py --bin "$CARGO_TARGET_DIR/debug/fjord" --schemathesis "$venv/bin/schemathesis"
+
+# Coverage-guided fuzzing of the parsers of untrusted bytes (cargo-fuzz, bounded time).
+./scripts/fuzz.sh
 
 # A Python client generated from openapi.yaml drives a real server (clients/python).
 FJORD_BIN="$CARGO_TARGET_DIR/debug/fjord" clients/python/test.sh

@@ -527,6 +527,78 @@ async fn a_follower_behind_the_leaders_log_start_resets_and_rejoins() {
     assert_eq!(is, (first..=40).collect::<Vec<_>>(), "every record from there, each at its offset");
 }
 
+/// Flips a byte inside the stored batch at `base` of `topic`/0 in a stopped node's
+/// storage engine (real RocksDB, opened from the test), keeping its key and length: what
+/// bit rot that RocksDB's own checksums did not catch leaves behind.
+fn damage_stored_batch(dir: &std::path::Path, topic_id: &str, base: u64) {
+    use fjord_log::{Engine, RocksEngine, RocksOptions, WriteOp};
+    let engine = RocksEngine::open(dir, &RocksOptions::default()).expect("open the node's storage");
+    let store = fjord_protocol::codec::StoreName::new(topic_id, 0).encode();
+    let mut found = None;
+    engine
+        .scan(&store, base, &mut |b, bytes| {
+            found = (b == base).then(|| bytes.to_vec());
+            false
+        })
+        .expect("scan");
+    let mut bytes = found.unwrap_or_else(|| panic!("no stored batch at {base} in {store}"));
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    engine.write(&store, &[WriteOp::PutBatch { base_offset: base, bytes: &bytes }]).expect("write back");
+    engine.sync().expect("sync");
+}
+
+/// **A damaged batch is never served and is fetched again.** The preferred leader's
+/// stored copy of one batch is damaged while it is down (bytes flipped under RocksDB).
+/// It comes back, catches up (its log end is right, so nothing notices) and leads again.
+/// Then a consumer reads the partition from the start: the leader finds the batch failing
+/// its checksum, serves none of it, says so in its log and lists the replica as offline;
+/// the controller moves the leadership to an in-sync replica and the gateway's retry
+/// reads every record there, byte for byte as produced. The damaged replica cuts its log
+/// at the batch, fetches it again from the new leader, rejoins the ISR and — once the
+/// other nodes are stopped and it leads alone — serves the whole log intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_batch_is_never_served_and_is_fetched_again_from_the_new_leader() {
+    let mut c = Cluster::start(3, 1).await;
+    c.create_topic("dmg", 1, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("dmg", 3, Duration::from_secs(30)).await;
+    let written: Vec<u64> = (0..30).collect();
+    for i in &written {
+        produce_ok(&c, 0, "dmg", 0, *i).await;
+    }
+    let t = c.describe("dmg").await.expect("describe");
+    let preferred = t.partitions[0].replicas[0];
+    assert_eq!(t.partitions[0].leader, Some(preferred), "the preferred replica leads at first");
+    assert!(c.node(preferred as usize).terminate(Duration::from_secs(20)), "node {preferred} stops on SIGTERM");
+    damage_stored_batch(&c.node_storage_dir(preferred as usize), &t.topic_id, 10);
+    c.restart_node(preferred as usize);
+    c.wait_until(&format!("node {preferred} leads again, in sync"), Duration::from_secs(60), |c| async move {
+        partition(c, "dmg", 0).await.is_some_and(|p| p.leader == Some(preferred) && p.isr.len() == 3)
+    })
+    .await;
+
+    // Read from the start through the damaged leader: every record, intact.
+    assert_log(&c, "dmg", 0, &written).await;
+    let log = c.node(preferred as usize).log_text();
+    assert!(log.contains("a stored batch failed its checksum"), "node {preferred} says what it found");
+    assert!(log.contains("offset=10"), "and where");
+    c.wait_until(&format!("node {preferred} cut its log and is in sync again"), Duration::from_secs(60), |c| {
+        let cut = c.nodes[preferred as usize - 1].log_text().contains("cut the log at the damaged batch");
+        async move { cut && partition(c, "dmg", 0).await.is_some_and(|p| p.isr.len() == 3) }
+    })
+    .await;
+
+    // Alone, the repaired replica serves the whole log, byte for byte.
+    for n in (1..=3u32).filter(|n| *n != preferred) {
+        assert!(c.node(n as usize).terminate(Duration::from_secs(20)), "node {n} stops on SIGTERM");
+    }
+    c.wait_until(&format!("node {preferred} leads alone"), node_loss_deadline() * 2, |c| async move {
+        c.leader("dmg", 0).await == Some(preferred)
+    })
+    .await;
+    assert_log(&c, "dmg", 0, &written).await;
+}
+
 /// Runs one `zkCli.sh` command against the cluster's ZooKeeper; returns its output.
 fn zk_cli(c: &Cluster, args: &[&str]) -> String {
     let out = std::process::Command::new("/usr/share/zookeeper/bin/zkCli.sh")

@@ -358,10 +358,9 @@ async fn a_one_way_partition_from_the_leader_shrinks_the_isr_and_loses_nothing()
     assert_kept(&c, "oneway", 0, &writes).await;
 }
 
-/// **5% packet loss on every link between hosts** (no added delay: the CI machine's
-/// kernel has no `sch_netem`): retransmissions slow the cluster, nothing more — writes
-/// keep being acknowledged throughout, and after healing every acknowledged write is in
-/// place with every replica in sync.
+/// **5% packet loss on every link between hosts**: retransmissions slow the cluster,
+/// nothing more — writes keep being acknowledged throughout, and after healing every
+/// acknowledged write is in place with every replica in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_percent_loss_on_every_link_slows_writes_and_loses_nothing() {
     let c = Cluster::start_partitionable(3, 1).await;
@@ -378,4 +377,32 @@ async fn five_percent_loss_on_every_link_slows_writes_and_loses_nothing() {
     w.wait_for_more(10, Duration::from_secs(30), "writes after healing").await;
     let writes = w.finish().await;
     assert_kept(&c, "lossy", 0, &writes).await;
+}
+
+/// **200 ms of delay on every link** (every packet the switch forwards is held 200 ms —
+/// a userspace delay line, as the CI machine's kernel has no `sch_netem`): a request and
+/// its answer take at least 400 ms more on each hop, which stays below the session
+/// timeout and `replica.lag.time.max.ms`, so the cluster only slows — writes keep being
+/// acknowledged throughout (each `acks=all` write now waits for several crossings), and
+/// after healing every acknowledged write is in place with every replica in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_ms_of_delay_on_every_link_slows_writes_and_loses_nothing() {
+    let c = Cluster::start_partitionable(3, 1).await;
+    replicated_topic(&c, "slow", 1).await;
+    let w = Writer::start(c.api(0), "slow", 0, "w");
+    w.wait_for_more(10, Duration::from_secs(30), "writes before the delay").await;
+
+    c.net.as_ref().expect("net").delay(Duration::from_millis(200));
+    // The test process to the gateway and back is two crossings: 400 ms at least.
+    let started = std::time::Instant::now();
+    assert!(c.describe("slow").await.is_some(), "a read through the delayed gateway");
+    assert!(started.elapsed() >= Duration::from_millis(400), "a round trip took only {:?}", started.elapsed());
+    w.wait_for_more(10, Duration::from_secs(90), "writes under 200 ms of delay").await;
+
+    let held = c.net.as_ref().expect("net").heal();
+    assert!(held > 100, "the delay line held only {held} packets");
+    c.wait_for_isr("slow", 3, Duration::from_secs(60)).await;
+    w.wait_for_more(10, Duration::from_secs(30), "writes after healing").await;
+    let writes = w.finish().await;
+    assert_kept(&c, "slow", 0, &writes).await;
 }

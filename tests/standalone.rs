@@ -4,7 +4,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use common::{create_topic, produce, Standalone};
+use common::{create_topic, produce, Standalone, Tmpfs};
 use fjord_client::{Record, Start};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -284,37 +284,6 @@ async fn a_restart_keeps_leader_epochs() {
 }
 
 /// A tmpfs mounted for one test (root only, as CI runs), unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount a tmpfs (needs root, as CI runs): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_owned())
-    }
-
-    /// Bytes available to writers now.
-    fn available(&self) -> u64 {
-        let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(&self.0).output().expect("df");
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df's answer")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A 160 MiB tmpfs in a temp dir and a config file setting `storage.min_free_bytes`.
 fn small_disk(min_free_bytes: u64) -> (tempfile::TempDir, Tmpfs, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -10,7 +10,10 @@
 # environment for it (e.g. FJORD_GATEWAY__TLS__CERT_FILE=…, space-separated); B_BASE and
 # B_CURL: the base URL and curl flags its readiness check uses (e.g. https://localhost:8080
 # and --cacert ca.pem). The bootstrap token of an --auth server is $DIR/bootstrap-token.
-# Usage: A=path/to/fjord B=path/to/fjord [B_FLAGS=…] DIR=… OUT=… [RUNS=4] ab-cost.sh
+# SHAPES: which shapes, in order (default "produce requests"); `consume` adds the consume
+# shape (4 consumers, 1000 records per read, over the 64 MiB it prefills on each fresh
+# server).
+# Usage: A=path/to/fjord B=path/to/fjord [B_FLAGS=…] [SHAPES=…] DIR=… OUT=… [RUNS=4] ab-cost.sh
 set -euo pipefail
 A=${A:?binary A} B=${B:?binary B} DIR=${DIR:?data dir} OUT=${OUT:?output dir}
 mkdir -p "$OUT"
@@ -33,12 +36,19 @@ fresh() { # binary side
 }
 big=(produce --format json --acks 1 --record-size 1KiB --records-per-request 1000 --concurrency 4 --partitions 4 --duration 10s --json)
 req=(requests --topic bench-requests --record-size 100 --concurrency 16 --partitions 4 --format json --acks 1 --duration 10s --json)
+read_=(consume --record-size 1KiB --records-per-request 1000 --concurrency 4 --partitions 4 --duration 10s --json)
+read -r -a shapes <<<"${SHAPES:-produce requests}"
 for round in $(seq "${RUNS:-4}"); do
   sides=(a b); [ $((round % 2)) = 0 ] && sides=(b a)
-  for shape in produce requests; do
+  for shape in "${shapes[@]}"; do
     for side in "${sides[@]}"; do
       bin=$A; [ "$side" = b ] && bin=$B
-      args=("${big[@]}"); [ "$shape" = requests ] && args=("${req[@]}")
+      case "$shape" in
+        produce) args=("${big[@]}") ;;
+        requests) args=("${req[@]}") ;;
+        consume) args=("${read_[@]}") ;;
+        *) echo "unknown shape $shape" >&2; exit 1 ;;
+      esac
       # shellcheck disable=SC2206 # B_FLAGS is a list of flags
       [ "$side" = b ] && args+=(${B_FLAGS:-})
       fresh "$bin" "$side"
@@ -47,10 +57,10 @@ for round in $(seq "${RUNS:-4}"); do
   done
 done
 stop
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "${shapes[@]}" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
-for shape in ("produce", "requests"):
+for shape in sys.argv[2:]:
     rows = {}
     for side in ("a", "b"):
         runs = [json.loads(l) for l in open(f"{out}/{shape}-{side}.jsonl") if l.strip()]

@@ -61,6 +61,13 @@ pub trait Coordinator: Send + Sync + 'static {
         states: Vec<(String, PartitionState)>,
     ) -> Result<Vec<Result<i32>>>;
 
+    /// Removes the topic `name` if it is still the incarnation `topic_id` and still
+    /// incomplete (see [`ClusterMetadata::incomplete_topics`]); whether it did. The
+    /// controller's call, for a creation or deletion that stopped half-way.
+    ///
+    /// [`ClusterMetadata::incomplete_topics`]: crate::ClusterMetadata::incomplete_topics
+    async fn remove_incomplete_topic(&self, name: &str, topic_id: &str) -> Result<bool>;
+
     /// Tries to become the controller. `Ok(Some(epoch))` when `node` is the controller
     /// (now or already), with the controller epoch; `Ok(None)` when another node is.
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>>;

@@ -14,17 +14,24 @@
 //! `PartitionLeaderElectionAlgorithms`), with the differences noted on [`plan`].
 
 use crate::api::Coordinator;
-use crate::model::{ClusterMetadata, PartitionState};
+use crate::model::{ClusterMetadata, NodeInfo, PartitionState};
 use fjord_protocol::{ErrorCode, NodeId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// How often the controller re-plans without a metadata change, so that a write that
 /// failed for a transient reason (lost connection, timeout) is retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a topic stays incomplete ([`ClusterMetadata::incomplete_topics`]) before the
+/// controller removes it. Creating or deleting a topic takes milliseconds; one still
+/// half-made after this was left so by a writer that failed (a ZooKeeper restart or a
+/// lost connection between its writes), and until it is removed its name is taken
+/// while the topic does not exist — which, for the offsets topic, stops every group.
+pub const INCOMPLETE_TOPIC_GRACE: Duration = Duration::from_secs(60);
 
 /// The partition states that should change, as `(topic, new state)`. Each new state
 /// carries the **current** `version`, so writing it with
@@ -33,7 +40,10 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// controller epoch. Partitions that need no change are left out; applying every state
 /// of a plan and planning again gives an empty plan.
 ///
-/// A node is *live* when it is registered and not `shutting_down`. Per partition:
+/// A node is *live* when it is registered and not `shutting_down` — and, for one
+/// partition, when it does not list it among its `offline_replicas` (a damaged replica:
+/// it is down for that partition alone, and does not keep leading it as a shutting-down
+/// sole in-sync leader would). Per partition:
 ///
 /// 1. **New partition** (no leader, leader epoch 0): the first live replica in assignment
 ///    order leads and the ISR is the live replicas (Kafka's `NewPartition →
@@ -63,11 +73,20 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 pub fn plan(meta: &ClusterMetadata) -> Vec<(String, PartitionState)> {
     let live: BTreeSet<NodeId> = meta.nodes.values().filter(|n| !n.shutting_down).map(|n| n.id).collect();
     let registered: BTreeSet<NodeId> = meta.nodes.keys().copied().collect();
+    let with_offline: Vec<&NodeInfo> = meta.nodes.values().filter(|n| !n.offline_replicas.is_empty()).collect();
     let mut out = Vec::new();
     for (name, topic) in &meta.topics {
         let unclean = topic.config.unclean_leader_election_enable;
         for p in &topic.partitions {
-            if let Some(next) = plan_partition(p, &live, &registered, unclean) {
+            let down: Vec<NodeId> =
+                with_offline.iter().filter(|n| !n.serves(name, p.partition)).map(|n| n.id).collect();
+            let next = if down.is_empty() {
+                plan_partition(p, &live, &registered, unclean)
+            } else {
+                let without = |set: &BTreeSet<NodeId>| set.iter().copied().filter(|id| !down.contains(id)).collect();
+                plan_partition(p, &without(&live), &without(&registered), unclean)
+            };
+            if let Some(next) = next {
                 out.push((name.clone(), next));
             }
         }
@@ -139,7 +158,9 @@ fn plan_partition(
 pub async fn run(coordinator: Arc<dyn Coordinator>, node: NodeId, shutdown: impl Future<Output = ()>) {
     tokio::select! {
         () = shutdown => info!(node, "controller loop stopped"),
-        () = control(&*coordinator, node) => warn!(node, "controller loop ended: the metadata feed closed"),
+        () = control(&*coordinator, node, INCOMPLETE_TOPIC_GRACE) => {
+            warn!(node, "controller loop ended: the metadata feed closed");
+        }
     }
 }
 
@@ -180,8 +201,13 @@ pub async fn start(coordinator: Arc<dyn Coordinator>, node: NodeId) -> Controlle
 
 /// Starts [`run`]'s loop for `node` on the current runtime until the handle is dropped.
 pub fn spawn(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask {
+    spawn_with_grace(coordinator, node, INCOMPLETE_TOPIC_GRACE)
+}
+
+/// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] (tests).
+pub fn spawn_with_grace(coordinator: Arc<dyn Coordinator>, node: NodeId, grace: Duration) -> ControllerTask {
     ControllerTask(Some(tokio::spawn(async move {
-        control(&*coordinator, node).await;
+        control(&*coordinator, node, grace).await;
         warn!(node, "controller loop ended: the metadata feed closed");
     })))
 }
@@ -189,11 +215,12 @@ pub fn spawn(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask 
 /// The loop behind [`run`]; returns only if the metadata watch closes. Cancelling it (on
 /// shutdown) at any await point is safe: an interrupted write either happened or did not,
 /// and the next controller plans from whatever is stored.
-async fn control(coordinator: &dyn Coordinator, node: NodeId) {
+async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration) {
     let mut rx = coordinator.metadata();
     let mut tick = tokio::time::interval(RETRY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut active = false;
+    let mut incomplete = IncompleteTopics::default();
     loop {
         let meta = rx.borrow_and_update().clone();
         match meta.controller {
@@ -209,11 +236,13 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId) {
                     active = true;
                 }
                 apply(coordinator, &meta).await;
+                incomplete.sweep(coordinator, &meta, grace).await;
             }
             Some(other) => {
                 if active {
                     info!(node, controller = other, "this node is no longer the controller");
                     active = false;
+                    incomplete = IncompleteTopics::default();
                 }
             }
         }
@@ -259,6 +288,33 @@ async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata) {
     }
 }
 
+/// When this controller first saw each incomplete topic (name, id) — its own clock: a
+/// new controller waits the whole grace again.
+#[derive(Default)]
+struct IncompleteTopics(HashMap<(String, String), Instant>);
+
+impl IncompleteTopics {
+    /// Removes every topic incomplete for `grace` or longer.
+    async fn sweep(&mut self, coordinator: &dyn Coordinator, meta: &ClusterMetadata, grace: Duration) {
+        let now = Instant::now();
+        self.0.retain(|(name, id), _| meta.incomplete_topics.get(name) == Some(id));
+        for (name, id) in &meta.incomplete_topics {
+            let since = *self.0.entry((name.clone(), id.clone())).or_insert(now);
+            if now.duration_since(since) < grace {
+                continue;
+            }
+            match coordinator.remove_incomplete_topic(name, id).await {
+                Ok(true) => warn!(
+                    topic = %name, topic_id = %id, waited_s = grace.as_secs(),
+                    "removed a topic left half-created or half-deleted; its name is free again"
+                ),
+                Ok(false) => debug!(topic = %name, "incomplete topic changed under the controller"),
+                Err(e) => warn!(topic = %name, error = %e, "could not remove an incomplete topic; will retry"),
+            }
+        }
+    }
+}
+
 fn log_change(topic: &str, before: &PartitionState, after: &PartitionState) {
     let partition = after.partition;
     let (old_leader, new_leader, epoch) = (before.leader, after.leader, after.leader_epoch);
@@ -289,7 +345,16 @@ mod tests {
     fn meta(nodes: &[NodeId], partitions: Vec<PartitionState>) -> ClusterMetadata {
         let mut m = ClusterMetadata::default();
         for id in nodes {
-            m.nodes.insert(*id, NodeInfo { id: *id, endpoint: format!("n{id}"), rack: None, shutting_down: false });
+            m.nodes.insert(
+                *id,
+                NodeInfo {
+                    id: *id,
+                    endpoint: format!("n{id}"),
+                    rack: None,
+                    shutting_down: false,
+                    offline_replicas: Default::default(),
+                },
+            );
         }
         m.topics.insert(
             "t".into(),
@@ -405,7 +470,16 @@ mod tests {
     fn shutting_down_leader_hands_over_and_leaves_every_isr() {
         let mut m = ClusterMetadata::default();
         for id in [1, 2, 3] {
-            m.nodes.insert(id, NodeInfo { id, endpoint: String::new(), rack: None, shutting_down: id == 1 });
+            m.nodes.insert(
+                id,
+                NodeInfo {
+                    id,
+                    endpoint: String::new(),
+                    rack: None,
+                    shutting_down: id == 1,
+                    offline_replicas: Default::default(),
+                },
+            );
         }
         let partitions = vec![
             PartitionState { partition: 0, ..part(&[1, 2, 3], Some(1), 5, &[1, 2, 3]) },
@@ -422,6 +496,44 @@ mod tests {
         assert_eq!((ps[1].leader, ps[1].leader_epoch, ps[1].isr.clone()), (Some(2), 5, vec![2, 3]));
         assert_eq!((ps[2].leader, ps[2].leader_epoch, ps[2].isr.clone()), (Some(3), 5, vec![3]));
         assert!(plan(&m).is_empty());
+    }
+
+    fn offline_on(m: &mut ClusterMetadata, node: NodeId, partition: u32) {
+        let n = m.nodes.get_mut(&node).expect("node");
+        n.offline_replicas.insert(fjord_protocol::TopicPartition::new("t", partition));
+    }
+
+    #[test]
+    fn an_offline_replica_leader_is_replaced_and_leaves_the_isr_of_that_partition_alone() {
+        let partitions = vec![
+            PartitionState { partition: 0, ..part(&[1, 2, 3], Some(1), 5, &[1, 2, 3]) },
+            PartitionState { partition: 1, ..part(&[1, 2, 3], Some(1), 5, &[1, 2, 3]) },
+        ];
+        let mut m = meta(&[1, 2, 3], partitions);
+        offline_on(&mut m, 1, 0);
+        apply_plan(&mut m);
+        let ps = &m.topics["t"].partitions;
+        assert_eq!((ps[0].leader, ps[0].leader_epoch, ps[0].isr.clone()), (Some(2), 6, vec![2, 3]));
+        assert_eq!((ps[1].leader, ps[1].leader_epoch, ps[1].isr.clone()), (Some(1), 5, vec![1, 2, 3]), "untouched");
+        // Back (no longer offline) but out of the ISR: it follows until its leader adds it.
+        m.nodes.get_mut(&1).expect("1").offline_replicas.clear();
+        assert!(plan(&m).is_empty(), "{:?}", plan(&m));
+    }
+
+    #[test]
+    fn an_offline_sole_isr_leader_takes_the_partition_offline_keeping_the_isr() {
+        let mut m = meta(&[1, 2], vec![part(&[1, 2], Some(1), 5, &[1])]);
+        offline_on(&mut m, 1, 0);
+        let next = planned(&m).expect("offline");
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.isr),
+            (None, 6, vec![1]),
+            "not kept as a shutting-down one is"
+        );
+        // Unclean election may pick the live out-of-sync replica, never the offline one.
+        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        let next = planned(&m).expect("unclean");
+        assert_eq!((next.leader, next.isr), (Some(2), vec![2]));
     }
 
     #[test]
@@ -488,7 +600,12 @@ mod tests {
         let mut m = ClusterMetadata::default();
         for id in rng.subset(&all, 60) {
             let shutting_down = rng.chance(20);
-            m.nodes.insert(id, NodeInfo { id, endpoint: String::new(), rack: None, shutting_down });
+            let mut offline_replicas = BTreeSet::new();
+            while rng.chance(15) {
+                let tp = fjord_protocol::TopicPartition::new(format!("t{}", rng.below(3)), rng.below(4) as u32);
+                offline_replicas.insert(tp);
+            }
+            m.nodes.insert(id, NodeInfo { id, endpoint: String::new(), rack: None, shutting_down, offline_replicas });
         }
         for t in 0..rng.below(3) + 1 {
             let config = TopicConfig { unclean_leader_election_enable: rng.chance(30), ..TopicConfig::default() };
@@ -529,10 +646,14 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         for case in 0..20_000 {
             let before = random_metadata(&mut rng);
-            let live: BTreeSet<NodeId> = before.nodes.values().filter(|n| !n.shutting_down).map(|n| n.id).collect();
             for (topic, next) in plan(&before) {
                 let t = &before.topics[&topic];
                 let old = &t.partitions[next.partition as usize];
+                // Live for this partition: registered, not shutting down, not offline here.
+                let serves = |n: &&NodeInfo| n.serves(&topic, next.partition);
+                let live: BTreeSet<NodeId> =
+                    before.nodes.values().filter(|n| !n.shutting_down).filter(serves).map(|n| n.id).collect();
+                let registered: BTreeSet<NodeId> = before.nodes.values().filter(serves).map(|n| n.id).collect();
                 assert_eq!(next.version, old.version, "case {case}");
                 assert_eq!(next.replicas, old.replicas, "case {case}");
                 assert_ne!(&next, old, "case {case}: a no-op in the plan");
@@ -543,8 +664,7 @@ mod tests {
                 );
                 // A shutting-down leader (registered, not live) hands over only to an
                 // in-sync replica, and keeps leading (in its ISR) when none is live.
-                let leaving =
-                    old.leader.filter(|l| before.nodes.contains_key(l) && !live.contains(l) && old.isr.contains(l));
+                let leaving = old.leader.filter(|l| registered.contains(l) && !live.contains(l) && old.isr.contains(l));
                 if let (Some(_), true) = (leaving, next.leader != old.leader) {
                     let l = next.leader.expect("a live leader is replaced, not removed");
                     assert!(old.isr.contains(&l), "case {case}: {old:?} → {next:?}");
@@ -578,7 +698,13 @@ mod tests {
         use crate::EmbeddedCoordinator;
 
         fn node(id: NodeId) -> NodeInfo {
-            NodeInfo { id, endpoint: format!("n{id}"), rack: None, shutting_down: false }
+            NodeInfo {
+                id,
+                endpoint: format!("n{id}"),
+                rack: None,
+                shutting_down: false,
+                offline_replicas: Default::default(),
+            }
         }
 
         /// Waits until `cond` holds for a snapshot, failing after a deadline with the last

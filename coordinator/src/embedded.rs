@@ -209,6 +209,11 @@ impl Coordinator for EmbeddedCoordinator {
         .await
     }
 
+    /// Never anything to remove: the embedded store writes a topic whole or not at all.
+    async fn remove_incomplete_topic(&self, _name: &str, _topic_id: &str) -> Result<bool> {
+        Ok(false)
+    }
+
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {
         self.update(|m| match m.controller {
             Some(c) if c != node => Ok(None),
@@ -341,7 +346,13 @@ mod tests {
     use crate::TopicConfig;
 
     fn node(id: u32) -> NodeInfo {
-        NodeInfo { id, endpoint: "in-process".into(), rack: None, shutting_down: false }
+        NodeInfo {
+            id,
+            endpoint: "in-process".into(),
+            rack: None,
+            shutting_down: false,
+            offline_replicas: Default::default(),
+        }
     }
 
     fn topic(name: &str, partitions: u32) -> NewTopic {

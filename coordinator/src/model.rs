@@ -1,7 +1,7 @@
 //! The cluster metadata model: nodes, topics, partition states, topic config.
 
 use fjord_protocol::auth::{AclBinding, TokenRecord};
-use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
+use fjord_protocol::{ErrorCode, FjordError, NodeId, Result, TopicPartition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +17,21 @@ pub struct NodeInfo {
     /// leaderships away and takes it out of every ISR.
     #[serde(default)]
     pub shutting_down: bool,
+    /// Replicas on this node that found a stored batch damaged (Kafka's offline
+    /// replicas, KIP-112): for these partitions the node counts as down — the controller
+    /// elects another leader and takes it out of the ISR — until it has cut its log at
+    /// the damage and takes the partition back as a follower.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub offline_replicas: BTreeSet<TopicPartition>,
+}
+
+impl NodeInfo {
+    /// Whether this node serves `partition` of `topic` (it is not an offline replica
+    /// there); says nothing of `shutting_down`.
+    pub fn serves(&self, topic: &str, partition: u32) -> bool {
+        self.offline_replicas.is_empty()
+            || !self.offline_replicas.iter().any(|tp| tp.topic == topic && tp.partition == partition)
+    }
 }
 
 /// A live gateway (`/gateways/{id}`).
@@ -110,6 +125,13 @@ pub struct ClusterMetadata {
     /// nodes keep their data. Only a topic that is gone is deleted.
     #[serde(default)]
     pub held_topic_ids: BTreeSet<String>,
+    /// Topics (name → id, also in `held_topic_ids`) whose stored parts all decode but
+    /// whose config or some partition state is missing, and none of whose partitions
+    /// ever had a leader (so no node has data of it): a creation or deletion in
+    /// progress, or one whose writer failed half-way. The controller removes one that
+    /// stays so ([`crate::controller::INCOMPLETE_TOPIC_GRACE`]), which frees the name.
+    #[serde(default)]
+    pub incomplete_topics: BTreeMap<String, String>,
     /// Some topic could not be read at all (its id unknown): storage nodes drop no data
     /// until it can.
     #[serde(default)]

@@ -103,7 +103,7 @@ mod tests {
     use crate::model::TopicConfig;
 
     fn node(id: NodeId, shutting_down: bool) -> NodeInfo {
-        NodeInfo { id, endpoint: String::new(), rack: None, shutting_down }
+        NodeInfo { id, endpoint: String::new(), rack: None, shutting_down, offline_replicas: Default::default() }
     }
 
     #[test]

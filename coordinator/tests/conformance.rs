@@ -88,7 +88,13 @@ async fn connect(connect_string: &str, session_timeout: Duration) -> ZkCoordinat
 }
 
 fn node(id: u32) -> NodeInfo {
-    NodeInfo { id, endpoint: format!("127.0.0.1:{}", 9000 + id), rack: None, shutting_down: false }
+    NodeInfo {
+        id,
+        endpoint: format!("127.0.0.1:{}", 9000 + id),
+        rack: None,
+        shutting_down: false,
+        offline_replicas: Default::default(),
+    }
 }
 
 fn topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
@@ -603,6 +609,77 @@ mod zk_only {
             bad.len(),
             &bad[..bad.len().min(5)]
         );
+        let _ = raw.close().await;
+    }
+
+    /// **A topic left half-made frees its name; one that does not decode keeps its
+    /// data.** A creator that lost ZooKeeper between claiming a topic's name (its topic
+    /// znode) and writing its config and partition states left a topic that does not
+    /// exist but whose name is taken — for the offsets topic, every group join then
+    /// failed. The controller removes such a topic once it has stayed incomplete for its
+    /// grace, and the name can be created again; a topic whose partition state does not
+    /// decode is held, not incomplete, and its znodes stay (storage nodes keep its data).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_half_created_topic_is_removed_by_the_controller_and_its_name_freed() {
+        let (server, a, _b) = zk_fixture().await;
+        let a: Arc<dyn Coordinator> = Arc::new(a);
+        a.register_node(node(1)).await.expect("register");
+        a.create_topic(topic("whole", 1, 1)).await.expect("create");
+        let raw =
+            zookeeper_async::ZooKeeper::connect(&server.connect_string(), SESSION_TIMEOUT, Quiet).await.expect("raw");
+        let open = zookeeper_async::Acl::open_unsafe().clone();
+        let persistent = zookeeper_async::CreateMode::Persistent;
+        let create = |path: String, bytes: &[u8]| {
+            let (raw, open, bytes) = (&raw, open.clone(), bytes.to_vec());
+            async move { raw.create(&path, bytes, open, persistent).await.unwrap_or_else(|e| panic!("{path}: {e:?}")) }
+        };
+        // Undecodable: the topic and config of a real one, a state that is not JSON.
+        let (whole_config, _) = raw.get_data(&format!("{CHROOT}/config/topics/whole"), false).await.expect("config");
+        let claim = br#"{"topic_id":"bad-id","partitions":{"0":[1]}}"#;
+        create(format!("{CHROOT}/brokers/topics/bad"), claim).await;
+        create(format!("{CHROOT}/config/topics/bad"), &whole_config).await;
+        create(format!("{CHROOT}/brokers/topics/bad/partitions"), b"").await;
+        create(format!("{CHROOT}/brokers/topics/bad/partitions/0"), b"").await;
+        create(format!("{CHROOT}/brokers/topics/bad/partitions/0/state"), b"not json").await;
+        // Led once, then lost its config: data may exist, so it is kept too.
+        create(format!("{CHROOT}/brokers/topics/led"), br#"{"topic_id":"led-id","partitions":{"0":[1]}}"#).await;
+        create(format!("{CHROOT}/brokers/topics/led/partitions"), b"").await;
+        create(format!("{CHROOT}/brokers/topics/led/partitions/0"), b"").await;
+        let led_state = br#"{"leader":1,"leader_epoch":3,"isr":[1],"controller_epoch":1}"#;
+        create(format!("{CHROOT}/brokers/topics/led/partitions/0/state"), led_state).await;
+        // Half-made: claimed, nothing else written.
+        create(format!("{CHROOT}/brokers/topics/half"), br#"{"topic_id":"half-id","partitions":{"0":[1]}}"#).await;
+
+        let mut rx = a.metadata();
+        let m = eventually(&mut rx, "the three topics held", |m| m.held_topic_ids.len() == 3).await;
+        let incomplete: Vec<_> = m.incomplete_topics.iter().map(|(n, id)| (n.as_str(), id.as_str())).collect();
+        assert_eq!(incomplete, [("half", "half-id")], "neither the undecodable nor the led topic is incomplete");
+        assert!(["half", "bad", "led"].iter().all(|t| m.topic(t).is_none()), "none is a topic");
+        let taken = a.create_topic(topic("half", 1, 1)).await.expect_err("the name is taken until it is removed");
+        assert_eq!(taken.code, ErrorCode::TopicAlreadyExists);
+
+        let grace = Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        let controller = fjord_coordinator::controller::spawn_with_grace(a.clone(), 100, grace);
+        let m = eventually(&mut rx, "the half-made topic removed", |m| !m.incomplete_topics.contains_key("half")).await;
+        assert!(started.elapsed() >= grace, "removed after {:?}, before the grace", started.elapsed());
+        assert!(m.held_topic_ids.contains("bad-id") && m.held_topic_ids.contains("led-id"), "the others still held");
+        let half = raw.exists(&format!("{CHROOT}/brokers/topics/half"), false).await.expect("exists");
+        assert!(half.is_none(), "its topic znode is gone");
+        let kept =
+            ["brokers/topics/bad/partitions/0/state", "config/topics/bad", "brokers/topics/led/partitions/0/state"];
+        for path in kept {
+            let found = raw.exists(&format!("{CHROOT}/{path}"), false).await.expect("exists");
+            assert!(found.is_some(), "{path} is kept");
+        }
+        let created = a.create_topic(topic("half", 2, 1)).await.expect("the name is free again");
+        assert_ne!(created.topic_id, "half-id");
+        let m = eventually(&mut rx, "the new topic whole and led", |m| {
+            m.topic("half").is_some_and(|t| t.partitions.len() == 2 && t.partitions.iter().all(|p| p.leader.is_some()))
+        })
+        .await;
+        assert!(m.topic("whole").is_some(), "a whole topic is left alone");
+        controller.stop().await;
         let _ = raw.close().await;
     }
 

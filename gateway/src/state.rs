@@ -126,9 +126,13 @@ impl AppState {
                 )),
             };
             match attempt {
+                // `corrupt_log` comes from reads only (nothing written): the leader found
+                // a damaged batch and is handing the partition to another replica.
                 Err(e)
-                    if matches!(e.code, ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable)
-                        || also.contains(&e.code) =>
+                    if matches!(
+                        e.code,
+                        ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::CorruptLog
+                    ) || also.contains(&e.code) =>
                 {
                     if Instant::now() + backoff >= deadline {
                         return Err(e.into());
@@ -175,7 +179,16 @@ impl AppState {
                 tracing::info!(partitions = t.partitions.len(), "created the offsets topic on first use");
                 Ok(t.partitions.len() as u32)
             }
-            Err(e) if e.code == ErrorCode::TopicAlreadyExists => Ok(self.topic(OFFSETS_TOPIC)?.partitions.len() as u32),
+            // Created by someone else meanwhile — or still being created, or left
+            // half-made by a creator that failed (the controller removes it after
+            // INCOMPLETE_TOPIC_GRACE): retriable, not the client's unknown topic.
+            Err(e) if e.code == ErrorCode::TopicAlreadyExists => match self.metadata().topic(OFFSETS_TOPIC) {
+                Some(t) => Ok(t.partitions.len() as u32),
+                None => Err(ApiError::new(
+                    ErrorCode::LeaderNotAvailable,
+                    format!("the offsets topic `{OFFSETS_TOPIC}` is being created; retry"),
+                )),
+            },
             Err(e) => Err(e.into()),
         }
     }

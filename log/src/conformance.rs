@@ -41,6 +41,9 @@
 //! - a follower whose log ends below its leader's log start resets to it: empty,
 //!   starting and ending there, durable across a restart, and takes the leader's batches
 //!   from there; a reset is refused when it would skip nothing or the role moved on;
+//! - a stored batch whose bytes were damaged under the log is never served: every read
+//!   or timestamp look-up reaching it fails with `Damaged` at its offset (`corrupt_log`),
+//!   and `truncate_to` its offset removes it and what follows;
 //! - at the engine level: `scan`/`last_batch`/`get_meta` follow the [`Engine`] contract,
 //!   stores are independent, `create_partition` is idempotent, `list_partitions` lists the
 //!   stores, and `drop_partition` removes a store's batches and metadata.
@@ -62,6 +65,7 @@ use crate::rocks::{RocksEngine, RocksOptions};
 use bytes::Bytes;
 use fjord_protocol::codec::MetaKey;
 use fjord_protocol::codec::{Batch, BatchBuilder, Header, Idempotency, ProducerExt, Record, RecordView, Session};
+use fjord_protocol::{ErrorCode, FjordError};
 use std::fmt::Debug;
 use std::sync::Arc;
 use tempfile::TempDir;
@@ -179,6 +183,7 @@ conformance!(
     producer_sessions_sequence_and_fence,
     conditional_appends,
     a_follower_behind_the_leaders_log_start_resets_there,
+    a_damaged_stored_batch_is_never_served_and_can_be_cut,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1646,4 +1651,48 @@ fn a_follower_behind_the_leaders_log_start_resets_there<H: Harness>(h: &mut H) {
     assert_eq!(follower.offsets().log_end, leader_end);
     assert_eq!(read(&follower, start, ALL, u64::MAX).iter().map(Batch::base_offset).collect::<Vec<_>>(), bases(&rest));
     assert_eq!(follower.epochs(), [(3, start)]);
+}
+
+/// **A stored batch that fails its checksum is never served, and the log can be cut
+/// there.** Bytes of a stored batch flipped under the log (bit rot that got past the
+/// storage engine, a torn or misdirected write): every read that reaches it fails with
+/// [`Error::Damaged`] naming its offset — the batches before it are not served from
+/// that read either — a read that stops before it still works, `offset_for_timestamp`
+/// over it fails the same way, and `truncate_to` its base offset removes it (and what
+/// follows), after which the log reads, appends and survives a restart as if it had
+/// ended there.
+fn a_damaged_stored_batch_is_never_served_and_can_be_cut<H: Harness>(h: &mut H) {
+    let log = open(h, "p.t.0");
+    let first = append(&log, &timed("a", &[10, 11]), 1);
+    let second = append(&log, &timed("b", &[20, 21]), 1);
+    append(&log, &timed("c", &[30]), 1);
+    log.advance_high_watermark(5);
+    let mut damaged = second.as_bytes().to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    h.engine()
+        .write("p.t.0", &[WriteOp::PutBatch { base_offset: second.base_offset(), bytes: &damaged }])
+        .expect("overwrite");
+
+    let is_damaged_at = |r: Result<Vec<Bytes>>| matches!(r, Err(Error::Damaged { offset: 2, .. }));
+    assert!(is_damaged_at(log.read(0, ALL, u64::MAX)), "a read across it fails");
+    assert!(is_damaged_at(log.read(2, ALL, u64::MAX)), "a read from it fails");
+    assert!(is_damaged_at(log.read(3, 1, u64::MAX)), "a read of an offset inside it fails");
+    let before = read(&log, 0, 1, u64::MAX);
+    assert_eq!(before.len(), 1, "a read that ends before it is served");
+    assert_eq!(before[0].as_bytes(), first.as_bytes());
+    assert!(read(&log, 0, ALL, 2).len() == 1, "a read bounded below it is served");
+    assert!(matches!(log.offset_for_timestamp(20), Err(Error::Damaged { offset: 2, .. })));
+    assert_eq!(FjordError::from(log.read(0, ALL, u64::MAX).expect_err("damaged")).code, ErrorCode::CorruptLog);
+
+    assert_eq!(log.truncate_to(2).expect("cut at the damaged batch"), 2, "the log ends before it");
+    assert_eq!(log.offsets().log_end, 2);
+    assert_eq!(log.offsets().high_watermark, 2, "the HW comes down with the cut");
+    let kept = read(&log, 0, ALL, u64::MAX);
+    assert_eq!(kept.iter().map(|b| b.as_bytes().clone()).collect::<Vec<_>>(), vec![first.as_bytes().clone()]);
+    let again = append(&log, &timed("b2", &[40]), 1);
+    assert_eq!(again.base_offset(), 2);
+    let log = restart(h, log);
+    assert_eq!(log.offsets().log_end, 3);
+    assert_eq!(read(&log, 0, ALL, u64::MAX).len(), 2, "after a restart: the first batch and the new one");
 }

@@ -15,6 +15,9 @@ pub enum Error {
     NoSpace(String),
     #[error("corrupt batch: {0}")]
     Corrupt(#[from] CodecError),
+    /// A batch read back from storage failed validation: it is not served.
+    #[error("the stored batch at offset {offset} is damaged ({detail}); it is not served")]
+    Damaged { offset: u64, detail: String },
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: u64, log_start: u64, log_end: u64 },
     #[error("stored metadata `{0}` is malformed")]
@@ -57,6 +60,7 @@ impl From<Error> for FjordError {
                 ErrorCode::StorageError
             }
             Error::Corrupt(_) => ErrorCode::CorruptBatch,
+            Error::Damaged { .. } => ErrorCode::CorruptLog,
             Error::NoSpace(_) => ErrorCode::InsufficientStorage,
             Error::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             Error::Fenced { .. } => ErrorCode::NotLeader,

@@ -137,13 +137,14 @@ fn batch_range(bytes: &[u8]) -> Option<(u64, u64)> {
 
 impl PartitionLog {
     /// Calls `f(batch, stored_len)` on each batch from the one holding `offset` on, in
-    /// order, until it answers `Ok(false)`. A stored batch that does not parse, or an
-    /// error from `f`, ends the scan with that error.
+    /// order, until it answers `Ok(false)`. A stored batch that does not parse
+    /// ([`Error::Damaged`]), or an error from `f`, ends the scan with that error.
     fn scan_batches(&self, offset: u64, mut f: impl FnMut(Batch, u64) -> Result<bool>) -> Result<()> {
         let mut failed = None;
-        self.engine.scan(&self.name, offset, &mut |_base, bytes| {
-            let step =
-                Batch::parse(Bytes::copy_from_slice(bytes)).map_err(Error::from).and_then(|b| f(b, bytes.len() as u64));
+        self.engine.scan(&self.name, offset, &mut |base, bytes| {
+            let step = Batch::parse(Bytes::copy_from_slice(bytes))
+                .map_err(|e| Error::Damaged { offset: base, detail: e.to_string() })
+                .and_then(|b| f(b, bytes.len() as u64));
             step.unwrap_or_else(|e| {
                 failed = Some(e);
                 false
@@ -402,7 +403,8 @@ impl PartitionLog {
 
     /// Removes every record at or after `offset` — whole batches, so a batch holding
     /// `offset` goes entirely — for a follower whose log diverged from its new leader's
-    /// (KIP-101). The new LEO is the end of the last batch kept (the log start if none
+    /// (KIP-101), or a replica cutting its log at a damaged batch (which goes whole,
+    /// whatever it held). The new LEO is the end of the last batch kept (the log start if none
     /// is), as re-opening the log would find it, also when compaction left a gap before
     /// `offset`. The epoch history and, if needed, the high watermark follow. Returns
     /// the new LEO.
@@ -439,15 +441,19 @@ impl PartitionLog {
         let mut first_removed = None;
         let mut removed_bytes = 0u64;
         let mut removed_exts = Vec::new();
-        self.scan_batches(offset, |b, len| {
-            if b.next_offset() > offset {
-                first_removed.get_or_insert(b.base_offset());
-                removed_bytes += len;
-                if let Some(ext) = b.ext() {
-                    removed_exts.push((b.base_offset(), ext));
+        self.engine.scan(&self.name, offset, &mut |base, bytes| {
+            // A damaged batch (cut because it is: `truncate_to` its base offset) goes by
+            // its key and stored length; what it held, producer extension included, is
+            // unknown, so it counts as reaching past `offset`.
+            let parsed = Batch::parse(Bytes::copy_from_slice(bytes)).ok();
+            if parsed.as_ref().is_none_or(|b| b.next_offset() > offset) {
+                first_removed.get_or_insert(base);
+                removed_bytes += bytes.len() as u64;
+                if let Some(ext) = parsed.as_ref().and_then(Batch::ext) {
+                    removed_exts.push((base, ext));
                 }
             }
-            Ok(true)
+            true
         })?;
         let Some(first_removed) = first_removed else { return Ok(log_end) };
         // The batch before the first one removed ends the log now; with a gap before it
@@ -628,7 +634,9 @@ impl PartitionLog {
     /// Batches from the one holding `offset` — or, when compaction removed it, the next
     /// one — up to `max_bytes` (at least one batch), only batches that start below `upto`
     /// (the HW, for consumers). An empty answer for an offset below `upto` means no
-    /// record is left in `[offset, upto)`.
+    /// record is left in `[offset, upto)`. Each batch's checksum is verified first: one
+    /// that fails ends the read with [`Error::Damaged`] (the batches before it are not
+    /// returned either, so the caller sees the damage, not a short read).
     pub fn read(&self, offset: u64, max_bytes: usize, upto: u64) -> Result<Vec<Bytes>> {
         let (log_start, log_end) = {
             let s = self.state.lock();
@@ -639,8 +647,14 @@ impl PartitionLog {
         }
         let mut out = Vec::new();
         let mut total = 0usize;
+        let mut damaged = None;
         self.engine.scan(&self.name, offset, &mut |base, bytes| {
             if base >= upto {
+                return false;
+            }
+            // Checked before it is looked at: a damaged header's offsets mean nothing.
+            if let Err(e) = codec::verify_checksum(bytes) {
+                damaged = Some(Error::Damaged { offset: base, detail: e.to_string() });
                 return false;
             }
             if batch_range(bytes).is_none_or(|(_, next)| next <= offset) {
@@ -651,6 +665,9 @@ impl PartitionLog {
             out.push(Bytes::copy_from_slice(bytes));
             total < max_bytes
         })?;
+        if let Some(e) = damaged {
+            return Err(e);
+        }
         // Retention may have removed the batches holding `offset` while we scanned, and
         // the scan then went on past them: it raises the log start before deleting, so
         // if the scan saw the deletion this sees the new log start.

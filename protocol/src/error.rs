@@ -57,6 +57,13 @@ pub enum ErrorCode {
     CorruptBatch,
     /// The storage engine failed.
     StorageError,
+    /// A stored batch of the partition failed its checksum on the node that leads it
+    /// (bit rot, a torn or misdirected write): nothing of it is served, and the node
+    /// gives the partition up — another in-sync replica is elected, and the damaged one
+    /// cuts its log at the batch and fetches it again from the new leader. Retriable: a
+    /// retry reaches the new leader; with no other in-sync replica the partition stays
+    /// offline (`leader_not_available`), loudly, until an operator acts.
+    CorruptLog,
     /// The node's data directory is (nearly) full: below `storage.min_free_bytes` free,
     /// it takes no more data; nothing was written. Retriable: it writes again once space
     /// returns (retention, deleted topics, an operator).
@@ -147,6 +154,7 @@ impl ErrorCode {
             Self::NodeDisconnected => "node_disconnected",
             Self::CorruptBatch => "corrupt_batch",
             Self::StorageError => "storage_error",
+            Self::CorruptLog => "corrupt_log",
             Self::InsufficientStorage => "insufficient_storage",
             Self::ShuttingDown => "shutting_down",
             Self::Throttled => "throttled",
@@ -220,6 +228,7 @@ impl ErrorCode {
             | Self::LeaderNotAvailable
             | Self::LeaderChangedAfterAppend
             | Self::NodeDisconnected
+            | Self::CorruptLog
             | Self::ShuttingDown => 503,
             Self::RequestTimeout => 504,
             Self::StorageError | Self::Internal => 500,
@@ -243,6 +252,7 @@ impl ErrorCode {
                 | Self::StaleVersion
                 | Self::LeaderChangedAfterAppend
                 | Self::InsufficientStorage
+                | Self::CorruptLog
         )
     }
 }

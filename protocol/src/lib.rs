@@ -5,6 +5,9 @@
 //! only declares modules and re-exports; every item lives in a module.
 //!
 //! # Layout
+//! - [`body`] — the public API's record bodies: parsing what producers send (JSON,
+//!   NDJSON, raw bytes, length-prefixed binary records) and rendering what consumers
+//!   read.
 //! - [`codec`] — every byte layout Fjord writes: the record-batch encoding (stored in
 //!   RocksDB and sent between nodes), length-prefixed frames, partition store names and
 //!   RocksDB keys, and the keys of `__consumer_offsets` records.
@@ -21,6 +24,7 @@
 //! - [`auth`] — resources, operations, Kafka's ACL rule and token scopes (pure).
 
 pub mod auth;
+pub mod body;
 pub mod clock;
 pub mod codec;
 pub mod error;

@@ -199,11 +199,15 @@ async fn fetch_once(f: &FollowerSide, client: &NodeClient, replicas: &[(Arc<Repl
 
 /// Appends a fetch answer's batches of one partition, fetched at `fetched_at` in `epoch`.
 async fn append_fetched(r: &Replica, batches: Vec<Bytes>, epoch: u32, fetched_at: u64) -> Result<()> {
-    let log = r.log.clone();
+    let (log, tp) = (r.log.clone(), r.tp.clone());
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mut from = fetched_at;
         for bytes in batches {
-            let batch = Batch::parse(bytes).map_err(|e| FjordError::new(ErrorCode::CorruptBatch, e.to_string()))?;
+            // Never appended: the fetcher backs off and fetches it again.
+            let batch = Batch::parse(bytes).map_err(|e| {
+                warn!(partition = %tp, offset = from, error = %e, "a fetched batch failed validation; fetching it again");
+                FjordError::new(ErrorCode::CorruptBatch, e.to_string())
+            })?;
             // The leader has nothing in [from, base): a gap its compaction left.
             let next = batch.next_offset();
             // Fenced: refused if this replica's role moved on since it asked.

@@ -120,7 +120,8 @@ impl LeaderSide {
                     if has_data {
                         let log = r.log.clone();
                         let (offset, max) = (p.fetch_offset, req.max_bytes.max(1));
-                        match tokio::task::spawn_blocking(move || log.read(offset, max, u64::MAX)).await {
+                        let read = tokio::task::spawn_blocking(move || log.read(offset, max, u64::MAX)).await;
+                        match read.map(|read| self.replicas.checked(&r.tp, read)) {
                             Ok(Ok(read)) => {
                                 result.batches = read.len() as u32;
                                 answer.batches.extend(read);
@@ -144,8 +145,10 @@ impl LeaderSide {
         let Some(isr) = r.expanded_isr(follower, fetch_offset) else { return };
         // Only a live node joins (Kafka's KIP-841): a restarted follower fetches before
         // its registration is seen, and the controller would take an unregistered node
-        // straight out of the ISR again — after a client may have counted on it.
-        let live = self.replicas.metadata().nodes.get(&follower).is_some_and(|n| !n.shutting_down);
+        // straight out of the ISR again — after a client may have counted on it. Nor
+        // does one whose replica of this partition is offline (damaged, not yet cut).
+        let live = (self.replicas.metadata().nodes.get(&follower))
+            .is_some_and(|n| !n.shutting_down && n.serves(&r.tp.topic, r.tp.partition));
         if live && self.write_isr(r, isr) {
             info!(partition = %r.tp, follower, "follower caught up; adding it to the ISR");
         }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
     FjordError::new(ErrorCode::Internal, format!("{what}: {e}"))
@@ -41,6 +41,8 @@ pub struct StorageNode {
     /// Serializes reconciliations (the metadata loop and explicit calls).
     reconciling: tokio::sync::Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// For this node's registration ([`Self::sync_offline_replicas`]).
+    coordinator: Arc<dyn Coordinator>,
     /// The consumer groups of the offsets-topic partitions this node leads.
     groups: Arc<GroupCoordinator>,
 }
@@ -66,7 +68,13 @@ impl StorageNode {
         )
         .await?;
         coordinator
-            .register_node(NodeInfo { id: config.node_id, endpoint, rack: config.rack.clone(), shutting_down: false })
+            .register_node(NodeInfo {
+                id: config.node_id,
+                endpoint,
+                rack: config.rack.clone(),
+                shutting_down: false,
+                offline_replicas: Default::default(),
+            })
             .await?;
         // Registration changed the metadata (leaders); apply it before serving.
         node.sync_with_metadata().await?;
@@ -87,7 +95,8 @@ impl StorageNode {
         let node = Arc::new(Self {
             id,
             engine,
-            leader: Arc::new(LeaderSide::new(replicas.clone(), coordinator, replication.lag_time_max)),
+            leader: Arc::new(LeaderSide::new(replicas.clone(), coordinator.clone(), replication.lag_time_max)),
+            coordinator,
             follower: Arc::new(FollowerSide::new(replicas.clone(), replication)?),
             replicas,
             reconciling: tokio::sync::Mutex::new(()),
@@ -116,6 +125,22 @@ impl StorageNode {
                 let Some(node) = weak.upgrade() else { return };
                 if let Err(e) = node.sync_with_metadata().await {
                     warn!(error = %e, "applying metadata failed; retrying on the next change");
+                }
+            }
+        }));
+        let (weak, replicas, mut rx) = (Arc::downgrade(self), self.replicas.clone(), self.replicas.metadata_feed());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(node) = weak.upgrade() else { return };
+                let synced = node.sync_offline_replicas().await;
+                drop(node);
+                if !synced {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                tokio::select! {
+                    () = replicas.damage_changed() => {}
+                    changed = rx.changed() => if changed.is_err() { return },
                 }
             }
         }));
@@ -159,6 +184,28 @@ impl StorageNode {
                 f(node).await;
             }
         })
+    }
+
+    /// Makes this node's registration list its damaged replicas as `offline_replicas`
+    /// (the controller then moves their leadership and ISR membership); whether it
+    /// matches now (`false`: the write failed, retry).
+    async fn sync_offline_replicas(&self) -> bool {
+        let wanted = self.replicas.damaged();
+        let Some(me) = self.replicas.metadata().nodes.get(&self.id).cloned() else { return true };
+        if me.offline_replicas == wanted {
+            return true;
+        }
+        let listed: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+        match self.coordinator.update_node(NodeInfo { offline_replicas: wanted, ..me }).await {
+            Ok(()) => {
+                info!(offline_replicas = ?listed, "registration updated");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not update this node's offline replicas; retrying");
+                false
+            }
+        }
     }
 
     async fn sync_wal(&self, what: &str) {
@@ -354,10 +401,10 @@ impl NodeApi for StorageNode {
             if req.offset < o.high_watermark {
                 let log = log.clone();
                 let (offset, max_bytes, hw) = (req.offset, req.max_bytes, o.high_watermark);
-                let batches = tokio::task::spawn_blocking(move || log.read(offset, max_bytes, hw))
+                let read = tokio::task::spawn_blocking(move || log.read(offset, max_bytes, hw))
                     .await
-                    .map_err(|e| internal("read task", e))?
-                    .map_err(FjordError::from)?;
+                    .map_err(|e| internal("read task", e))?;
+                let batches = self.replicas.checked(&req.tp, read).map_err(FjordError::from)?;
                 return Ok(answer(batches));
             }
             if timed_out {
@@ -378,8 +425,8 @@ impl NodeApi for StorageNode {
                 let log = replica.log.clone();
                 let found = tokio::task::spawn_blocking(move || log.offset_for_timestamp(ts))
                     .await
-                    .map_err(|e| internal("offset look-up task", e))?
-                    .map_err(FjordError::from)?;
+                    .map_err(|e| internal("offset look-up task", e))?;
+                let found = self.replicas.checked(&tp, found).map_err(FjordError::from)?;
                 Ok(match found {
                     Some((offset, ts)) => ListOffsetResponse { offset, timestamp: Some(ts) },
                     None => ListOffsetResponse { offset: replica.log.offsets().high_watermark, timestamp: None },

@@ -3,28 +3,78 @@
 //! [`Replicas::reconcile`] opens the replicas newly assigned to this node, updates
 //! leadership, epochs, ISR and config of the others, and drops the stores of replicas
 //! no longer assigned (deleted topics). It blocks (RocksDB): call it on a blocking thread.
+//!
+//! **Damaged replicas.** A read that finds a stored batch failing its checksum reports
+//! it here ([`Replicas::checked`]): the replica is *damaged* from that offset, the node
+//! lists it among its registration's `offline_replicas` (the node's task, not this
+//! module), and the controller elects another in-sync leader and takes this node out of
+//! the ISR. Once another node leads, reconciliation cuts the log at the damaged batch
+//! and the replica follows again, fetching the batch back from the new leader, and
+//! rejoins the ISR once caught up. With no other in-sync replica the partition stays
+//! offline (and the node's log says why).
 
 use crate::replica::{set_role, Replica, ReplicaMeta};
 use fjord_coordinator::ClusterMetadata;
 use fjord_log::{Engine, PartitionLog};
 use fjord_protocol::codec::StoreName;
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result, TopicPartition};
-use parking_lot::RwLock;
-use std::collections::{HashMap, HashSet};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tokio::sync::{watch, Notify};
+use tracing::{debug, error, info, warn};
 
 pub struct Replicas {
     me: NodeId,
     engine: Arc<dyn Engine>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
     open: RwLock<HashMap<TopicPartition, Arc<Replica>>>,
+    /// Damaged replicas: the base offset of the first damaged batch found.
+    damaged: Mutex<BTreeMap<TopicPartition, u64>>,
+    /// Wakes when `damaged` changes.
+    damage_changed: Notify,
 }
 
 impl Replicas {
     pub fn new(me: NodeId, engine: Arc<dyn Engine>, metadata: watch::Receiver<Arc<ClusterMetadata>>) -> Self {
-        Self { me, engine, metadata, open: RwLock::new(HashMap::new()) }
+        Self {
+            me,
+            engine,
+            metadata,
+            open: RwLock::new(HashMap::new()),
+            damaged: Mutex::new(BTreeMap::new()),
+            damage_changed: Notify::new(),
+        }
+    }
+
+    /// `result` of reading `tp`'s log, after noting a damaged batch it found.
+    pub fn checked<T>(&self, tp: &TopicPartition, result: fjord_log::Result<T>) -> fjord_log::Result<T> {
+        if let Err(fjord_log::Error::Damaged { offset, detail }) = &result {
+            let mut damaged = self.damaged.lock();
+            let first = !damaged.contains_key(tp);
+            let at = damaged.entry(tp.clone()).or_insert(*offset);
+            *at = (*at).min(*offset);
+            drop(damaged);
+            if first {
+                error!(
+                    partition = %tp, offset, %detail,
+                    "a stored batch failed its checksum: this node gives the partition up, cuts its log there \
+                     once another in-sync replica leads, and fetches the batch again from it"
+                );
+                self.damage_changed.notify_one();
+            }
+        }
+        result
+    }
+
+    /// The replicas found damaged and not yet cut (this node's `offline_replicas`).
+    pub fn damaged(&self) -> BTreeSet<TopicPartition> {
+        self.damaged.lock().keys().cloned().collect()
+    }
+
+    /// Resolves when [`damaged`](Self::damaged) may have changed.
+    pub async fn damage_changed(&self) {
+        self.damage_changed.notified().await;
     }
 
     pub fn me(&self) -> NodeId {
@@ -116,8 +166,18 @@ impl Replicas {
                     None => continue,
                 },
             };
+            self.cut_if_damaged(&replica);
             replica.advance_leader_high_watermark(self.me);
             next.insert(tp.clone(), replica);
+        }
+        let forgotten = {
+            let mut damaged = self.damaged.lock();
+            let before = damaged.len();
+            damaged.retain(|tp, _| next.contains_key(tp));
+            damaged.len() != before
+        };
+        if forgotten {
+            self.damage_changed.notify_one();
         }
         *self.open.write() = next;
         if meta.unreadable_topics {
@@ -179,7 +239,24 @@ impl Replicas {
         }
     }
 
-    /// Drops the stores of partition replicas the metadata no longer assigns here.
+    /// A damaged replica that another node now leads cuts its log at the damage: that
+    /// leader was in the ISR, so it holds every committed record cut here, and the
+    /// follower fetches them back from it. A fetcher that picked the replica up since its
+    /// role changed is harmless: the cut holds the writer lock, and whatever was appended
+    /// at or after the damage goes with it.
+    fn cut_if_damaged(&self, r: &Replica) {
+        let Some(at) = self.damaged.lock().get(&r.tp).copied() else { return };
+        let Some(leader) = r.state.lock().meta.leader.filter(|l| *l != self.me) else { return };
+        match r.log.truncate_to(at) {
+            Ok(log_end) => {
+                info!(partition = %r.tp, offset = at, leader, log_end, "cut the log at the damaged batch; fetching it again");
+                self.damaged.lock().remove(&r.tp);
+                self.damage_changed.notify_one();
+            }
+            Err(e) => warn!(partition = %r.tp, error = %e, "cannot cut the log at the damaged batch; retrying"),
+        }
+    }
+
     /// Drops the stores of replicas the metadata does not assign here — a deleted topic,
     /// a moved replica — but not those of topics it holds back (`held`: they exist but
     /// could not be read whole).

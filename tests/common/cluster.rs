@@ -120,10 +120,27 @@ pub struct Cluster {
     /// The network namespaces the processes run in ([`Cluster::start_partitionable`]);
     /// removed after every process is gone.
     pub net: Option<Net>,
+    /// Each node's data dir, when on a small disk of its own
+    /// ([`Cluster::start_partitionable_on_small_disks`]); unmounted after the processes.
+    disks: Vec<super::Tmpfs>,
     dir: tempfile::TempDir,
     /// Last field: released only after every process above has been killed.
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// How a cluster starts besides its size.
+struct Options {
+    /// Gateways require bearer tokens.
+    auth: bool,
+    /// The processes' network namespaces.
+    net: Option<Net>,
+    /// Each node's data dir on a small tmpfs.
+    small_disks: bool,
+}
+
+/// The size of a node's small disk, and the free space below which it takes no writes.
+pub const SMALL_DISK: &str = "256m";
+pub const SMALL_DISK_MIN_FREE: u64 = 64 << 20;
 
 /// Settings that make failure detection fast enough for tests.
 pub const LAG_TIME_MAX_MS: u64 = 2_000;
@@ -144,28 +161,54 @@ impl Cluster {
     /// this harness's own client carries that token.
     pub async fn start_with(nodes: usize, gateways: usize, auth: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
-        Self::start_locked(nodes, gateways, auth, None, turn).await
+        Self::start_locked(nodes, gateways, Options { auth, net: None, small_disks: false }, turn).await
     }
 
     /// [`start`](Self::start), each process in its own network namespace of one
     /// [`Net`] — hosts `zk`, `n1`..`n{nodes}`, `g0`.. — so the test can cut links
     /// between them.
     pub async fn start_partitionable(nodes: usize, gateways: usize) -> Self {
+        Self::start_partitionable_with(nodes, gateways, false).await
+    }
+
+    /// [`start_partitionable`](Self::start_partitionable), each node's data dir on a
+    /// tmpfs of [`SMALL_DISK`] with `storage.min_free_bytes` [`SMALL_DISK_MIN_FREE`], for
+    /// [`fill_disk`](Self::fill_disk).
+    pub async fn start_partitionable_on_small_disks(nodes: usize, gateways: usize) -> Self {
+        Self::start_partitionable_with(nodes, gateways, true).await
+    }
+
+    async fn start_partitionable_with(nodes: usize, gateways: usize, small_disks: bool) -> Self {
         let mut hosts = vec!["zk".to_owned()];
         hosts.extend((1..=nodes).map(|i| format!("n{i}")));
         hosts.extend((0..gateways).map(|i| format!("g{i}")));
         let turn = ONE_AT_A_TIME.lock().await;
         let net = Net::new(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
-        Self::start_locked(nodes, gateways, false, Some(net), turn).await
+        let opts = Options { auth: false, net: Some(net), small_disks };
+        Self::start_locked(nodes, gateways, opts, turn).await
+    }
+
+    /// Fills node `id`'s small disk until less than [`SMALL_DISK_MIN_FREE`] is free (but
+    /// enough for RocksDB's own flushes): its writes are refused from now on.
+    pub fn fill_disk(&self, id: usize) {
+        let disk = &self.disks[id - 1];
+        let leave = SMALL_DISK_MIN_FREE / 2;
+        let size = disk.available().saturating_sub(leave);
+        std::fs::write(disk.0.join("filler"), vec![0u8; size as usize]).expect("fill the disk");
+    }
+
+    /// Frees what [`fill_disk`](Self::fill_disk) took.
+    pub fn free_disk(&self, id: usize) {
+        let _ = std::fs::remove_file(self.disks[id - 1].0.join("filler"));
     }
 
     async fn start_locked(
         nodes: usize,
         gateways: usize,
-        auth: bool,
-        net: Option<Net>,
+        opts: Options,
         turn: tokio::sync::MutexGuard<'static, ()>,
     ) -> Self {
+        let Options { auth, net, small_disks } = opts;
         // Where each host runs: its namespace and address, or loopback.
         let place = |host: &str| match &net {
             Some(n) => (n.ip(host).to_string(), Some(n.ns(host))),
@@ -187,6 +230,10 @@ impl Cluster {
             ("FJORD_ZOOKEEPER__SESSION_TIMEOUT_MS".to_owned(), SESSION_TIMEOUT_MS.to_string()),
             ("FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS".to_owned(), "5000".to_owned()),
         ];
+        let mut env = env;
+        if small_disks {
+            env.push(("FJORD_STORAGE__MIN_FREE_BYTES".to_owned(), SMALL_DISK_MIN_FREE.to_string()));
+        }
         let mut c = Cluster {
             zk,
             nodes: Vec::new(),
@@ -194,6 +241,7 @@ impl Cluster {
             client: reqwest::Client::new(),
             token: None,
             net: None,
+            disks: Vec::new(),
             dir,
             _turn: turn,
         };
@@ -201,6 +249,9 @@ impl Cluster {
             let port = free_port();
             let (host, netns) = place(&format!("n{i}"));
             let data = c.dir.path().join(format!("node{i}"));
+            if small_disks {
+                c.disks.push(super::Tmpfs::mount(&data, SMALL_DISK));
+            }
             let args = vec![
                 "storage-node".into(),
                 "--node-id".into(),
@@ -359,6 +410,11 @@ impl Cluster {
     /// The leader node id (1-based) of a partition, per gateway 0.
     pub async fn leader(&self, topic: &str, partition: usize) -> Option<u32> {
         self.describe(topic).await?.partitions.get(partition)?.leader
+    }
+
+    /// The storage engine's directory of node `id` (1-based), to open while it is down.
+    pub fn node_storage_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}")).join("storage")
     }
 
     /// Restarts a stopped storage node (`id` 1-based) with its data.

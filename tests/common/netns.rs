@@ -11,18 +11,111 @@
 //!
 //! Needs root (CI runs as root) and `ip`/`iptables` (Debian's `iproute2` and
 //! `iptables`, which `scripts/test.sh` installs). Everything made is removed on drop.
-//! The kernel of the CI machine has no `sch_netem`, so delay cannot be added; loss is
-//! an `iptables` `statistic` rule.
+//! Loss is an `iptables` `statistic` rule. The kernel of the CI machine has no
+//! `sch_netem`, so delay is a userspace delay line instead ([`Net::delay`]): the switch
+//! queues every packet it forwards to this process (`NFQUEUE`), which lets each one go
+//! after the delay, in order.
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The hosts of one test and what joins them.
 pub struct Net {
     /// Third octet of the subnet `10.231.{octet}.0/24`, unique per live `Net`.
     octet: u8,
     hosts: Vec<String>,
+    delay_line: Mutex<Option<DelayLine>>,
+}
+
+/// A thread in the switch's namespace holding each forwarded packet for a while.
+struct DelayLine {
+    stop: Arc<AtomicBool>,
+    forwarded: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DelayLine {
+    /// Starts holding packets queued to `queue` in the namespace `ns` for `delay`; returns
+    /// once the queue is bound (packets queued before pass unheld: the rule bypasses a
+    /// queue no one listens on).
+    fn start(ns: &str, queue: u16, delay: Duration) -> DelayLine {
+        let (stop, forwarded) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let path = format!("/var/run/netns/{ns}");
+        let (s, f) = (stop.clone(), forwarded.clone());
+        let thread = std::thread::spawn(move || {
+            let bound = bind_queue_in(&path, queue);
+            let mut q = match bound {
+                Ok(q) => {
+                    let _ = ready_tx.send(Ok(()));
+                    q
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut held: VecDeque<(Instant, nfq::Message)> = VecDeque::new();
+            loop {
+                let stopping = s.load(Ordering::Relaxed);
+                loop {
+                    match q.recv() {
+                        Ok(msg) => held.push_back((Instant::now() + delay, msg)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("delay line: receiving from the queue: {e}"),
+                    }
+                }
+                let now = Instant::now();
+                while held.front().is_some_and(|(due, _)| stopping || *due <= now) {
+                    let (_, mut msg) = held.pop_front().expect("front");
+                    msg.set_verdict(nfq::Verdict::Accept);
+                    q.verdict(msg).unwrap_or_else(|e| panic!("delay line: verdict: {e}"));
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                if stopping {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("delay line in {ns}: {e}"),
+            Err(_) => panic!("delay line in {ns}: the thread ended before binding its queue"),
+        }
+        DelayLine { stop, forwarded, thread: Some(thread) }
+    }
+
+    /// Lets every held packet go and stops; how many it forwarded in all.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("delay line thread");
+        }
+        self.forwarded.load(Ordering::Relaxed)
+    }
+}
+
+/// Moves this thread into the network namespace at `path` (netlink sockets belong to
+/// the namespace they are made in) and binds NFQUEUE `queue` there, non-blocking.
+fn bind_queue_in(path: &str, queue: u16) -> Result<nfq::Queue, String> {
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+        .map_err(|e| format!("setns {path}: {e}"))?;
+    let mut q = nfq::Queue::open().map_err(|e| format!("open a netfilter queue socket: {e}"))?;
+    q.bind(queue).map_err(|e| format!("bind queue {queue}: {e}"))?;
+    // Metadata only: the verdict needs the packet id, not its bytes.
+    q.set_copy_range(queue, 0).map_err(|e| format!("copy range: {e}"))?;
+    q.set_queue_max_len(queue, 65_535).map_err(|e| format!("queue length: {e}"))?;
+    q.set_nonblocking(true);
+    Ok(q)
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -57,7 +150,7 @@ impl Net {
         // Unique among this process's nets and, by the pid, most likely among others'.
         let n = std::process::id().wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
         let octet = (n % 250 + 1) as u8;
-        let net = Net { octet, hosts: hosts.iter().map(|h| (*h).to_owned()).collect() };
+        let net = Net { octet, hosts: hosts.iter().map(|h| (*h).to_owned()).collect(), delay_line: Mutex::new(None) };
         net.remove(); // what a killed earlier run with this octet left
         let sw = net.ns("sw");
         run(&["ip", "netns", "add", &sw]);
@@ -162,11 +255,32 @@ impl Net {
         n
     }
 
-    /// Removes every cut and every loss rule.
-    pub fn heal(&self) {
+    /// Every packet the switch forwards — between any two hosts, and between the test
+    /// process and a host — is held `delay` first: each link's one-way latency grows by
+    /// `delay` (a request and its answer by twice that), as `tc netem delay` on every
+    /// link would. Until [`heal`](Self::heal).
+    pub fn delay(&self, delay: Duration) {
+        let sw = self.ns("sw");
+        let queue = u16::from(self.octet).to_string();
+        // Bridged packets go through the switch's iptables only with this (per namespace).
+        run(&["ip", "netns", "exec", &sw, "sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=1"]);
+        let line = DelayLine::start(&sw, u16::from(self.octet), delay);
+        let rule = ["-A", "FORWARD", "-j", "NFQUEUE", "--queue-num", &queue, "--queue-bypass"];
+        run(&[&["ip", "netns", "exec", &sw, "iptables", "-w"][..], &rule[..]].concat());
+        *self.delay_line.lock().expect("delay line") = Some(line);
+    }
+
+    /// Removes every cut, loss rule and delay; how many packets a delay held meanwhile.
+    pub fn heal(&self) -> u64 {
         for h in &self.hosts {
             self.iptables(h, &["-F", "INPUT"]);
         }
+        let line = self.delay_line.lock().expect("delay line").take();
+        line.map_or(0, |line| {
+            // No new packet is queued once the rule goes; then the held ones are let go.
+            run(&["ip", "netns", "exec", &self.ns("sw"), "iptables", "-w", "-F", "FORWARD"]);
+            line.stop()
+        })
     }
 
     fn remove(&self) {
@@ -179,6 +293,10 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        if let Some(line) = self.delay_line.get_mut().ok().and_then(Option::take) {
+            try_run(&["ip", "netns", "exec", &self.ns("sw"), "iptables", "-w", "-F", "FORWARD"]);
+            line.stop();
+        }
         self.remove();
     }
 }

@@ -710,6 +710,27 @@ impl Coordinator for ZkCoordinator {
         Ok(())
     }
 
+    async fn remove_incomplete_topic(&self, name: &str, topic_id: &str) -> Result<bool> {
+        validate_topic_name(name).map_err(|_| unknown_topic(name))?;
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.topic(name);
+        let read =
+            snapshot::read_topic(&s, &inner.paths, name).await.map_err(|e| zk_error(&format!("reading {path}"), e))?;
+        if !matches!(&read, snapshot::TopicRead::Incomplete { id, .. } if id == topic_id) {
+            return Ok(false);
+        }
+        // The topic znode is the claim on the name, so it goes last: until then no one
+        // else can create this topic (or its config). A creator that finished between
+        // the read and here would lose its topic; the controller's grace (a minute of
+        // silence from a creation that takes milliseconds) is what rules that out.
+        let config = inner.paths.topic_config(name);
+        s.delete(&config).await.map_err(|e| zk_error(&format!("deleting {config}"), e))?;
+        s.delete_tree(&path).await.map_err(|e| zk_error(&format!("deleting {path}"), e))?;
+        inner.await_refresh().await;
+        Ok(true)
+    }
+
     async fn campaign_controller(&self, node: NodeId) -> Result<Option<u32>> {
         let inner = &self.inner;
         let s = inner.session();

@@ -86,6 +86,7 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
     let reads: Vec<_> = names.iter().map(|name| read_topic(s, paths, name)).collect();
     let read: Vec<TopicRead> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
     let (mut topics, mut held_topic_ids, mut unreadable_topics) = (BTreeMap::new(), BTreeSet::new(), false);
+    let mut incomplete_topics = BTreeMap::new();
     for t in read {
         match t {
             TopicRead::Whole(t) => {
@@ -93,6 +94,10 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
             }
             TopicRead::Held(id) => {
                 held_topic_ids.insert(id);
+            }
+            TopicRead::Incomplete { name, id } => {
+                held_topic_ids.insert(id.clone());
+                incomplete_topics.insert(name, id);
             }
             TopicRead::Unreadable => unreadable_topics = true,
             TopicRead::Gone => {}
@@ -128,16 +133,24 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         acls_unreadable,
         pipelines,
         held_topic_ids,
+        incomplete_topics,
         unreadable_topics,
     })
 }
 
 /// What reading one topic's znodes found.
-enum TopicRead {
+pub(super) enum TopicRead {
     Whole(TopicMetadata),
-    /// It exists (by this id) but is not whole: being created or deleted, or a config or
-    /// partition state that does not decode.
+    /// It exists (by this id) but is not whole: a config or partition state that does
+    /// not decode, or partitions not numbered `0..n`.
     Held(String),
+    /// It exists (by this id), everything of it that is stored decodes, but its config or
+    /// some partition state is missing: being created or deleted, or a creator or
+    /// deleter that failed half-way.
+    Incomplete {
+        name: String,
+        id: String,
+    },
     /// Its topic znode does not decode: which topic it is, is unknown.
     Unreadable,
     /// Deleted since the listing.
@@ -181,7 +194,7 @@ async fn read_children_with_stat(s: &Session, dir: &str) -> ZkResult<Vec<(String
     Ok(children.into_iter().flatten().collect())
 }
 
-async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicRead> {
+pub(super) async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicRead> {
     let topic_path = paths.topic(name);
     let Some((bytes, _)) = s.get(&topic_path, true).await? else { return Ok(TopicRead::Gone) };
     let Some(znode) = ok_or_log(decode::<TopicZnode>(&topic_path, &bytes)) else {
@@ -189,14 +202,20 @@ async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicR
         return Ok(TopicRead::Unreadable);
     };
     let held = TopicRead::Held(znode.topic_id.clone());
+    let incomplete = || TopicRead::Incomplete { name: name.to_owned(), id: znode.topic_id.clone() };
     let Some(assignment) = znode.dense_assignment() else {
         tracing::warn!(topic = name, "skipping a topic whose partitions are not numbered 0..n");
         return Ok(held);
     };
-    let Some(config) = read_watched(s, &paths.topic_config(name)).await? else { return Ok(held) };
-    let Some(config) = ok_or_log(decode::<TopicConfig>(&paths.topic_config(name), &config)) else {
-        tracing::error!(topic = name, "topic config does not decode: the topic is left out, its data kept");
-        return Ok(held);
+    let config = match read_watched(s, &paths.topic_config(name)).await? {
+        None => None,
+        Some(bytes) => match ok_or_log(decode::<TopicConfig>(&paths.topic_config(name), &bytes)) {
+            Some(config) => Some(config),
+            None => {
+                tracing::error!(topic = name, "topic config does not decode: the topic is left out, its data kept");
+                return Ok(held);
+            }
+        },
     };
 
     let reads: Vec<_> = assignment
@@ -211,7 +230,7 @@ async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicR
                     None => None,
                 },
             };
-            Ok::<_, zookeeper_async::ZkError>(found.and_then(|(bytes, stat)| {
+            Ok::<_, zookeeper_async::ZkError>(found.map(|(bytes, stat)| {
                 let state = ok_or_log(decode::<StateZnode>(&path, &bytes))?;
                 Some(PartitionState {
                     partition: p,
@@ -224,7 +243,32 @@ async fn read_topic(s: &Session, paths: &ZkPaths, name: &str) -> ZkResult<TopicR
             }))
         })
         .collect();
-    let states: Vec<Option<PartitionState>> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
-    let Some(partitions) = states.into_iter().collect::<Option<Vec<_>>>() else { return Ok(held) };
-    Ok(TopicRead::Whole(TopicMetadata { name: name.to_owned(), topic_id: znode.topic_id, config, partitions }))
+    // Per partition: `None` missing, `Some(None)` undecodable.
+    let states: Vec<Option<Option<PartitionState>>> =
+        stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
+    if states.iter().any(|s| matches!(s, Some(None))) {
+        return Ok(held);
+    }
+    let states: Vec<Option<PartitionState>> = states.into_iter().map(Option::flatten).collect();
+    if let (Some(config), Some(partitions)) = (&config, states.iter().cloned().collect::<Option<Vec<_>>>()) {
+        return Ok(TopicRead::Whole(TopicMetadata {
+            name: name.to_owned(),
+            topic_id: znode.topic_id,
+            config: config.clone(),
+            partitions,
+        }));
+    }
+    // Something is missing. Only a partition that had a leader can have data, and no
+    // partition has one before its topic is whole: a topic none of whose stored states
+    // was ever led is a creation that stopped half-way (or a deletion that got past
+    // every state) and can go; one that was led keeps its data until a person decides.
+    if states.iter().flatten().all(|p| p.leader.is_none() && p.leader_epoch == 0) {
+        return Ok(incomplete());
+    }
+    tracing::error!(
+        topic = name,
+        "topic has lost its config or a partition state but was led: left out, its data kept, \
+         until it is repaired or deleted by hand"
+    );
+    Ok(held)
 }
