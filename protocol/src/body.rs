@@ -336,6 +336,71 @@ fn push_b64(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Writes `,"<field>":…` or `,"<field>_base64":…` for optional bytes.
+/// Whether `bytes` is JSON that strict decoders take, as [`StrictJson`] checks it. RFC
+/// 8259's grammar lets `"\ud800"` and `1e999` through (so the produce path stores them
+/// as sent), but I-JSON (RFC 7493) and many decoders (`serde_json` among them) refuse
+/// them, and inlined they would make a whole consume answer unreadable: such a value
+/// comes as base64.
+fn is_strict_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<StrictJson>(bytes).is_ok()
+}
+
+/// Any JSON value, read for its validity only: like [`serde::de::IgnoredAny`], but every
+/// number is converted (one out of `f64`'s range fails) and every string decoded (an
+/// unpaired surrogate escape fails). Nothing is kept; no string is copied unless it has
+/// escapes.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictJsonVisitor)
+    }
+}
+
+struct StrictJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictJsonVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        while map.next_entry::<StrictJson, StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+}
+
 fn push_bytes(out: &mut Vec<u8>, field: &str, bytes: Option<&[u8]>, format: Format, is_value: bool) {
     out.push(b',');
     let Some(bytes) = bytes else {
@@ -345,7 +410,7 @@ fn push_bytes(out: &mut Vec<u8>, field: &str, bytes: Option<&[u8]>, format: Form
     if format == Format::Json && is_value {
         // Only JSON is shown inline: any other bytes come as base64, so that what a
         // client reads is exactly what was stored.
-        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        if is_strict_json(bytes) {
             out.extend_from_slice(format!("\"{field}\":").as_bytes());
             out.extend_from_slice(bytes);
             return;
@@ -430,6 +495,25 @@ mod tests {
         assert!(j["key"].is_null());
         let tomb = render(&view(None, None), Format::Json);
         assert!(tomb["value"].is_null());
+    }
+
+    /// Found by `fuzz/` (`produce_bodies`): a value with an unpaired surrogate escape or a
+    /// number out of `f64`'s range is stored as sent but must not be inlined, or strict
+    /// JSON decoders refuse the whole answer.
+    #[test]
+    fn values_strict_decoders_refuse_come_as_base64() {
+        let refused =
+            [&br#""\udd83""#[..], br#"{"a":"x\uD800"}"#, br#"["\ude00\ud83d"]"#, b"70E02222022", br#"{"n":[-1e400]}"#];
+        for lone in refused {
+            let j = render(&view(None, Some(lone)), Format::Json);
+            assert_eq!(j["value_base64"], B64.encode(lone), "{}", String::from_utf8_lossy(lone));
+        }
+        for fine in
+            [&br#""\ud83d\ude00""#[..], br#""\\ud800""#, br#"{"u":"\u00e9","n":[1e300,-0.5,18446744073709551616]}"#]
+        {
+            let j = render(&view(None, Some(fine)), Format::Json);
+            assert_eq!(j["value"], serde_json::from_slice::<serde_json::Value>(fine).expect("JSON"));
+        }
     }
 
     #[test]
