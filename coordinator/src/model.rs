@@ -29,8 +29,7 @@ impl NodeInfo {
     /// Whether this node serves `partition` of `topic` (it is not an offline replica
     /// there); says nothing of `shutting_down`.
     pub fn serves(&self, topic: &str, partition: u32) -> bool {
-        self.offline_replicas.is_empty()
-            || !self.offline_replicas.iter().any(|tp| tp.topic == topic && tp.partition == partition)
+        !self.offline_replicas.iter().any(|tp| tp.topic == topic && tp.partition == partition)
     }
 }
 
