@@ -1,22 +1,55 @@
-//! The RocksDB [`Engine`]: one column family per partition replica, keyed by the batch's
-//! base offset (big-endian, [`fjord_protocol::codec::offset_key`]), plus a `meta` column
-//! family keyed by [`fjord_protocol::codec::meta_key`].
+//! The RocksDB [`Engine`]: every partition replica's batches in one shared `log` column
+//! family, keyed `{store}\0{base offset}` ([`fjord_protocol::codec::batch_key`]); their
+//! metadata and producer state in the `meta` column family (`{store}\0{key}`,
+//! [`fjord_protocol::codec::meta_key`]), which also lists the stores that exist
+//! (`\xff{store}`, [`fjord_protocol::codec::store_key`]).
 //!
-//! Memory is bounded for any number of partitions: one LRU block cache and one
-//! `db_write_buffer_size` cap are shared by every column family.
+//! **Why one family for all.** The first layout gave each replica its own column family.
+//! RocksDB rewrites, fsyncs and re-reads its OPTIONS file — one section per family — on
+//! every family created or dropped, so a new topic of N partitions took O(N²) to open:
+//! 87 s for 1,000, and 10,000 never (bench/README.md, "Scale"). Creating a store is now one
+//! key, and memory, open files and start-up time do not grow with the number of
+//! partitions: one memtable, one block cache and one set of files serve them all.
+//!
+//! **Values in blob files.** Batches of at least [`MIN_BLOB_BYTES`] go to RocksDB's blob
+//! files at flush and stay there: the partitions' keys interleave in the family's files,
+//! and without blobs every compaction would rewrite the log data of every partition it
+//! touched. Compactions move keys and blob references only; a blob file goes once no key
+//! points into it (retention, deletes). Blob garbage collection is off: it rewrote the
+//! live blobs of the oldest files and took the disk writes per payload byte from 2.3 to
+//! 4.0 (bench/README.md, "Scale"); the price is that a file holding one long-kept batch
+//! (a compacted topic's, say) keeps its expired neighbours on disk too.
+//!
+//! **Earlier data directories** (one family per replica) are migrated on open: each
+//! replica's batches are copied into the shared family, made durable, and its family
+//! dropped; the metadata keys already had today's layout.
 
 use crate::engine::{Engine, WriteOp};
 use crate::error::{Error, Result};
-use fjord_protocol::codec::{decode_offset_key, meta_key, meta_range, offset_key, state_prefix, MetaKey};
-use parking_lot::Mutex;
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, WriteBatch, WriteOptions};
+use fjord_protocol::codec::{
+    batch_key, batch_range, decode_batch_key, decode_offset_key, decode_store_key, meta_key, meta_range, state_prefix,
+    store_key, MetaKey, STORE_KEY_PREFIX,
+};
+use parking_lot::{Mutex, RwLock};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
 const META_CF: &str = "meta";
+const LOG_CF: &str = "log";
+
+/// Batches of at least this many bytes are stored in blob files (see the module docs);
+/// smaller ones (a single small record) stay in the family's table files.
+pub const MIN_BLOB_BYTES: u64 = 512;
+
+/// How much of a legacy column family one write of its migration copies.
+const MIGRATION_WRITE_BYTES: usize = 4 << 20;
 
 /// When RocksDB's write-ahead log is fsynced.
 ///
@@ -127,9 +160,11 @@ impl FreeSpace {
 
 pub struct RocksEngine {
     db: Db,
-    cf_opts: Options,
     write_opts: WriteOptions,
     free: FreeSpace,
+    /// The stores that exist. Writes and reads hold it shared, so a drop (exclusive)
+    /// never interleaves with them: nothing lands in a store's range after its drop.
+    stores: RwLock<BTreeSet<String>>,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
@@ -140,6 +175,11 @@ fn backend(e: rocksdb::Error) -> Error {
         ));
     }
     Error::Engine(msg)
+}
+
+/// A column family of the first layout: one partition store.
+fn is_legacy_store_cf(name: &str) -> bool {
+    name != META_CF && name != LOG_CF && name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
 }
 
 impl RocksEngine {
@@ -166,13 +206,25 @@ impl RocksEngine {
         db_opts.set_wal_bytes_per_sync(1 << 20);
         db_opts.set_bytes_per_sync(1 << 20);
 
-        let existing = match Db::list_cf(&db_opts, path) {
-            Ok(names) => names,
-            Err(_) => vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned()],
-        };
-        let mut names: Vec<String> = existing;
-        if !names.iter().any(|n| n == META_CF) {
-            names.push(META_CF.to_owned());
+        // Every partition's appends share this family's memtables: half the memory cap
+        // each, and up to four (one filling, the others flushing), so a flush in progress
+        // does not stall writers; `db_write_buffer_size` still caps them all.
+        let mut log_opts = cf_opts.clone();
+        log_opts.set_write_buffer_size((opts.write_buffer_bytes / 2).max(1 << 20));
+        log_opts.set_max_write_buffer_number(4);
+        log_opts.set_enable_blob_files(true);
+        log_opts.set_min_blob_size(MIN_BLOB_BYTES);
+        log_opts.set_blob_compression_type(opts.compression.rocks());
+        // No blob garbage collection: see the module docs.
+        log_opts.set_enable_blob_gc(false);
+        log_opts.set_blob_cache(&cache);
+
+        let mut names =
+            Db::list_cf(&db_opts, path).unwrap_or_else(|_| vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_owned()]);
+        for wanted in [META_CF, LOG_CF] {
+            if !names.iter().any(|n| n == wanted) {
+                names.push(wanted.to_owned());
+            }
         }
         // The meta column family is read by key on the produce path (exactly-once
         // appends look up each batch's idempotency key or producer): small blocks and a
@@ -188,7 +240,11 @@ impl RocksEngine {
         meta_opts.set_memtable_prefix_bloom_ratio(0.1);
         meta_opts.set_memtable_whole_key_filtering(true);
         let descriptors = names.iter().map(|n| {
-            let opts = if n == META_CF { meta_opts.clone() } else { cf_opts.clone() };
+            let opts = match n.as_str() {
+                META_CF => meta_opts.clone(),
+                LOG_CF => log_opts.clone(),
+                _ => cf_opts.clone(),
+            };
             ColumnFamilyDescriptor::new(n, opts)
         });
         let db = Db::open_cf_descriptors(&db_opts, path, descriptors).map_err(backend)?;
@@ -196,47 +252,125 @@ impl RocksEngine {
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.wal_sync == WalSync::Always);
         let free = FreeSpace { path: path.to_owned(), min_free: opts.min_free_bytes, last: Mutex::new(None) };
-        Ok(Self { db, cf_opts, write_opts, free })
+        let engine = Self { db, write_opts, free, stores: RwLock::new(BTreeSet::new()) };
+        *engine.stores.write() = engine.stored_names()?;
+        for legacy in names.iter().filter(|n| is_legacy_store_cf(n)) {
+            engine.migrate(legacy)?;
+        }
+        Ok(engine)
     }
 
-    fn cf(&self, name: &str) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.db.cf_handle(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))
+    /// The stores the metadata family lists.
+    fn stored_names(&self) -> Result<BTreeSet<String>> {
+        let meta = self.meta_cf()?;
+        let mut it = self.db.raw_iterator_cf(&meta);
+        it.seek([STORE_KEY_PREFIX]);
+        let mut names = BTreeSet::new();
+        while let Some(k) = it.key() {
+            let name = decode_store_key(k).map_err(|e| Error::Engine(format!("bad store key: {e}")))?;
+            names.insert(name.to_owned());
+            it.next();
+        }
+        it.status().map_err(backend)?;
+        Ok(names)
+    }
+
+    /// Moves a legacy store's column family into the shared log family: its batches
+    /// copied, made durable, the store listed, then its family dropped. Interrupted, it
+    /// runs again on the next open (the copies are the same keys and values).
+    fn migrate(&self, name: &str) -> Result<()> {
+        let log = self.log_cf()?;
+        let (mut batches, mut bytes) = (0u64, 0u64);
+        {
+            let legacy = self.db.cf_handle(name).ok_or_else(|| Error::NoSuchStore(name.to_owned()))?;
+            let mut it = self.db.raw_iterator_cf(&legacy);
+            it.seek_to_first();
+            let mut batch = WriteBatch::default();
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let base = decode_offset_key(k).map_err(|e| Error::Engine(format!("bad key in `{name}`: {e}")))?;
+                batch.put_cf(&log, batch_key(name, base), v);
+                (batches, bytes) = (batches + 1, bytes + v.len() as u64);
+                if batch.size_in_bytes() >= MIGRATION_WRITE_BYTES {
+                    self.db.write_opt(std::mem::take(&mut batch), &self.write_opts).map_err(backend)?;
+                }
+                it.next();
+            }
+            it.status().map_err(backend)?;
+            batch.put_cf(&self.meta_cf()?, store_key(name), b"");
+            self.db.write_opt(batch, &self.write_opts).map_err(backend)?;
+        }
+        // Durable before the original goes.
+        self.db.flush_wal(true).map_err(backend)?;
+        self.db.drop_cf(name).map_err(backend)?;
+        self.stores.write().insert(name.to_owned());
+        tracing::info!(store = name, batches, bytes, "moved a partition store into the shared log column family");
+        Ok(())
+    }
+
+    fn log_cf(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db.cf_handle(LOG_CF).ok_or_else(|| Error::Engine("log column family missing".into()))
     }
 
     fn meta_cf(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
         self.db.cf_handle(META_CF).ok_or_else(|| Error::Engine("meta column family missing".into()))
     }
-}
 
-fn is_partition_cf(name: &str) -> bool {
-    name != META_CF && name != rocksdb::DEFAULT_COLUMN_FAMILY_NAME
+    /// A read lock on the store list, after checking that `name` is on it (recursive: a
+    /// scan's callback may call the engine again while a drop waits).
+    fn existing(&self, name: &str) -> Result<parking_lot::RwLockReadGuard<'_, BTreeSet<String>>> {
+        let stores = self.stores.read_recursive();
+        if !stores.contains(name) {
+            return Err(Error::NoSuchStore(name.to_owned()));
+        }
+        Ok(stores)
+    }
+
+    /// An iterator over `name`'s batches only.
+    fn batches(&self, name: &str) -> Result<rocksdb::DBRawIteratorWithThreadMode<'_, Db>> {
+        let (start, end) = batch_range(name);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(start);
+        ro.set_iterate_upper_bound(end);
+        Ok(self.db.raw_iterator_cf_opt(&self.log_cf()?, ro))
+    }
 }
 
 impl Engine for RocksEngine {
     fn list_partitions(&self) -> Result<Vec<String>> {
-        let names = Db::list_cf(&Options::default(), self.db.path()).map_err(backend)?;
-        Ok(names.into_iter().filter(|n| is_partition_cf(n)).collect())
+        Ok(self.stores.read().iter().cloned().collect())
     }
 
     fn create_partition(&self, name: &str) -> Result<()> {
-        if !is_partition_cf(name) {
-            return Err(Error::Engine(format!("`{name}` is a reserved column family name")));
+        if name.is_empty() || name.contains('\0') {
+            return Err(Error::Engine(format!("`{}` is not a valid store name", name.escape_debug())));
         }
-        if self.db.cf_handle(name).is_some() {
+        if self.stores.read().contains(name) {
             return Ok(());
         }
-        self.db.create_cf(name, &self.cf_opts).map_err(backend)
+        let mut stores = self.stores.write();
+        if stores.contains(name) {
+            return Ok(());
+        }
+        self.db.put_cf_opt(&self.meta_cf()?, store_key(name), b"", &self.write_opts).map_err(backend)?;
+        stores.insert(name.to_owned());
+        Ok(())
     }
 
     fn drop_partition(&self, name: &str) -> Result<()> {
-        if self.db.cf_handle(name).is_some() {
-            self.db.drop_cf(name).map_err(backend)?;
-        }
-        let meta = self.meta_cf()?;
+        let mut stores = self.stores.write();
+        let (log, meta) = (self.log_cf()?, self.meta_cf()?);
         let mut batch = WriteBatch::default();
-        let (start, end) = meta_range(name);
-        batch.delete_range_cf(&meta, start, end);
-        self.db.write_opt(batch, &self.write_opts).map_err(backend)
+        let (start, end) = batch_range(name);
+        batch.delete_range_cf(&log, &start, &end);
+        let (meta_start, meta_end) = meta_range(name);
+        batch.delete_range_cf(&meta, meta_start, meta_end);
+        batch.delete_cf(&meta, store_key(name));
+        self.db.write_opt(batch, &self.write_opts).map_err(backend)?;
+        stores.remove(name);
+        drop(stores);
+        // Table files wholly inside the range go at once; the rest of the space comes back
+        // as compactions pass over the range.
+        self.db.delete_file_in_range_cf(&log, &start, &end).map_err(backend)
     }
 
     fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
@@ -245,39 +379,39 @@ impl Engine for RocksEngine {
         if ops.iter().any(|op| matches!(op, WriteOp::PutBatch { .. })) {
             self.free.check()?;
         }
-        let cf = self.cf(name)?;
+        let _exists = self.existing(name)?;
+        let (log, meta) = (self.log_cf()?, self.meta_cf()?);
         let mut batch = WriteBatch::default();
         for op in ops {
             match *op {
-                WriteOp::PutBatch { base_offset, bytes } => batch.put_cf(&cf, offset_key(base_offset), bytes),
-                WriteOp::DeleteBatches { from, to } => batch.delete_range_cf(&cf, offset_key(from), offset_key(to)),
-                WriteOp::DeleteBatch { base_offset } => batch.delete_cf(&cf, offset_key(base_offset)),
-                WriteOp::PutMeta { key, value } => batch.put_cf(&self.meta_cf()?, meta_key(name, key), value),
-                WriteOp::PutState { key, value } => batch.put_cf(&self.meta_cf()?, state_prefix(name, key), value),
-                WriteOp::DeleteState { key } => batch.delete_cf(&self.meta_cf()?, state_prefix(name, key)),
+                WriteOp::PutBatch { base_offset, bytes } => batch.put_cf(&log, batch_key(name, base_offset), bytes),
+                WriteOp::DeleteBatches { from, to } => {
+                    batch.delete_range_cf(&log, batch_key(name, from), batch_key(name, to))
+                }
+                WriteOp::DeleteBatch { base_offset } => batch.delete_cf(&log, batch_key(name, base_offset)),
+                WriteOp::PutMeta { key, value } => batch.put_cf(&meta, meta_key(name, key), value),
+                WriteOp::PutState { key, value } => batch.put_cf(&meta, state_prefix(name, key), value),
+                WriteOp::DeleteState { key } => batch.delete_cf(&meta, state_prefix(name, key)),
             }
         }
         self.db.write_opt(batch, &self.write_opts).map_err(backend)
     }
 
     fn get_meta(&self, name: &str, key: MetaKey) -> Result<Option<Vec<u8>>> {
-        self.cf(name)?;
+        let _exists = self.existing(name)?;
         self.db.get_cf(&self.meta_cf()?, meta_key(name, key)).map_err(backend)
     }
 
     fn scan(&self, name: &str, offset: u64, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<()> {
-        let cf = self.cf(name)?;
-        let mut it = self.db.raw_iterator_cf(&cf);
-        it.seek_for_prev(offset_key(offset));
+        let _exists = self.existing(name)?;
+        let mut it = self.batches(name)?;
+        it.seek_for_prev(batch_key(name, offset));
         if !it.valid() {
             it.status().map_err(backend)?;
             it.seek_to_first();
         }
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            let base = decode_offset_key(k).map_err(|e| Error::Engine(format!("bad key in `{name}`: {e}")))?;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let base = decode_batch_key(name, k).map_err(|e| Error::Engine(format!("bad key in `{name}`: {e}")))?;
             if !f(base, v) {
                 return Ok(());
             }
@@ -287,30 +421,29 @@ impl Engine for RocksEngine {
     }
 
     fn last_batch(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let cf = self.cf(name)?;
-        let mut it = self.db.raw_iterator_cf(&cf);
+        let _exists = self.existing(name)?;
+        let mut it = self.batches(name)?;
         it.seek_to_last();
-        if it.valid() {
-            return Ok(it.value().map(<[u8]>::to_vec));
+        if let Some(v) = it.value() {
+            return Ok(Some(v.to_vec()));
         }
         it.status().map_err(backend)?;
         Ok(None)
     }
 
     fn get_state(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.cf(name)?;
+        let _exists = self.existing(name)?;
         self.db.get_cf(&self.meta_cf()?, state_prefix(name, key)).map_err(backend)
     }
 
     fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        self.cf(name)?;
+        let _exists = self.existing(name)?;
         let meta = self.meta_cf()?;
         let full = state_prefix(name, prefix);
         let skip = state_prefix(name, b"").len();
         let mut it = self.db.raw_iterator_cf(&meta);
         it.seek(&full);
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(&full) || !f(&k[skip..], v) {
                 return Ok(());
             }
@@ -321,5 +454,84 @@ impl Engine for RocksEngine {
 
     fn sync(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_protocol::codec::offset_key;
+
+    /// A data directory of the first layout: `store`'s batches in a column family of
+    /// its own, keyed by the bare offset; its metadata already as today.
+    fn write_legacy_layout(path: &Path, store: &str, batches: &[(u64, &[u8])], log_start: &[u8]) {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = Db::open_cf(&opts, path, [META_CF, store]).expect("open a legacy layout");
+        let cf = db.cf_handle(store).expect("store family");
+        for (base, bytes) in batches {
+            db.put_cf(&cf, offset_key(*base), bytes).expect("put batch");
+        }
+        let meta = db.cf_handle(META_CF).expect("meta family");
+        db.put_cf(&meta, meta_key(store, MetaKey::LogStart), log_start).expect("put meta");
+    }
+
+    fn all_batches(engine: &RocksEngine, store: &str) -> Vec<(u64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        engine
+            .scan(store, 0, &mut |base, bytes| {
+                seen.push((base, bytes.to_vec()));
+                true
+            })
+            .expect("scan");
+        seen
+    }
+
+    /// Opening a data directory of the per-replica layout keeps every batch and value of
+    /// it, serves them from the shared family, drops the old family, and a second open
+    /// finds nothing more to move.
+    #[test]
+    fn a_per_replica_layout_is_moved_into_the_shared_family_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = vec![7u8; 4096];
+        let batches: Vec<(u64, &[u8])> = vec![(0, b"first"), (3, &big), (9, b"last")];
+        write_legacy_layout(dir.path(), "p.t.0", &batches, &5u64.to_be_bytes());
+        let want: Vec<(u64, Vec<u8>)> = batches.iter().map(|(b, v)| (*b, v.to_vec())).collect();
+        for open in 1..=2 {
+            let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("open");
+            assert_eq!(engine.list_partitions().expect("list"), vec!["p.t.0".to_owned()], "open {open}");
+            assert_eq!(all_batches(&engine, "p.t.0"), want, "open {open}: every batch, in order");
+            assert_eq!(engine.last_batch("p.t.0").expect("last"), Some(b"last".to_vec()));
+            assert_eq!(
+                engine.get_meta("p.t.0", MetaKey::LogStart).expect("meta"),
+                Some(5u64.to_be_bytes().to_vec()),
+                "open {open}: metadata kept"
+            );
+            drop(engine);
+            let families = Db::list_cf(&Options::default(), dir.path()).expect("list families");
+            assert!(!families.iter().any(|f| f == "p.t.0"), "open {open}: the old family is gone: {families:?}");
+        }
+    }
+
+    /// Stores with names that are prefixes of each other keep apart in the shared family:
+    /// a scan, a last-batch look-up and a drop of one never see or touch the other.
+    #[test]
+    fn stores_whose_names_are_prefixes_of_each_other_stay_apart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("open");
+        for (store, bytes) in [("p.t.1", b"one"), ("p.t.10", b"ten"), ("p.t.100", b"hun")] {
+            engine.create_partition(store).expect("create");
+            engine.write(store, &[WriteOp::PutBatch { base_offset: 4, bytes }]).expect("write");
+        }
+        assert_eq!(all_batches(&engine, "p.t.1"), vec![(4, b"one".to_vec())]);
+        assert_eq!(engine.last_batch("p.t.10").expect("last"), Some(b"ten".to_vec()));
+        engine.drop_partition("p.t.10").expect("drop");
+        assert_eq!(all_batches(&engine, "p.t.1"), vec![(4, b"one".to_vec())]);
+        assert_eq!(all_batches(&engine, "p.t.100"), vec![(4, b"hun".to_vec())]);
+        assert!(matches!(engine.scan("p.t.10", 0, &mut |_, _| true), Err(Error::NoSuchStore(_))));
+        engine.create_partition("p.t.10").expect("re-create");
+        assert_eq!(all_batches(&engine, "p.t.10"), vec![], "a re-created store starts empty");
+        assert!(engine.create_partition("bad\0name").is_err(), "a NUL in a store name is refused");
     }
 }

@@ -675,6 +675,49 @@ pub fn decode_offset_key(key: &[u8]) -> Result<u64, CodecError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// The key of `store`'s batch at `base_offset` in the shared log column family:
+/// `{store}\0{offset, u64 big-endian}`, so each store's batches sort together, by offset
+/// (store names hold no NUL, and the NUL ends every name: no store's keys fall inside
+/// another's range).
+pub fn batch_key(store: &str, base_offset: u64) -> Vec<u8> {
+    let mut k = meta_prefix(store);
+    k.extend_from_slice(&offset_key(base_offset));
+    k
+}
+
+/// The `[start, end)` range of every batch key of `store`.
+pub fn batch_range(store: &str) -> (Vec<u8>, Vec<u8>) {
+    meta_range(store)
+}
+
+/// The base offset of a [`batch_key`] of `store`.
+pub fn decode_batch_key(store: &str, key: &[u8]) -> Result<u64, CodecError> {
+    let offset = key
+        .strip_prefix(store.as_bytes())
+        .and_then(|rest| rest.strip_prefix(&[0u8]))
+        .ok_or(CodecError::BadKey(key.len()))?;
+    decode_offset_key(offset)
+}
+
+/// The first byte of every [`store_key`]: 0xFF begins no UTF-8 string, so no store's
+/// `{store}\0…` metadata key is one.
+pub const STORE_KEY_PREFIX: u8 = 0xff;
+
+/// The key in the metadata column family that records that `store` exists.
+pub fn store_key(store: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(store.len() + 1);
+    k.push(STORE_KEY_PREFIX);
+    k.extend_from_slice(store.as_bytes());
+    k
+}
+
+/// The store a [`store_key`] names.
+pub fn decode_store_key(key: &[u8]) -> Result<&str, CodecError> {
+    key.strip_prefix(&[STORE_KEY_PREFIX])
+        .and_then(|name| std::str::from_utf8(name).ok())
+        .ok_or(CodecError::BadKey(key.len()))
+}
+
 /// A per-store metadata value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MetaKey {
@@ -1215,6 +1258,22 @@ mod tests {
             assert_eq!(decode_offset_key(&offset_key(pair[1])), Ok(pair[1]));
         }
         assert_eq!(decode_offset_key(b"short"), Err(CodecError::BadKey(5)));
+    }
+
+    #[test]
+    fn batch_keys_sort_by_store_then_offset_and_stay_inside_their_store() {
+        let (a, b) = ("p.t.1", "p.t.10");
+        assert!(batch_key(a, u64::MAX) < batch_key(b, 0), "store `p.t.1` ends before `p.t.10` begins");
+        assert!(batch_key(a, 255) < batch_key(a, 256), "big-endian: numeric order");
+        let (start, end) = batch_range(a);
+        for k in [batch_key(a, 0), batch_key(a, u64::MAX)] {
+            assert!(start <= k && k < end);
+        }
+        assert!(batch_key(b, 0) >= end, "another store's keys are outside the range");
+        assert_eq!(decode_batch_key(a, &batch_key(a, 42)), Ok(42));
+        assert_eq!(decode_batch_key(b, &batch_key(a, 42)), Err(CodecError::BadKey(14)));
+        assert_eq!(decode_store_key(&store_key(a)), Ok(a));
+        assert!(decode_store_key(&meta_key(a, MetaKey::Size)).is_err(), "a metadata key is no store key");
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
