@@ -358,7 +358,12 @@ mod tests {
         }
         m.topics.insert(
             "t".into(),
-            TopicMetadata { name: "t".into(), topic_id: "id".into(), config: TopicConfig::default(), partitions },
+            Arc::new(TopicMetadata {
+                name: "t".into(),
+                topic_id: "id".into(),
+                config: TopicConfig::default(),
+                partitions,
+            }),
         );
         m
     }
@@ -386,7 +391,7 @@ mod tests {
 
     fn apply_plan(m: &mut ClusterMetadata) {
         for (topic, state) in plan(m) {
-            let p = &mut m.topics.get_mut(&topic).expect("topic").partitions[state.partition as usize];
+            let p = &mut Arc::make_mut(m.topics.get_mut(&topic).expect("topic")).partitions[state.partition as usize];
             *p = PartitionState { version: p.version + 1, ..state };
         }
     }
@@ -419,11 +424,11 @@ mod tests {
     #[test]
     fn unclean_election_takes_the_first_live_replica_alone() {
         let mut m = meta(&[2, 3], vec![part(&[1, 3, 2], Some(1), 4, &[1])]);
-        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).config.unclean_leader_election_enable = true;
         let next = planned(&m).expect("unclean");
         assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 5, vec![3]));
         // From an offline partition too.
-        m.topics.get_mut("t").expect("t").partitions[0] = part(&[1, 3, 2], None, 5, &[1]);
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).partitions[0] = part(&[1, 3, 2], None, 5, &[1]);
         let next = planned(&m).expect("unclean from offline");
         assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(3), 6, vec![3]));
     }
@@ -431,7 +436,7 @@ mod tests {
     #[test]
     fn nothing_live_at_all_stays_offline_even_when_unclean() {
         let mut m = meta(&[], vec![part(&[1, 2], None, 3, &[1])]);
-        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).config.unclean_leader_election_enable = true;
         assert_eq!(planned(&m), None);
     }
 
@@ -488,7 +493,12 @@ mod tests {
         ];
         m.topics.insert(
             "t".into(),
-            TopicMetadata { name: "t".into(), topic_id: "id".into(), config: TopicConfig::default(), partitions },
+            Arc::new(TopicMetadata {
+                name: "t".into(),
+                topic_id: "id".into(),
+                config: TopicConfig::default(),
+                partitions,
+            }),
         );
         apply_plan(&mut m);
         let ps = &m.topics["t"].partitions;
@@ -531,7 +541,7 @@ mod tests {
             "not kept as a shutting-down one is"
         );
         // Unclean election may pick the live out-of-sync replica, never the offline one.
-        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).config.unclean_leader_election_enable = true;
         let next = planned(&m).expect("unclean");
         assert_eq!((next.leader, next.isr), (Some(2), vec![2]));
     }
@@ -542,9 +552,9 @@ mod tests {
         m.nodes.get_mut(&1).expect("1").shutting_down = true;
         assert_eq!(planned(&m), None, "no in-sync successor: node 1 keeps leading");
         // Not even an unclean election replaces it while it lives.
-        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = true;
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).config.unclean_leader_election_enable = true;
         assert_eq!(planned(&m), None, "no unclean election of a live leader");
-        m.topics.get_mut("t").expect("t").config.unclean_leader_election_enable = false;
+        Arc::make_mut(m.topics.get_mut("t").expect("t")).config.unclean_leader_election_enable = false;
         // A dead follower still leaves its ISR (no epoch bump).
         let mut m = meta(&[1], vec![part(&[1, 2], Some(1), 5, &[1, 2])]);
         m.nodes.get_mut(&1).expect("1").shutting_down = true;
@@ -632,7 +642,8 @@ mod tests {
                 })
                 .collect();
             let name = format!("t{t}");
-            m.topics.insert(name.clone(), TopicMetadata { name, topic_id: String::new(), config, partitions });
+            m.topics
+                .insert(name.clone(), Arc::new(TopicMetadata { name, topic_id: String::new(), config, partitions }));
         }
         m
     }

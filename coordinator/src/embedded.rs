@@ -35,7 +35,7 @@ struct Persisted {
     /// `/controller_epoch`). Absent in files written before it was stored.
     #[serde(default)]
     controller_epoch: u32,
-    topics: BTreeMap<String, TopicMetadata>,
+    topics: BTreeMap<String, Arc<TopicMetadata>>,
     /// Producer sessions by id; absent in files written before they existed.
     #[serde(default)]
     producers: BTreeMap<u64, ProducerInfo>,
@@ -136,7 +136,7 @@ impl EmbeddedCoordinator {
 
 /// Writes one partition's state into `m` if its version is still `state.version`.
 fn write_state(m: &mut ClusterMetadata, topic: &str, state: PartitionState) -> Result<i32> {
-    let t = m.topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?;
+    let t = Arc::make_mut(m.topics.get_mut(topic).ok_or_else(|| unknown_topic(topic))?);
     let p = t.partitions.get_mut(state.partition as usize).ok_or_else(|| {
         FjordError::new(ErrorCode::UnknownPartition, format!("{topic} has no partition {}", state.partition))
     })?;
@@ -311,7 +311,7 @@ impl Coordinator for EmbeddedCoordinator {
         topics::check_new_topic(&spec)?;
         self.update(|m| {
             let topic = topics::plan_new_topic(m, spec)?;
-            m.topics.insert(topic.name.clone(), topic.clone());
+            m.topics.insert(topic.name.clone(), Arc::new(topic.clone()));
             Ok(topic)
         })
         .await
@@ -324,7 +324,7 @@ impl Coordinator for EmbeddedCoordinator {
     async fn alter_topic(&self, name: &str, change: TopicChange) -> Result<TopicMetadata> {
         self.update(|m| {
             let live = topics::live_nodes(m.nodes.values());
-            let topic = m.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?;
+            let topic = Arc::make_mut(m.topics.get_mut(name).ok_or_else(|| unknown_topic(name))?);
             let current = topic.partitions.len() as u32;
             let added = topics::added_partitions(name, current, &change)?;
             if added > 0 {

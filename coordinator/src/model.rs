@@ -101,7 +101,9 @@ pub struct ClusterMetadata {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     #[serde(default)]
     pub gateways: BTreeMap<String, GatewayInfo>,
-    pub topics: BTreeMap<String, TopicMetadata>,
+    /// Shared, so a caller holds a topic (thousands of partitions, say) without copying it,
+    /// and a snapshot that changed one topic shares the others with the one before.
+    pub topics: BTreeMap<String, std::sync::Arc<TopicMetadata>>,
     /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
     #[serde(default)]
     pub producers: BTreeMap<u64, ProducerInfo>,
@@ -138,7 +140,7 @@ pub struct ClusterMetadata {
 }
 
 impl ClusterMetadata {
-    pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
+    pub fn topic(&self, name: &str) -> Option<&std::sync::Arc<TopicMetadata>> {
         self.topics.get(name)
     }
 

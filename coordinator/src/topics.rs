@@ -126,7 +126,7 @@ mod tests {
         }
         let rf3 = plan_new_topic(&meta, NewTopic { replication_factor: 3, ..spec.clone() });
         assert_eq!(rf3.expect_err("two live nodes").code, ErrorCode::InvalidReplicationFactor);
-        meta.topics.insert("t".into(), t);
+        meta.topics.insert("t".into(), std::sync::Arc::new(t));
         assert_eq!(plan_new_topic(&meta, spec).expect_err("exists").code, ErrorCode::TopicAlreadyExists);
     }
 

@@ -70,7 +70,7 @@ impl AppState {
     }
 
     /// The topic, or `unknown_topic` (after checking the name is valid at all).
-    pub fn topic(&self, name: &str) -> ApiResult<TopicMetadata> {
+    pub fn topic(&self, name: &str) -> ApiResult<Arc<TopicMetadata>> {
         fjord_coordinator::validate_topic_name(name)?;
         self.metadata().topic(name).cloned().ok_or_else(|| unknown_topic(name))
     }
@@ -154,7 +154,11 @@ impl AppState {
     pub async fn await_leaders(&self, topic: TopicMetadata, deadline: Instant) -> TopicMetadata {
         let mut rx = self.coordinator.metadata();
         loop {
-            let current = rx.borrow_and_update().topic(&topic.name).filter(|t| t.topic_id == topic.topic_id).cloned();
+            let current = rx
+                .borrow_and_update()
+                .topic(&topic.name)
+                .filter(|t| t.topic_id == topic.topic_id)
+                .map(|t| TopicMetadata::clone(t));
             let led = current.as_ref().is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()));
             if led || !matches!(tokio::time::timeout_at(deadline, rx.changed()).await, Ok(Ok(()))) {
                 return current.unwrap_or(topic);

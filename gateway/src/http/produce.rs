@@ -23,6 +23,7 @@ use fjord_protocol::{partitioner, Acks, BatchBuilder, ErrorCode, FjordError, Pro
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
@@ -397,7 +398,7 @@ async fn route(
 
 /// The topic to produce to: `Ok(Some)` when it exists, `Ok(None)` when it does not but
 /// will be auto-created (after the request is validated), else `unknown_topic`.
-fn existing_topic_for_produce(state: &AppState, name: &str) -> ApiResult<Option<TopicMetadata>> {
+fn existing_topic_for_produce(state: &AppState, name: &str) -> ApiResult<Option<Arc<TopicMetadata>>> {
     match state.topic(name) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.code() == ErrorCode::UnknownTopic && state.config.auto_create_topics => Ok(None),
@@ -407,7 +408,7 @@ fn existing_topic_for_produce(state: &AppState, name: &str) -> ApiResult<Option<
 
 /// Auto-creates `name` with the gateway's defaults (or returns it if another request
 /// created it first).
-async fn auto_create_topic(state: &AppState, name: &str) -> ApiResult<TopicMetadata> {
+async fn auto_create_topic(state: &AppState, name: &str) -> ApiResult<Arc<TopicMetadata>> {
     let spec = NewTopic {
         name: name.to_owned(),
         partitions: state.config.default_partitions,
@@ -417,7 +418,7 @@ async fn auto_create_topic(state: &AppState, name: &str) -> ApiResult<TopicMetad
     match state.coordinator.create_topic(spec).await {
         Ok(t) => {
             tracing::info!(topic = name, "auto-created topic on first produce");
-            Ok(t)
+            Ok(Arc::new(t))
         }
         // Another request created it first.
         Err(e) if e.code == ErrorCode::TopicAlreadyExists => state.topic(name),

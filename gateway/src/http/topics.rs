@@ -182,7 +182,7 @@ pub(crate) fn refuse_internal(topic: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
+async fn describe(state: &AppState, t: &TopicMetadata) -> TopicDescription {
     let deadline = Instant::now() + Duration::from_millis(500);
     let lookups = t.partitions.iter().map(|p| {
         let tp = TopicPartition::new(&t.name, p.partition);
@@ -214,8 +214,8 @@ async fn describe(state: &AppState, t: TopicMetadata) -> TopicDescription {
     TopicDescription {
         replication_factor: t.replication_factor() as u32,
         config: serde_json::to_value(&t.config).unwrap_or(Value::Null),
-        name: t.name,
-        topic_id: t.topic_id,
+        name: t.name.clone(),
+        topic_id: t.topic_id.clone(),
         partitions,
     }
 }
@@ -279,7 +279,7 @@ pub async fn create_topic(
     };
     let created = state.coordinator.create_topic(spec).await?;
     let created = state.await_leaders(created, Instant::now() + LEADERS_WAIT).await;
-    Ok((StatusCode::CREATED, Json(describe(&state, created).await)))
+    Ok((StatusCode::CREATED, Json(describe(&state, &created).await)))
 }
 
 /// Describe a topic: partitions with leader, replicas, ISR and offsets; config.
@@ -300,7 +300,7 @@ pub async fn get_topic(
     ApiPath(topic): ApiPath<String>,
 ) -> ApiResult<Json<TopicDescription>> {
     let t = state.topic(&topic)?;
-    Ok(Json(describe(&state, t).await))
+    Ok(Json(describe(&state, &t).await))
 }
 
 /// Grow the partition count and/or change config.
@@ -337,7 +337,7 @@ pub async fn alter_topic(
     };
     let altered = state.coordinator.alter_topic(&name, TopicChange { partitions: req.partitions, config }).await?;
     let altered = state.await_leaders(altered, Instant::now() + LEADERS_WAIT).await;
-    Ok(Json(describe(&state, altered).await))
+    Ok(Json(describe(&state, &altered).await))
 }
 
 /// Delete a topic and all its data.
