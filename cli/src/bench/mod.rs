@@ -62,8 +62,9 @@ pub enum Mode {
     E2e,
     /// Single-record produce requests over many connections.
     Requests,
-    /// Creates --topic (new) with --partitions and measures the time until every
-    /// partition takes a write (--duration is the deadline, default 10 minutes).
+    /// Creates --topic with --partitions (unless it exists: after a restart) and
+    /// measures the time until every partition takes a write (--duration is the
+    /// deadline, default 10 minutes).
     Partitions,
     /// Stream processing: a filter→map and a windowed-count pipeline over --records
     /// orders, as ratios to plain consume + produce of the same records.

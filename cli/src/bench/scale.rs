@@ -1,7 +1,9 @@
 //! `fjord bench partitions`: how long a new topic of `--partitions` partitions takes to
 //! become writable — the create call's answer, then one `acks=1` record per partition,
 //! retried until every partition has taken one (or `--duration` passes). A Kafka user's
-//! 1,000-partition topic should be writable in seconds, not minutes.
+//! 1,000-partition topic should be writable in seconds, not minutes. A topic that exists
+//! already (the same one, after a restart of the server) is not created: the time runs
+//! from the first probe, and `create_ms` is absent.
 
 use anyhow::{bail, Context};
 use fjord_client::{Acks, Client, ProduceOptions, Record};
@@ -19,8 +21,8 @@ pub struct ScaleReport {
     pub mode: &'static str,
     pub topic: String,
     pub partitions: u32,
-    /// Time until `POST /v1/topics` answered.
-    pub create_ms: f64,
+    /// Time until `POST /v1/topics` answered (`None`: the topic existed).
+    pub create_ms: Option<f64>,
     /// Time from the create call until the last partition took its record.
     pub writable_ms: f64,
     /// Time from the create call until the first partition took its record.
@@ -32,14 +34,22 @@ pub struct ScaleReport {
 impl ScaleReport {
     pub fn table(&self) -> String {
         format!(
-            "topic {} with {} partitions: create answered in {:.0} ms; first partition writable after {:.0} ms, \
-             all after {:.0} ms ({} probes)\n",
-            self.topic, self.partitions, self.create_ms, self.first_writable_ms, self.writable_ms, self.probes
+            "topic {} with {} partitions: {}; first partition writable after {:.0} ms, all after {:.0} ms ({} probes)\n",
+            self.topic,
+            self.partitions,
+            match self.create_ms {
+                Some(ms) => format!("create answered in {ms:.0} ms"),
+                None => "it existed".to_owned(),
+            },
+            self.first_writable_ms,
+            self.writable_ms,
+            self.probes
         )
     }
 }
 
-/// Creates `topic` (which must not exist) and measures it becoming writable.
+/// Creates `topic` (unless it exists with `partitions` partitions) and measures it
+/// becoming writable.
 pub async fn partitions(
     http: reqwest::Client,
     base: &str,
@@ -50,29 +60,42 @@ pub async fn partitions(
 ) -> anyhow::Result<ScaleReport> {
     let api = Client::with_http(http, base);
     let spec = fjord_client::NewTopic { replication_factor, ..fjord_client::NewTopic::new(topic, partitions) };
+    let existing = match api.describe_topic(topic).await {
+        Ok(t) if t.partitions.len() == partitions as usize => true,
+        Ok(t) => bail!("`{topic}` exists with {} partitions, not {partitions}", t.partitions.len()),
+        Err(e) if e.code() == Some("unknown_topic") => false,
+        Err(e) => return Err(e).with_context(|| format!("looking up `{topic}`")),
+    };
     let t0 = Instant::now();
-    api.create_topic(&spec).await.with_context(|| format!("creating `{topic}` (it must not exist yet)"))?;
-    let create_ms = ms(t0.elapsed());
+    let create_ms = if existing {
+        None
+    } else {
+        api.create_topic(&spec).await.with_context(|| format!("creating `{topic}`"))?;
+        Some(ms(t0.elapsed()))
+    };
     let opts = ProduceOptions { acks: Acks::Leader, timeout_ms: Some(1000), ..Default::default() };
     let record = [Record::value(serde_json::json!("probe"))];
     let mut pending: Vec<u32> = (0..partitions).collect();
-    let (mut probes, mut first) = (0u64, None);
+    let mut probes = 0u64;
+    // When the first probe was answered as written (not when its round ended).
+    let first = std::sync::OnceLock::new();
     loop {
         let answers: Vec<(u32, bool)> = stream::iter(pending.iter().copied())
             .map(|p| {
-                let (api, opts, record) = (&api, &opts, &record);
+                let (api, opts, record, first) = (&api, &opts, &record, &first);
                 async move {
                     let written = api.produce(topic, Some(p), record, opts).await;
-                    (p, written.is_ok_and(|r| r.offsets.iter().all(|o| o.error.is_none())))
+                    let ok = written.is_ok_and(|r| r.offsets.iter().all(|o| o.error.is_none()));
+                    if ok {
+                        first.get_or_init(|| t0.elapsed());
+                    }
+                    (p, ok)
                 }
             })
             .buffer_unordered(PROBES_IN_FLIGHT)
             .collect()
             .await;
         probes += answers.len() as u64;
-        if first.is_none() && answers.iter().any(|(_, ok)| *ok) {
-            first = Some(t0.elapsed());
-        }
         pending = answers.into_iter().filter(|(_, ok)| !ok).map(|(p, _)| p).collect();
         if pending.is_empty() {
             break;
@@ -89,7 +112,7 @@ pub async fn partitions(
         partitions,
         create_ms,
         writable_ms: ms(writable),
-        first_writable_ms: ms(first.unwrap_or(writable)),
+        first_writable_ms: ms(first.get().copied().unwrap_or(writable)),
         probes,
     })
 }
