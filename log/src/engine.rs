@@ -55,6 +55,12 @@ pub trait Engine: Send + Sync + 'static {
     fn scan_state(&self, name: &str, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
     /// Makes every write so far durable (used by the interval sync policy).
     fn sync(&self) -> Result<()>;
+    /// Gives the disk space of the stores dropped so far back, for engines that keep a
+    /// dropped store's data until later (RocksDB: until a compaction passes over it).
+    /// Blocks for as long as that takes: call it off the paths that serve requests.
+    fn reclaim_dropped(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

@@ -165,6 +165,10 @@ pub struct RocksEngine {
     /// The stores that exist. Writes and reads hold it shared, so a drop (exclusive)
     /// never interleaves with them: nothing lands in a store's range after its drop.
     stores: RwLock<BTreeSet<String>>,
+    /// Batch key ranges of stores dropped and not yet compacted away.
+    dropped: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// One [`Engine::reclaim_dropped`] at a time.
+    reclaiming: Mutex<()>,
 }
 
 fn backend(e: rocksdb::Error) -> Error {
@@ -175,6 +179,15 @@ fn backend(e: rocksdb::Error) -> Error {
         ));
     }
     Error::Engine(msg)
+}
+
+/// Table and blob files RocksDB keeps open at once (the rest wait in its file caches, and
+/// are opened again when read): half the process's file-descriptor limit — the other half
+/// is for connections — and 256 to 8,192. The number of files grows with the data, not
+/// with the partitions.
+fn max_open_files() -> i32 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    i32::try_from((limit / 2).clamp(256, 8192)).unwrap_or(8192)
 }
 
 /// A column family of the first layout: one partition store.
@@ -205,6 +218,7 @@ impl RocksEngine {
         // whose bursts showed up as produce and end-to-end tail latency.
         db_opts.set_wal_bytes_per_sync(1 << 20);
         db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_max_open_files(max_open_files());
 
         // Every partition's appends share this family's memtables: half the memory cap
         // each, and up to four (one filling, the others flushing), so a flush in progress
@@ -252,7 +266,14 @@ impl RocksEngine {
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.wal_sync == WalSync::Always);
         let free = FreeSpace { path: path.to_owned(), min_free: opts.min_free_bytes, last: Mutex::new(None) };
-        let engine = Self { db, write_opts, free, stores: RwLock::new(BTreeSet::new()) };
+        let engine = Self {
+            db,
+            write_opts,
+            free,
+            stores: RwLock::new(BTreeSet::new()),
+            dropped: Mutex::new(Vec::new()),
+            reclaiming: Mutex::new(()),
+        };
         *engine.stores.write() = engine.stored_names()?;
         for legacy in names.iter().filter(|n| is_legacy_store_cf(n)) {
             engine.migrate(legacy)?;
@@ -369,8 +390,10 @@ impl Engine for RocksEngine {
         stores.remove(name);
         drop(stores);
         // Table files wholly inside the range go at once; the rest of the space comes back
-        // as compactions pass over the range.
-        self.db.delete_file_in_range_cf(&log, &start, &end).map_err(backend)
+        // when a compaction passes over the range (`reclaim_dropped`, or RocksDB's own).
+        self.db.delete_file_in_range_cf(&log, &start, &end).map_err(backend)?;
+        self.dropped.lock().push((start, end));
+        Ok(())
     }
 
     fn write(&self, name: &str, ops: &[WriteOp<'_>]) -> Result<()> {
@@ -455,6 +478,19 @@ impl Engine for RocksEngine {
     fn sync(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(backend)
     }
+
+    /// Compacts each dropped store's key range: the keys go, and with them the blob files
+    /// no key refers to any more. In the sorted levels a store's keys are contiguous, so
+    /// this rewrites the keys of the files around the range (and the newest level), not the
+    /// whole family, and no blob.
+    fn reclaim_dropped(&self) -> Result<()> {
+        let _one = self.reclaiming.lock();
+        loop {
+            let next = self.dropped.lock().pop();
+            let Some((start, end)) = next else { return Ok(()) };
+            self.db.compact_range_cf(&self.log_cf()?, Some(&start), Some(&end));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -512,6 +548,37 @@ mod tests {
             let families = Db::list_cf(&Options::default(), dir.path()).expect("list families");
             assert!(!families.iter().any(|f| f == "p.t.0"), "open {open}: the old family is gone: {families:?}");
         }
+    }
+
+    fn live_blob_bytes(engine: &RocksEngine) -> u64 {
+        let log = engine.log_cf().expect("log family");
+        engine.db.property_int_value_cf(&log, "rocksdb.live-blob-file-size").expect("property").expect("a value")
+    }
+
+    /// **A dropped store's disk space comes back.** Its batches, flushed to blob files
+    /// shared with another store's, stay on disk after the drop until
+    /// `reclaim_dropped` compacts its range away; then the blob file holding them is gone
+    /// and the other store still reads whole.
+    #[test]
+    fn a_dropped_stores_space_is_given_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("open");
+        let big = vec![3u8; 256 << 10];
+        for store in ["p.t.0", "p.t.1"] {
+            engine.create_partition(store).expect("create");
+        }
+        for base in 0..8 {
+            engine.write("p.t.0", &[WriteOp::PutBatch { base_offset: base, bytes: &big }]).expect("write");
+        }
+        engine.write("p.t.1", &[WriteOp::PutBatch { base_offset: 0, bytes: b"small" }]).expect("write");
+        engine.db.flush_cf(&engine.log_cf().expect("log")).expect("flush");
+        assert!(live_blob_bytes(&engine) >= 2 << 20, "the batches are in blob files: {}", live_blob_bytes(&engine));
+
+        engine.drop_partition("p.t.0").expect("drop");
+        assert!(live_blob_bytes(&engine) >= 2 << 20, "the file holds another store's key: nothing is freed yet");
+        engine.reclaim_dropped().expect("reclaim");
+        assert!(live_blob_bytes(&engine) < 64 << 10, "left after the reclaim: {} bytes", live_blob_bytes(&engine));
+        assert_eq!(all_batches(&engine, "p.t.1"), vec![(0, b"small".to_vec())]);
     }
 
     /// Stores with names that are prefixes of each other keep apart in the shared family:

@@ -233,10 +233,19 @@ impl StorageNode {
         let _one_at_a_time = self.reconciling.lock().await;
         let meta = self.replicas.metadata();
         let replicas = self.replicas.clone();
-        tokio::task::spawn_blocking(move || replicas.reconcile(&meta))
+        let dropped = tokio::task::spawn_blocking(move || replicas.reconcile(&meta))
             .await
             .map_err(|e| internal("metadata task", e))??;
         self.follower.ensure_fetchers();
+        if dropped > 0 {
+            // Their disk space back, off the metadata path (a compaction can take a while).
+            let engine = self.engine.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = engine.reclaim_dropped() {
+                    warn!(error = %e, "giving back the space of dropped stores failed; RocksDB's own compactions will");
+                }
+            });
+        }
         Ok(())
     }
 

@@ -147,8 +147,9 @@ impl Replicas {
         Ok(replica)
     }
 
-    /// Brings the open replicas in line with `meta` (blocking).
-    pub fn reconcile(&self, meta: &ClusterMetadata) -> Result<()> {
+    /// Brings the open replicas in line with `meta` (blocking); how many stores it
+    /// dropped.
+    pub fn reconcile(&self, meta: &ClusterMetadata) -> Result<usize> {
         let wanted = self.wanted(meta);
         let current: HashMap<TopicPartition, Arc<Replica>> = self.open.read().clone();
         let mut next = HashMap::with_capacity(wanted.len());
@@ -182,7 +183,7 @@ impl Replicas {
         *self.open.write() = next;
         if meta.unreadable_topics {
             warn!("a topic in the metadata cannot be read: dropping no store until it can");
-            return Ok(());
+            return Ok(0);
         }
         self.drop_unassigned(&wanted, &meta.held_topic_ids)
     }
@@ -259,24 +260,26 @@ impl Replicas {
 
     /// Drops the stores of replicas the metadata does not assign here — a deleted topic,
     /// a moved replica — but not those of topics it holds back (`held`: they exist but
-    /// could not be read whole).
+    /// could not be read whole); how many it dropped.
     fn drop_unassigned(
         &self,
         wanted: &HashMap<StoreName, (TopicPartition, String, ReplicaMeta)>,
         held: &std::collections::BTreeSet<String>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let stores = self.engine.list_partitions().map_err(FjordError::from)?;
+        let mut dropped = 0;
         for name in stores {
             let Some(store) = StoreName::parse(&name) else { continue };
             if wanted.contains_key(&store) || held.contains(&store.topic_id) {
                 continue;
             }
             info!(store = %name, "dropping the store of a replica no longer assigned here");
-            if let Err(e) = self.engine.drop_partition(&name) {
-                warn!(store = %name, error = %e, "cannot drop store; retrying on the next change");
+            match self.engine.drop_partition(&name) {
+                Ok(()) => dropped += 1,
+                Err(e) => warn!(store = %name, error = %e, "cannot drop store; retrying on the next change"),
             }
         }
-        Ok(())
+        Ok(dropped)
     }
 }
 

@@ -1,9 +1,9 @@
 //! The ZooKeeper backend of [`Coordinator`], laid out like Kafka's
 //! ZooKeeper mode under a chroot (default `/fjord`).
 //!
-//! Reads come from a snapshot kept by a background task: every watch event triggers a
-//! re-read of what it touched (a session or connection change: of everything), which
-//! re-arms the watches that fired, and a new snapshot is published if anything differs. Writes go straight to ZooKeeper, conditional on znode
+//! Reads come from a snapshot kept by a background task: every watch event or session
+//! change triggers a full re-read that re-arms every watch, and a new snapshot is
+//! published if anything differs. Writes go straight to ZooKeeper, conditional on znode
 //! versions where two writers could race, and then wait (bounded) for a snapshot read
 //! that started after the write, so a caller sees its own change.
 //!
@@ -38,7 +38,6 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
 use paths::{check_segment, ZkPaths, ADMIN_DIRS, BASE_DIRS};
 use session::{zk_error, Event, Session, SessionState};
-use snapshot::Dirty;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,8 +76,6 @@ struct Inner {
     session: RwLock<Arc<Session>>,
     next_generation: AtomicU64,
     events: UnboundedSender<Event>,
-    /// Reads sent to ZooKeeper (get, exists, children), over all sessions.
-    reads: Arc<AtomicU64>,
     /// Ephemeral znodes this coordinator registered: path → data, re-created on a new session.
     ephemerals: Mutex<BTreeMap<String, Vec<u8>>>,
     tx: watch::Sender<Arc<ClusterMetadata>>,
@@ -105,15 +102,11 @@ impl ZkCoordinator {
         let session_timeout = session_timeout.max(MIN_SESSION_TIMEOUT);
         let op_timeout = session_timeout.max(Duration::from_secs(3));
         let (events, events_rx) = unbounded_channel();
-        let reads = Arc::new(AtomicU64::new(0));
-        let session = Session::connect(connect, session_timeout, op_timeout, 0, events.clone(), reads.clone()).await?;
+        let session = Session::connect(connect, session_timeout, op_timeout, 0, events.clone()).await?;
         let session = Arc::new(session);
-        let mut known = snapshot::TopicReads::new();
         let first = async {
             ensure_layout(&session, &paths).await?;
-            snapshot::read(&session, &paths, &mut known, &Dirty::everything())
-                .await
-                .map_err(|e| zk_error("reading the metadata", e))
+            snapshot::read(&session, &paths).await.map_err(|e| zk_error("reading the metadata", e))
         };
         let meta = match first.await {
             Ok(meta) => meta,
@@ -130,20 +123,14 @@ impl ZkCoordinator {
             session: RwLock::new(session),
             next_generation: AtomicU64::new(1),
             events,
-            reads,
             ephemerals: Mutex::new(BTreeMap::new()),
             tx: watch::channel(Arc::new(meta)).0,
             requested: AtomicU64::new(0),
             refreshed: watch::channel(0).0,
             closed: AtomicBool::new(false),
         });
-        let refresher = tokio::spawn(refresh_loop(Arc::clone(&inner), events_rx, known));
+        let refresher = tokio::spawn(refresh_loop(Arc::clone(&inner), events_rx));
         Ok(Self { inner, refresher })
-    }
-
-    /// The reads (get, exists, children) this coordinator has sent to ZooKeeper.
-    pub fn znode_reads(&self) -> u64 {
-        self.inner.reads.load(Ordering::Relaxed)
     }
 
     /// Ends the session now: this coordinator's ephemeral znodes (node and gateway
@@ -187,36 +174,26 @@ async fn ensure_layout(s: &Session, paths: &ZkPaths) -> Result<()> {
     s.ensure(&path, encode(&path, &id)?).await.map_err(|e| zk_error("creating the cluster id", e))
 }
 
-/// Keeps the snapshot current until the coordinator is dropped or closed. `known`: the
-/// topics as the last read found them.
-async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>, mut known: snapshot::TopicReads) {
+/// Keeps the snapshot current until the coordinator is dropped or closed.
+async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>) {
     let mut retry_after: Option<Duration> = None;
     let mut need_new_session = false;
-    // What changed since the last successful read (kept over failed ones).
-    let mut dirty = Dirty::default();
     loop {
         let first = match retry_after {
             Some(pause) => tokio::select! {
                 e = events.recv() => e,
-                () = tokio::time::sleep(pause) => Some(Event::Watch(None)),
+                () = tokio::time::sleep(pause) => Some(Event::Changed),
             },
             None => events.recv().await,
         };
         let Some(first) = first else { return };
         tokio::time::sleep(DEBOUNCE).await;
-        // The ticket before the events: a writer sends its event before taking its
-        // ticket, so a ticket seen here has its event in the channel, drained below.
-        let ticket = inner.requested.load(Ordering::SeqCst);
         let generation = inner.session().generation;
-        let mut handle = |e: Event| match e {
-            Event::Watch(path) => dirty.watch_fired(&inner.paths, path.as_deref()),
-            Event::Wrote(topics) => dirty.topics.extend(topics),
-            Event::State { generation: g, state } => {
+        let mut handle = |e: Event| {
+            if let Event::State { generation: g, state } = e {
                 if g == generation && state == SessionState::Expired {
                     need_new_session = true;
                 }
-                // A new connection has none of the old one's watches.
-                dirty.all = true;
                 tracing::debug!(generation = g, ?state, "ZooKeeper session state");
             }
         };
@@ -237,10 +214,10 @@ async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>, m
                 }
             }
         }
+        let ticket = inner.requested.load(Ordering::SeqCst);
         let session = inner.session();
-        match snapshot::read(&session, &inner.paths, &mut known, &dirty).await {
+        match snapshot::read(&session, &inner.paths).await {
             Ok(meta) => {
-                dirty = Dirty::default();
                 inner.tx.send_if_modified(|cur| {
                     let changed = **cur != meta;
                     if changed {
@@ -261,8 +238,6 @@ async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>, m
                 if e == ZkError::SessionExpired {
                     need_new_session = true;
                 }
-                // Some watches may be re-armed and others not: read everything next.
-                dirty.all = true;
                 tracing::warn!(error = ?e, "reading ZooKeeper metadata failed; retrying");
                 retry_after =
                     Some(retry_after.map_or(Duration::from_millis(100), |d| (d * 2).min(Duration::from_secs(2))));
@@ -280,15 +255,9 @@ impl Inner {
     /// ephemeral registration again. The caller re-reads (re-arming every watch).
     async fn renew_session(&self) -> Result<()> {
         let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
-        let session = Session::connect(
-            &self.hosts,
-            self.session_timeout,
-            self.op_timeout,
-            generation,
-            self.events.clone(),
-            self.reads.clone(),
-        )
-        .await?;
+        let session =
+            Session::connect(&self.hosts, self.session_timeout, self.op_timeout, generation, self.events.clone())
+                .await?;
         let session = Arc::new(session);
         if let Err(e) = ensure_layout(&session, &self.paths).await {
             close_in_background(session);
@@ -365,14 +334,11 @@ impl Inner {
         }
     }
 
-    /// Waits (bounded) until a snapshot read that started after this call, and read
-    /// `topics` again, is published: what a writer that changed `topics` (or, with none,
-    /// only znodes outside the topics) calls.
-    async fn await_refresh(&self, topics: &[&str]) {
-        let mut done = self.refreshed.subscribe();
-        // The event first, then the ticket: see `refresh_loop`.
-        let _ = self.events.send(Event::Wrote(topics.iter().map(|t| (*t).to_owned()).collect()));
+    /// Waits (bounded) until a snapshot read that started after this call is published.
+    async fn await_refresh(&self) {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.refreshed.subscribe();
+        let _ = self.events.send(Event::Changed);
         let waited = tokio::time::timeout(READ_YOUR_WRITES_WAIT, done.wait_for(|d| *d >= ticket)).await;
         if !matches!(waited, Ok(Ok(_))) {
             tracing::warn!("the metadata snapshot did not catch up with a write within {READ_YOUR_WRITES_WAIT:?}");
@@ -467,7 +433,7 @@ async fn delete_if_present(inner: &Inner, path: &str) -> Result<bool> {
     if found {
         s.delete(path).await.map_err(zk)?;
     }
-    inner.await_refresh(inner.paths.topic_of(path).as_slice()).await;
+    inner.await_refresh().await;
     Ok(found)
 }
 
@@ -483,7 +449,7 @@ impl Coordinator for ZkCoordinator {
         let bytes = encode(&path, &node)?;
         inner.claim_ephemeral(&inner.session(), &path, bytes.clone()).await?;
         inner.ephemerals.lock().insert(path, bytes);
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -497,7 +463,7 @@ impl Coordinator for ZkCoordinator {
             Ok(()) | Err(ZkError::NoNode) => {}
             Err(e) => return Err(zk_error(&format!("deleting {path}"), e)),
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -525,7 +491,7 @@ impl Coordinator for ZkCoordinator {
             }
             return Err(e);
         }
-        inner.await_refresh(&[&spec.name]).await;
+        inner.await_refresh().await;
         Ok(inner.topic_in_snapshot(&spec.name, &znode.topic_id).unwrap_or_else(|| TopicMetadata {
             name: spec.name.clone(),
             topic_id: znode.topic_id.clone(),
@@ -547,7 +513,7 @@ impl Coordinator for ZkCoordinator {
         s.delete_tree(&path).await.map_err(|e| zk_error(&format!("deleting {path}"), e))?;
         let config = inner.paths.topic_config(name);
         s.delete(&config).await.map_err(|e| zk_error(&format!("deleting {config}"), e))?;
-        inner.await_refresh(&[name]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -590,7 +556,7 @@ impl Coordinator for ZkCoordinator {
         if let Some(config) = &change.config {
             inner.put_config(&s, name, config).await?;
         }
-        inner.await_refresh(&[name]).await;
+        inner.await_refresh().await;
         inner.topic_in_snapshot(name, &topic_id).ok_or_else(|| {
             FjordError::new(
                 ErrorCode::LeaderNotAvailable,
@@ -613,7 +579,7 @@ impl Coordinator for ZkCoordinator {
         if let Some(remembered) = inner.ephemerals.lock().get_mut(&path) {
             *remembered = bytes;
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -624,7 +590,7 @@ impl Coordinator for ZkCoordinator {
         let bytes = encode(&path, &gateway)?;
         inner.claim_ephemeral(&inner.session(), &path, bytes.clone()).await?;
         inner.ephemerals.lock().insert(path, bytes);
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -632,7 +598,7 @@ impl Coordinator for ZkCoordinator {
         let inner = &self.inner;
         let stamp = inner.snapshot().controller_epoch;
         let version = inner.write_state(&inner.session(), topic, state, stamp).await?;
-        inner.await_refresh(&[topic]).await;
+        inner.await_refresh().await;
         Ok(version)
     }
 
@@ -656,8 +622,6 @@ impl Coordinator for ZkCoordinator {
         if current != controller_epoch {
             return Err(crate::api::fenced(controller_epoch, current));
         }
-        let touched: std::collections::BTreeSet<String> = states.iter().map(|(t, _)| t.clone()).collect();
-        let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
         // Pipelined on the one session, a bounded number in flight.
         let results: Vec<Result<i32>> = stream::iter(states)
             .map(|(topic, state)| {
@@ -667,7 +631,7 @@ impl Coordinator for ZkCoordinator {
             .buffered(PARALLEL_WRITES)
             .collect()
             .await;
-        inner.await_refresh(&touched).await;
+        inner.await_refresh().await;
         Ok(results)
     }
 
@@ -675,7 +639,7 @@ impl Coordinator for ZkCoordinator {
         producers::check_producer_name(name)?;
         let inner = &self.inner;
         let info = register_producer_znode(&inner.session(), &inner.paths.producer(name), name).await?;
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(info)
     }
 
@@ -688,7 +652,7 @@ impl Coordinator for ZkCoordinator {
             Err(ZkError::NodeExists) => return Err(crate::api::token_exists(&token.id)),
             Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -709,7 +673,7 @@ impl Coordinator for ZkCoordinator {
                 Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
             }
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -722,7 +686,7 @@ impl Coordinator for ZkCoordinator {
             Err(ZkError::NodeExists) => return Err(crate::api::pipeline_exists(&pipeline.name)),
             Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -742,7 +706,7 @@ impl Coordinator for ZkCoordinator {
                 Err(e) => return Err(zk_error(&format!("deleting {path}"), e)),
             }
         }
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(())
     }
 
@@ -763,7 +727,7 @@ impl Coordinator for ZkCoordinator {
         let config = inner.paths.topic_config(name);
         s.delete(&config).await.map_err(|e| zk_error(&format!("deleting {config}"), e))?;
         s.delete_tree(&path).await.map_err(|e| zk_error(&format!("deleting {path}"), e))?;
-        inner.await_refresh(&[name]).await;
+        inner.await_refresh().await;
         Ok(true)
     }
 
@@ -799,7 +763,7 @@ impl Coordinator for ZkCoordinator {
                 None => 0,
             });
         };
-        inner.await_refresh(&[]).await;
+        inner.await_refresh().await;
         Ok(epoch)
     }
 }

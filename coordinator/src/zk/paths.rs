@@ -104,14 +104,6 @@ impl ZkPaths {
         format!("{}/partitions/{partition}/state", self.topic(topic))
     }
 
-    /// The topic a znode belongs to: its topic znode, partitions, states or config.
-    pub fn topic_of<'a>(&self, path: &'a str) -> Option<&'a str> {
-        [self.topics(), self.topic_configs()].iter().find_map(|dir| {
-            let rest = path.strip_prefix(dir.as_str())?.strip_prefix('/')?;
-            rest.split('/').next().filter(|name| !name.is_empty())
-        })
-    }
-
     pub fn topic_configs(&self) -> String {
         self.under("/config/topics")
     }
@@ -211,19 +203,6 @@ mod tests {
         assert_eq!(p.gateway("g1"), "/fjord/gateways/g1");
         assert_eq!(p.producer("writer-1"), "/fjord/producers/writer-1");
         assert_eq!(p.cluster_id(), "/fjord/cluster/id");
-    }
-
-    #[test]
-    fn every_znode_of_a_topic_maps_to_it_and_no_other_does() {
-        let p = ZkPaths::new("/fjord").expect("chroot");
-        for path in
-            [p.topic("orders"), p.partitions("orders"), p.partition_state("orders", 7), p.topic_config("orders")]
-        {
-            assert_eq!(p.topic_of(&path), Some("orders"), "{path}");
-        }
-        for path in [p.topics(), p.topic_configs(), p.broker(1), p.controller(), "/fjord/brokers/topicsx/a".into()] {
-            assert_eq!(p.topic_of(&path), None, "{path}");
-        }
     }
 
     #[test]

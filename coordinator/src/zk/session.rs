@@ -14,20 +14,17 @@
 
 use fjord_protocol::{ErrorCode, FjordError, Result};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use zookeeper_async::{Acl, CreateMode, Stat, WatchedEvent, ZkError, ZkResult, ZkState, ZooKeeper};
 
 /// What the client tells the refresh task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A watch fired on this znode (`None`: on none in particular — read everything).
-    Watch(Option<String>),
-    /// A writer changed these topics' znodes (or, with none, only znodes outside the
-    /// topics) and wants a snapshot that shows it.
-    Wrote(Vec<String>),
+    /// A watch fired, or a writer wants a fresh snapshot.
+    Changed,
     /// The connection state of the session with this generation changed.
     State { generation: u64, state: SessionState },
 }
@@ -72,8 +69,6 @@ pub struct Session {
     op_timeout: Duration,
     /// This session's id once learnt from an ephemeral znode we created (0: unknown).
     id: AtomicI64,
-    /// Reads sent (get, exists, children), counted across this coordinator's sessions.
-    reads: Arc<AtomicU64>,
     /// The client's runtime; dropped after `zk` (fields drop in order).
     #[cfg_attr(not(test), allow(dead_code))]
     runtime: ClientRuntime,
@@ -129,11 +124,10 @@ impl Session {
         op_timeout: Duration,
         generation: u64,
         events: UnboundedSender<Event>,
-        reads: Arc<AtomicU64>,
     ) -> Result<Self> {
         let watch_events = events.clone();
-        let watcher = move |e: WatchedEvent| {
-            let _ = watch_events.send(Event::Watch(e.path));
+        let watcher = move |_: WatchedEvent| {
+            let _ = watch_events.send(Event::Changed);
         };
         let runtime = ClientRuntime::start(generation)?;
         // Without a retry pause the client spins on a refused TCP connect.
@@ -157,7 +151,7 @@ impl Session {
         zk.add_listener(move |s| {
             let _ = events.send(Event::State { generation, state: session_state(s) });
         });
-        let session = Self { zk, generation, op_timeout, id: AtomicI64::new(0), reads, runtime };
+        let session = Self { zk, generation, op_timeout, id: AtomicI64::new(0), runtime };
         // Requests sent before the handshake completes are lost if the client gives up
         // on a slow handshake (after a fixed 2 s) and reconnects: probe until it answers.
         let deadline = tokio::time::Instant::now() + op_timeout.max(Duration::from_secs(10));
@@ -194,7 +188,6 @@ impl Session {
     /// Data and stat, or `None` if the znode does not exist. With `watch`, a watch is
     /// left on the znode (only when it exists: use [`Self::exists`] to watch for creation).
     pub async fn get(&self, path: &str, watch: bool) -> ZkResult<Option<(Vec<u8>, Stat)>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
         match self.timed(self.zk.get_data(path, watch)).await {
             Ok(v) => Ok(Some(v)),
             Err(ZkError::NoNode) => Ok(None),
@@ -203,12 +196,10 @@ impl Session {
     }
 
     pub async fn exists(&self, path: &str, watch: bool) -> ZkResult<Option<Stat>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
         self.timed(self.zk.exists(path, watch)).await
     }
 
     pub async fn children(&self, path: &str, watch: bool) -> ZkResult<Option<Vec<String>>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
         match self.timed(self.zk.get_children(path, watch)).await {
             Ok(v) => Ok(Some(v)),
             Err(ZkError::NoNode) => Ok(None),
@@ -287,10 +278,9 @@ mod tests {
         let proxy = ZkProxy::start(&server.connect_string()).await;
         let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
         let timeout = Duration::from_secs(2);
-        let s =
-            Session::connect(&proxy.connect_string(), Duration::from_secs(4), timeout, 1, events, Default::default())
-                .await
-                .expect("connect");
+        let s = Session::connect(&proxy.connect_string(), Duration::from_secs(4), timeout, 1, events)
+            .await
+            .expect("connect");
         s.exists("/", false).await.expect("served through the proxy");
         let stopped = s.stopped_flag();
         proxy.cut();

@@ -1,16 +1,7 @@
-//! Reads the metadata tree into a [`ClusterMetadata`], leaving a watch on every znode it
-//! depends on. Watches are one-shot and set by the same read that returns the data, so a
-//! change after the read fires a watch and a change before it is in the data (re-arm
-//! before re-reading; ARCHITECTURE.md, "ZooKeeper layout").
-//!
-//! **Topics are read again only when touched.** Everything outside the topics (nodes,
-//! controller, gateways, producers, security, pipelines) and the list of topic names are
-//! read on every refresh; a topic's znodes (topic, config, partition states) only when
-//! it is new to the list, [`Dirty`] names it (a watch on one of its znodes fired, or a
-//! writer changed it), or the refresh reads everything. The other topics' earlier reads
-//! stand: none of their watches fired, so each is still armed and nothing of theirs
-//! changed. With thousands of partitions a refresh after one ISR change then costs a
-//! few reads, not one per partition.
+//! Reads the whole metadata tree into a [`ClusterMetadata`], leaving a watch on every
+//! znode it depends on. Watches are one-shot and set by the same read that returns the
+//! data, so a change after the read fires a watch and a change before it is in the data
+//! (re-arm before re-reading; ARCHITECTURE.md, "ZooKeeper layout").
 //!
 //! The result is always internally consistent: a topic whose config or partition states
 //! are not all there yet (being created or deleted) is left out, with an `exists` watch
@@ -31,43 +22,7 @@ use zookeeper_async::{Stat, ZkResult};
 /// Requests kept in flight at once while reading many znodes.
 const PARALLEL_READS: usize = 32;
 
-/// What a refresh must read again, besides what every refresh reads.
-#[derive(Debug, Default)]
-pub(super) struct Dirty {
-    /// Every topic: the first read, after a session or connection change (the server
-    /// forgets a connection's watches, and the client does not set them again), or
-    /// after a failed read.
-    pub all: bool,
-    pub topics: BTreeSet<String>,
-}
-
-impl Dirty {
-    pub fn everything() -> Self {
-        Self { all: true, topics: BTreeSet::new() }
-    }
-
-    /// A watch fired on `path` (`None`: on nothing in particular).
-    pub fn watch_fired(&mut self, paths: &ZkPaths, path: Option<&str>) {
-        match path {
-            None => self.all = true,
-            Some(path) => {
-                if let Some(topic) = paths.topic_of(path) {
-                    self.topics.insert(topic.to_owned());
-                }
-            }
-        }
-    }
-
-    fn covers(&self, topic: &str) -> bool {
-        self.all || self.topics.contains(topic)
-    }
-}
-
-/// The last read of each topic, by name: what a refresh keeps of the topics it does not
-/// read again.
-pub(super) type TopicReads = BTreeMap<String, TopicRead>;
-
-pub async fn read(s: &Session, paths: &ZkPaths, known: &mut TopicReads, dirty: &Dirty) -> ZkResult<ClusterMetadata> {
+pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
     let cluster_id = match s.get(&paths.cluster_id(), false).await? {
         Some((bytes, _)) => decode::<ClusterIdZnode>(&paths.cluster_id(), &bytes).map(|c| c.id).unwrap_or_default(),
         None => String::new(),
@@ -125,32 +80,24 @@ pub async fn read(s: &Session, paths: &ZkPaths, known: &mut TopicReads, dirty: &
         }
     }
 
-    let names: BTreeSet<String> = s.children(&paths.topics(), true).await?.unwrap_or_default().into_iter().collect();
-    // A topic found gone since its listing left no watch (a read of a missing znode sets
-    // none): read it each time until the listing drops it.
-    let stale: Vec<&String> =
-        names.iter().filter(|n| dirty.covers(n) || matches!(known.get(*n), None | Some(TopicRead::Gone))).collect();
+    let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
-    let reads: Vec<_> = stale.iter().map(|name| read_topic(s, paths, name)).collect();
+    let reads: Vec<_> = names.iter().map(|name| read_topic(s, paths, name)).collect();
     let read: Vec<TopicRead> = stream::iter(reads).buffered(PARALLEL_READS).try_collect().await?;
-    known.retain(|name, _| names.contains(name));
-    for (name, t) in stale.into_iter().zip(read) {
-        known.insert(name.clone(), t);
-    }
     let (mut topics, mut held_topic_ids, mut unreadable_topics) = (BTreeMap::new(), BTreeSet::new(), false);
     let mut incomplete_topics = BTreeMap::new();
-    for t in known.values() {
+    for t in read {
         match t {
             TopicRead::Whole(t) => {
-                topics.insert(t.name.clone(), std::sync::Arc::clone(t));
+                topics.insert(t.name.clone(), t);
             }
             TopicRead::Held(id) => {
-                held_topic_ids.insert(id.clone());
+                held_topic_ids.insert(id);
             }
             TopicRead::Incomplete { name, id } => {
                 held_topic_ids.insert(id.clone());
-                incomplete_topics.insert(name.clone(), id.clone());
+                incomplete_topics.insert(name, id);
             }
             TopicRead::Unreadable => unreadable_topics = true,
             TopicRead::Gone => {}
@@ -192,7 +139,6 @@ pub async fn read(s: &Session, paths: &ZkPaths, known: &mut TopicReads, dirty: &
 }
 
 /// What reading one topic's znodes found.
-#[derive(Debug, Clone)]
 pub(super) enum TopicRead {
     Whole(std::sync::Arc<TopicMetadata>),
     /// It exists (by this id) but is not whole: a config or partition state that does
