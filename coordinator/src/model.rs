@@ -102,7 +102,7 @@ pub struct ClusterMetadata {
     #[serde(default)]
     pub gateways: BTreeMap<String, GatewayInfo>,
     /// Shared, so a caller holds a topic (thousands of partitions, say) without copying it,
-    /// and a snapshot that changed one topic shares the others with the one before.
+    /// and the embedded store's next snapshot shares every topic a change did not touch.
     pub topics: BTreeMap<String, std::sync::Arc<TopicMetadata>>,
     /// Registered producer sessions by producer id (exactly-once produce, KIP-98).
     #[serde(default)]

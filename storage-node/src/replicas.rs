@@ -50,6 +50,14 @@ impl Replicas {
     /// `result` of reading `tp`'s log, after noting a damaged batch it found.
     pub fn checked<T>(&self, tp: &TopicPartition, result: fjord_log::Result<T>) -> fjord_log::Result<T> {
         if let Err(fjord_log::Error::Damaged { offset, detail }) = &result {
+            // A read that began before the damaged batch was cut can report it after the
+            // cut. Marked again then, the replica would stay offline for good: its
+            // registration still lists it, so nothing would change to cut it again.
+            let gone = self.open.read().get(tp).is_none_or(|r| *offset >= r.log.offsets().log_end);
+            if gone {
+                debug!(partition = %tp, offset, "a read reported a damaged batch that is cut already");
+                return result;
+            }
             let mut damaged = self.damaged.lock();
             let first = !damaged.contains_key(tp);
             let at = damaged.entry(tp.clone()).or_insert(*offset);
@@ -289,5 +297,62 @@ fn not_leader(tp: &TopicPartition, leader: Option<NodeId>, me: NodeId) -> FjordE
             FjordError::new(ErrorCode::NotLeader, format!("node {me} is not the leader of {tp}; node {l} is"))
         }
         _ => FjordError::new(ErrorCode::LeaderNotAvailable, format!("{tp} has no leader available right now")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_coordinator::{PartitionState, TopicConfig, TopicMetadata};
+    use fjord_log::MemEngine;
+    use fjord_protocol::codec::{BatchBuilder, Record};
+
+    fn damaged(offset: u64) -> fjord_log::Result<()> {
+        Err(fjord_log::Error::Damaged { offset, detail: "test".into() })
+    }
+
+    /// **A late damage report for a batch already cut is ignored.** A read that began
+    /// before the cut reports the damage after it: the batch is no longer in the log (its
+    /// offset is at or past the log end), and the replica is not marked damaged again; a
+    /// report of a batch still in the log marks it.
+    #[test]
+    fn a_damage_report_for_a_batch_already_cut_is_ignored() {
+        let mut meta = ClusterMetadata::default();
+        let p = PartitionState {
+            partition: 0,
+            replicas: vec![1],
+            leader: Some(1),
+            leader_epoch: 1,
+            isr: vec![1],
+            version: 0,
+        };
+        let topic = TopicMetadata {
+            name: "t".into(),
+            topic_id: "id".into(),
+            config: TopicConfig::default(),
+            partitions: vec![p],
+        };
+        meta.topics.insert("t".into(), Arc::new(topic));
+        let (_tx, rx) = watch::channel(Arc::new(meta.clone()));
+        let replicas = Replicas::new(1, Arc::new(MemEngine::new()), rx);
+        replicas.reconcile(&meta).expect("reconcile");
+        let tp = TopicPartition::new("t", 0);
+        let log = replicas.all().pop().expect("the replica").log.clone();
+        let mut batch = BatchBuilder::default();
+        batch
+            .push(&Record {
+                timestamp: 1,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Vec::new(),
+            })
+            .expect("push");
+        log.append(batch.finish().expect("batch"), 1).expect("append");
+        assert_eq!(log.offsets().log_end, 1);
+
+        assert!(replicas.checked(&tp, damaged(1)).is_err(), "the error still reaches the reader");
+        assert!(replicas.damaged().is_empty(), "offset 1 is past the log end: cut already");
+        let _ = replicas.checked(&tp, damaged(0));
+        assert_eq!(replicas.damaged().into_iter().collect::<Vec<_>>(), vec![tp], "offset 0 is in the log");
     }
 }
