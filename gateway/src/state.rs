@@ -154,14 +154,11 @@ impl AppState {
     pub async fn await_leaders(&self, topic: TopicMetadata, deadline: Instant) -> TopicMetadata {
         let mut rx = self.coordinator.metadata();
         loop {
-            let current = rx
-                .borrow_and_update()
-                .topic(&topic.name)
-                .filter(|t| t.topic_id == topic.topic_id)
-                .map(|t| TopicMetadata::clone(t));
+            let current = rx.borrow_and_update().topic(&topic.name).filter(|t| t.topic_id == topic.topic_id).cloned();
             let led = current.as_ref().is_some_and(|t| t.partitions.iter().all(|p| p.leader.is_some()));
             if led || !matches!(tokio::time::timeout_at(deadline, rx.changed()).await, Ok(Ok(()))) {
-                return current.unwrap_or(topic);
+                // Copied once, at the end: not on every change while waiting.
+                return current.map_or(topic, |t| TopicMetadata::clone(&t));
             }
         }
     }
