@@ -387,8 +387,11 @@ impl Engine for RocksEngine {
         batch.delete_range_cf(&meta, meta_start, meta_end);
         batch.delete_cf(&meta, store_key(name));
         self.db.write_opt(batch, &self.write_opts).map_err(backend)?;
-        stores.remove(name);
+        let existed = stores.remove(name);
         drop(stores);
+        if !existed {
+            return Ok(());
+        }
         // Table files wholly inside the range go at once; the rest of the space comes back
         // when a compaction passes over the range (`reclaim_dropped`, or RocksDB's own).
         self.db.delete_file_in_range_cf(&log, &start, &end).map_err(backend)?;
