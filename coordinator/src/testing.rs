@@ -49,12 +49,49 @@ pub fn command_in(netns: Option<&str>, program: &str) -> Command {
     }
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768–60999 by
+/// default), so the kernel never gives one of them to a `bind(0)` or an outgoing
+/// connection while a test has it reserved (a killed node's port stays reserved for its
+/// restart).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The lock files of the ports this process has reserved, held until it exits.
+static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// A TCP port on 127.0.0.1 that is free now and stays reserved for this test process
+/// until it exits: no other call, in this process or in another test binary running
+/// beside it, gets it (each port has a lock file under the temp dir, `flock`ed for the
+/// process's lifetime; the kernel drops the lock when the process dies), and the kernel
+/// does not hand it out as an ephemeral port. Binding port 0 and closing the listener,
+/// as this did before, raced with parallel test binaries: a node once failed to start
+/// with "Address already in use" on such a port.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+    let dir = std::env::temp_dir().join("fjord-test-ports");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    // Start at a different place in each process so that parallel binaries rarely contend.
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
+    for i in 0..span {
+        let port = TEST_PORTS.start + ((seed + reserved.len() as u64 + i as u64) % span as u64) as u16;
+        let path = dir.join(format!("{port}.lock"));
+        let Ok(file) = std::fs::File::options().create(true).truncate(false).write(true).open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // reserved by this or another test process
+        }
+        if StdListener::bind(("127.0.0.1", port)).is_err() {
+            continue; // something else listens there
+        }
+        reserved.push(file);
+        return port;
+    }
+    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 impl ZkServer {
@@ -285,5 +322,25 @@ async fn forward(mut client: TokioStream, target: SocketAddr, mut cut: watch::Re
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         _ = cut.wait_for(|c| *c) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_distinct_outside_the_ephemeral_range_and_locked_against_other_processes() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice: {ports:?}");
+        assert!(ports.iter().all(|p| TEST_PORTS.contains(p)), "{ports:?}");
+        // Another process opens the lock file afresh: its own open file description, whose
+        // flock conflicts with ours until this process exits.
+        let path = std::env::temp_dir().join("fjord-test-ports").join(format!("{}.lock", ports[0]));
+        let other = std::fs::File::options().write(true).open(&path).expect("lock file exists");
+        assert!(other.try_lock().is_err(), "port {} is not locked against others", ports[0]);
+        // And the port is still free to bind for whoever it was handed to.
+        StdListener::bind(("127.0.0.1", ports[0])).expect("the reserved port can be bound");
     }
 }
