@@ -110,6 +110,14 @@ impl ReadOptions {
     }
 }
 
+/// A binary consume answer ([`Client::consume_binary`]).
+#[derive(Debug, Clone)]
+pub struct BinaryConsumeReply {
+    pub records: Vec<crate::binary::BinaryRecord>,
+    pub next_offset: u64,
+    pub high_watermark: u64,
+}
+
 /// A client of one Fjord gateway (or load balancer).
 #[derive(Clone)]
 pub struct Client {
@@ -366,6 +374,36 @@ impl Client {
         let path = format!("/v1/topics/{}/partitions/{partition}/records", segment(topic));
         let req = self.request(Method::GET, &path).query(&[Self::start_query(start)]).query(&opts.query());
         Self::json(req).await
+    }
+
+    /// [`consume`](Self::consume) in the binary layout (`Accept:
+    /// application/vnd.fjord.records`): no JSON or base64 on either side; `opts.format`
+    /// does not apply.
+    pub async fn consume_binary(
+        &self,
+        topic: &str,
+        partition: u32,
+        start: Start,
+        opts: &ReadOptions,
+    ) -> Result<BinaryConsumeReply> {
+        let path = format!("/v1/topics/{}/partitions/{partition}/records", segment(topic));
+        let req = self
+            .request(Method::GET, &path)
+            .query(&[Self::start_query(start)])
+            .query(&opts.query())
+            .header("accept", crate::binary::BINARY_RECORDS);
+        let resp = Self::send(req).await?;
+        let number = |name: &str| -> Result<u64> {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Decode(format!("a binary consume answer without a numeric `{name}` header")))
+        };
+        let (next_offset, high_watermark) = (number("next-offset")?, number("high-watermark")?);
+        let body = resp.bytes().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let records = crate::binary::read_consumed(&body).map_err(Error::Decode)?;
+        Ok(BinaryConsumeReply { records, next_offset, high_watermark })
     }
 
     /// Every committed record of a partition from `from` up to the high watermark at

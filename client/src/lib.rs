@@ -8,7 +8,7 @@
 //! - [`client`] — [`Client`] and the options of each call.
 //! - [`types`] — request and answer bodies.
 //! - [`sse`] — reading a Server-Sent Events stream ([`EventStream`]).
-//! - [`binary`] — writing the binary produce body.
+//! - [`binary`] — writing the binary produce body, reading a binary consume answer.
 //! - [`error`] — [`Error`].
 
 pub mod binary;
@@ -18,7 +18,7 @@ pub mod sse;
 pub mod types;
 
 pub use binary::BINARY_RECORDS;
-pub use client::{Acks, Client, Format, ProduceOptions, ReadOptions, SessionHeaders, Start};
+pub use client::{Acks, BinaryConsumeReply, Client, Format, ProduceOptions, ReadOptions, SessionHeaders, Start};
 pub use error::{Error, Result};
 pub use sse::{Event, EventStream};
 pub use types::*;

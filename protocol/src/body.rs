@@ -54,7 +54,9 @@ pub struct ProduceRecord<'a> {
     #[serde(borrow, default)]
     #[schema(value_type = Option<String>)]
     pub value_base64: Option<Cow<'a, str>>,
+    /// At most 65535 (the binary layouts' limit).
     #[serde(borrow, default)]
+    #[schema(max_items = 65535)]
     pub headers: Option<Vec<HeaderIn<'a>>>,
     /// Explicit partition; otherwise the key's murmur2 hash, or round robin for no key.
     pub partition: Option<u32>,
@@ -67,7 +69,7 @@ pub struct ProduceRecord<'a> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderIn<'a> {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 65535)]
     #[serde(borrow)]
     pub name: Cow<'a, str>,
     /// The value as text.
@@ -91,6 +93,13 @@ pub struct OctetBody(#[allow(dead_code)] Vec<u8>);
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct BinaryBody(#[allow(dead_code)] Vec<u8>);
+
+/// An `application/vnd.fjord.records` consume answer: binary records with their offsets
+/// and timestamps, in the layout the consume operation describes (documentation type
+/// for the OpenAPI spec; written by `render_binary_record`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BinaryConsumeBody(#[allow(dead_code)] Vec<u8>);
 
 /// The media type of [`parse_binary`]'s format.
 pub const BINARY_RECORDS: &str = "application/vnd.fjord.records";
@@ -153,8 +162,12 @@ fn convert(body: &Bytes, index: usize, r: ProduceRecord<'_>) -> ApiResult<InReco
         (None, Some(v)) => Some(decode_b64(index, "value_base64", &v)?),
         (None, None) => None,
     };
-    let mut headers = Vec::new();
-    for h in r.headers.unwrap_or_default() {
+    let headers_in = r.headers.unwrap_or_default();
+    if headers_in.len() > usize::from(u16::MAX) {
+        return Err(invalid(index, "a record has more than 65535 headers"));
+    }
+    let mut headers = Vec::with_capacity(headers_in.len());
+    for h in headers_in {
         if h.name.len() > usize::from(u16::MAX) {
             return Err(invalid(index, "a header name is longer than 65535 bytes"));
         }
@@ -448,6 +461,45 @@ pub fn render_record(out: &mut Vec<u8>, topic_json: &[u8], partition: u32, r: &R
     out.extend_from_slice(b"]}");
 }
 
+/// Appends one consumed record in the binary consume layout
+/// ([`BINARY_RECORDS`] as a consume answer): `offset` u64, `timestamp` i64, then the
+/// record exactly as in a binary produce body ([`parse_binary`]) — `key_length` i32 (-1:
+/// no key), key, `value_length` i32 (-1: tombstone), value, `header_count` u16, per
+/// header `name_length` u16, name, `value_length` i32, value; big-endian. The stored
+/// bytes are copied as they are: no JSON, no base64. A record the layout cannot hold
+/// (more than 65535 headers, which only a JSON body written before that limit could
+/// store) is an error and leaves `out` as it was.
+pub fn render_binary_record(out: &mut Vec<u8>, r: &RecordView) -> Result<(), String> {
+    let count = u16::try_from(r.headers.len()).map_err(|_| {
+        format!("record {} has {} headers, more than the binary layout's 65535", r.offset, r.headers.len())
+    })?;
+    let fits = |n: usize| i32::try_from(n).is_ok();
+    if ![&r.key, &r.value].iter().all(|f| f.as_ref().is_none_or(|b| fits(b.len())))
+        || !r.headers.iter().all(|h| h.name.len() <= usize::from(u16::MAX) && fits(h.value.len()))
+    {
+        return Err(format!("record {} has a field longer than the binary layout allows", r.offset));
+    }
+    out.extend_from_slice(&r.offset.to_be_bytes());
+    out.extend_from_slice(&r.timestamp.to_be_bytes());
+    for field in [&r.key, &r.value] {
+        match field {
+            Some(b) => {
+                out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                out.extend_from_slice(b);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    out.extend_from_slice(&count.to_be_bytes());
+    for h in &r.headers {
+        out.extend_from_slice(&(h.name.len() as u16).to_be_bytes());
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(&(h.value.len() as i32).to_be_bytes());
+        out.extend_from_slice(&h.value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +594,25 @@ mod tests {
         let ok = parse_ndjson(&Bytes::from_static(b"{\"value\":1}\r\n{\"value_base64\":\"AA==\"}\n")).expect("ok");
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].value.as_deref(), Some(&[0u8][..]));
+    }
+
+    #[test]
+    fn a_record_with_more_headers_than_the_binary_layout_holds_is_refused_both_ways() {
+        let mut r = view(Some(b"k"), Some(b"v"));
+        let mut out = b"kept".to_vec();
+        render_binary_record(&mut out, &r).expect("fits");
+        // offset, timestamp, key, value, header count, one header ("h" = [0xff]).
+        assert_eq!(out.len(), 4 + 8 + 8 + (4 + 1) + (4 + 1) + 2 + (2 + 1 + 4 + 1));
+        assert_eq!(&out[4..12], &3u64.to_be_bytes());
+        r.headers = vec![Header { name: "h".into(), value: Bytes::new() }; 65_536];
+        let mut out = b"kept".to_vec();
+        let err = render_binary_record(&mut out, &r).expect_err("too many headers");
+        assert!(err.contains("65536 headers"), "{err}");
+        assert_eq!(out, b"kept", "a refused record writes nothing");
+
+        let headers = vec![serde_json::json!({"name": "h"}); 65_536];
+        let body = Bytes::from(serde_json::json!({"records": [{"value": 1, "headers": headers}]}).to_string());
+        let err = parse_json(&body).expect_err("too many headers");
+        assert!(err.message.contains("more than 65535 headers"), "{}", err.message);
     }
 }

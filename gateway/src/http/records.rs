@@ -11,7 +11,7 @@ use crate::http::sse::{self, EventSource};
 use crate::quota::Kind;
 use crate::state::{unknown_partition, AppState};
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -63,6 +63,13 @@ pub struct ConsumeParams {
 /// partition from that offset on: `event: record` with `id: partition:offset` and the
 /// record as JSON data, heartbeat comments while idle. A client that reconnects with
 /// `Last-Event-ID` resumes after that record, without gaps or repeats.
+///
+/// With `Accept: application/vnd.fjord.records` the answer is binary, for consumers that
+/// do not need JSON: records back to back, each `offset` u64, `timestamp` i64, then the
+/// layout of the binary produce body (`key_length` i32, -1 for none, key, `value_length`
+/// i32, -1 for a tombstone, value, `header_count` u16, per header `name_length` u16,
+/// name, `value_length` i32, value), big-endian; the next offset, the high watermark and
+/// the record count come as headers. `format` does not apply.
 #[utoipa::path(
     get,
     path = "/v1/topics/{topic}/partitions/{partition}/records",
@@ -74,9 +81,15 @@ pub struct ConsumeParams {
     ),
     responses(
         (status = 200, description = "Records (possibly none) and the next offset to ask for; with \
-            `Accept: text/event-stream`, a stream of `record` events", content(
+            `Accept: text/event-stream`, a stream of `record` events; with \
+            `Accept: application/vnd.fjord.records`, binary records (the layout above)", content(
             (ConsumeResponse = "application/json"),
+            (body::BinaryConsumeBody = "application/vnd.fjord.records"),
             (String = "text/event-stream", example = json!("event: record\nid: 0:41\ndata: {\"topic\":\"orders\",\"partition\":0,\"offset\":41,\"timestamp\":1700000000000,\"key\":\"user-42\",\"value\":{\"action\":\"login\"},\"headers\":[]}\n\n:heartbeat\n\n")),
+        ), headers(
+            ("Next-Offset" = u64, description = "Binary answers: the offset to ask for next"),
+            ("High-Watermark" = u64, description = "Binary answers: the partition's high watermark"),
+            ("Record-Count" = u32, description = "Binary answers: how many records the body holds"),
         )),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 404, description = "Unknown topic or partition", body = ErrorBody),
@@ -136,6 +149,9 @@ pub async fn consume(
         return partition_stream(state, caller, tp, offset, opts).await;
     }
     let fetched = fetch_from(&state, &tp, offset, max_bytes as usize, wait).await?;
+    if sse::accepts(&headers, body::BINARY_RECORDS) {
+        return binary_answer(&state, &caller, &tp, offset, max_records, &fetched);
+    }
 
     let topic_json = serde_json::to_vec(&topic).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let mut out = Vec::with_capacity(fetched.batches.iter().map(Bytes::len).sum::<usize>() * 4 / 3 + 64);
@@ -160,6 +176,51 @@ pub async fn consume(
         format!("],\"next_offset\":{next},\"high_watermark\":{}}}", fetched.high_watermark).as_bytes(),
     );
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// A consume answer in the binary layout ([`body::render_binary_record`], no JSON):
+/// records back to back; the next offset, the high watermark and the record count in
+/// the `Next-Offset`, `High-Watermark` and `Record-Count` headers.
+fn binary_answer(
+    state: &AppState,
+    caller: &Caller,
+    tp: &TopicPartition,
+    offset: u64,
+    max_records: u32,
+    fetched: &fjord_protocol::FetchResponse,
+) -> ApiResult<Response> {
+    let mut out = Vec::with_capacity(fetched.batches.iter().map(Bytes::len).sum::<usize>() + 64);
+    let mut payload = 0usize;
+    let mut taken = 0u32;
+    // A record the layout cannot hold ends the answer before it; alone, it is the error.
+    let mut unfit = None;
+    let (_, next) = render_batches(&fetched.batches, offset, fetched.high_watermark, |r| {
+        if taken >= max_records {
+            return None;
+        }
+        if let Err(e) = body::render_binary_record(&mut out, r) {
+            unfit = Some(e);
+            return None;
+        }
+        taken += 1;
+        payload += payload_len(r);
+        Some(())
+    })?;
+    if let (0, Some(e)) = (taken, unfit) {
+        return Err(ApiError::bad_request(format!("{e}; read it with format=json")));
+    }
+    state.metrics.gateway.consumed(&tp.topic, taken as usize, payload);
+    state.quotas.charge(caller.principal(), Kind::ConsumeBytes, payload as u64);
+    Ok((
+        [
+            (header::CONTENT_TYPE, body::BINARY_RECORDS.to_owned()),
+            (HeaderName::from_static("next-offset"), next.to_string()),
+            (HeaderName::from_static("high-watermark"), fetched.high_watermark.to_string()),
+            (HeaderName::from_static("record-count"), taken.to_string()),
+        ],
+        out,
+    )
+        .into_response())
 }
 
 /// One fetch from `tp`'s leader at `offset`, long-polling up to `wait`.

@@ -63,10 +63,15 @@ pub fn error_event(e: &FjordError) -> Event {
 
 /// Whether the client asked for a Server-Sent Events stream.
 pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    accepts(headers, "text/event-stream")
+}
+
+/// Whether an `Accept` header names `media` (parameters and quality ignored).
+pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|m| m.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")))
+        .any(|m| m.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(media)))
 }

@@ -108,7 +108,9 @@ fn check_bytes(obj: &Value, field: &str, expected: Option<&[u8]>, format: &str, 
 /// Every way in (JSON with inline or base64 values and keys, repeated and binary headers,
 /// tombstones; NDJSON; raw octet-stream with `?key=`/`?timestamp=`) reads back byte for
 /// byte in every format (`json`, `text`, `base64`). A JSON value comes back as the exact
-/// text sent — odd whitespace, `1.50`, `1e3`, escapes — not re-encoded.
+/// text sent — odd whitespace, `1.50`, `1e3`, escapes — not re-encoded. The binary layout
+/// (`Accept: application/vnd.fjord.records`) gives the same bytes, offsets and timestamps
+/// and pages like JSON; its errors stay JSON.
 #[tokio::test]
 async fn round_trips_are_byte_exact_in_every_format() {
     let h = Harness::new().await;
@@ -203,6 +205,46 @@ async fn round_trips_are_byte_exact_in_every_format() {
             }
         }
     }
+
+    // The binary layout gives the same records, byte for byte, with their offsets and
+    // timestamps, and pages like JSON.
+    let json = default_format.expect_status(200);
+    let binary = [("accept", fjord_client::BINARY_RECORDS)];
+    let reply = h.get_with("/v1/topics/rt/partitions/0/records?offset=earliest", &binary).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let header = |r: &Reply, name: &str| -> u64 {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(reply.headers[axum::http::header::CONTENT_TYPE], fjord_client::BINARY_RECORDS);
+    assert_eq!(
+        (header(&reply, "next-offset"), header(&reply, "high-watermark"), header(&reply, "record-count")),
+        (n, n, n)
+    );
+    let records = fjord_client::binary::read_consumed(&reply.body).expect("a well-formed binary answer");
+    assert_eq!(records.len(), expected.len());
+    for (i, (r, e)) in records.iter().zip(&expected).enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.timestamp, json["records"][i]["timestamp"].as_i64().expect("timestamp"), "record {i}");
+        assert_eq!(r.key.as_deref(), e.key.as_deref(), "key of record {i}");
+        assert_eq!(r.value.as_deref(), e.value.as_deref(), "value of record {i}");
+        let headers: Vec<(String, Vec<u8>)> = r.headers.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect();
+        assert_eq!(headers, e.headers, "headers of record {i}");
+    }
+    let page = h.get_with("/v1/topics/rt/partitions/0/records?offset=2&max_records=3&format=base64", &binary).await;
+    let paged = fjord_client::binary::read_consumed(&page.body).expect("well formed");
+    assert_eq!(paged.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!((header(&page, "next-offset"), header(&page, "record-count")), (5, 3));
+    let end = h.get_with(&format!("/v1/topics/rt/partitions/0/records?offset={n}"), &binary).await;
+    assert!(end.status == 200 && end.body.is_empty(), "{} {:?}", end.status, end.body);
+    assert_eq!((header(&end, "next-offset"), header(&end, "record-count")), (n, 0));
+    // Errors stay JSON, with their codes.
+    h.get_with(&format!("/v1/topics/rt/partitions/0/records?offset={}", n + 1), &binary)
+        .await
+        .expect_error(416, "offset_out_of_range");
     h.shutdown().await;
 }
 
