@@ -65,6 +65,7 @@ async fn every_mode_reports_sane_figures() {
     let small = ["--topic", "smoke", "--partitions", "2", "--record-size", "64"];
 
     let base2 = base.clone();
+    let pid = fjord.pid().expect("running").to_string();
     let reports = tokio::task::spawn_blocking(move || {
         let with = |extra: &[&str]| -> Vec<String> { small.iter().chain(extra).map(|s| s.to_string()).collect() };
         let run = |mode: &str, extra: &[&str]| {
@@ -73,7 +74,8 @@ async fn every_mode_reports_sane_figures() {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             bench(&base2, &args)
         };
-        let produce = run("produce", &["--concurrency", "2", "--records-per-request", "10", "--baselines"]);
+        let produce =
+            run("produce", &["--concurrency", "2", "--records-per-request", "10", "--baselines", "--server-pid", &pid]);
         let consume = run(
             "consume",
             &["--concurrency", "2", "--records-per-request", "10", "--prefill-bytes", "64KiB", "--baselines"],
@@ -81,11 +83,33 @@ async fn every_mode_reports_sane_figures() {
         let e2e = run("e2e", &["--concurrency", "2", "--records-per-request", "5", "--rate", "100"]);
         let requests = run("requests", &["--format", "octet"]);
         let binary = run("produce", &["--concurrency", "2", "--records-per-request", "10", "--format", "binary"]);
-        (produce, consume, e2e, requests, binary)
+        let binary_consume = run(
+            "consume",
+            &[
+                "--concurrency",
+                "2",
+                "--records-per-request",
+                "10",
+                "--prefill-bytes",
+                "64KiB",
+                "--format",
+                "binary",
+                "--baselines",
+            ],
+        );
+        (produce, consume, e2e, requests, binary, binary_consume)
     })
     .await
     .expect("bench runs");
-    let (produce, consume, e2e, requests, binary) = reports;
+    let (produce, consume, e2e, requests, binary, binary_consume) = reports;
+
+    // Binary reads count the same records and payload bytes per request as JSON ones.
+    assert_sane(&binary_consume, "");
+    assert_baselines(&binary_consume);
+    assert_eq!(binary_consume["settings"]["format"], "binary");
+    assert!(binary_consume["errors"].as_object().is_some_and(|e| e.is_empty()), "{binary_consume}");
+    let per_record = num(&binary_consume, "/bytes") / num(&binary_consume, "/records");
+    assert_eq!(per_record, 64.0, "payload bytes per record: {binary_consume}");
 
     assert_sane(&binary, "");
     assert_eq!(binary["settings"]["format"], "binary");
@@ -97,6 +121,12 @@ async fn every_mode_reports_sane_figures() {
     assert_eq!(num(&produce, "/records"), num(&produce, "/requests") * 10.0, "{produce}");
     assert_baselines(&produce);
     assert_eq!(produce["baselines"]["storage_kind"], "append");
+    // --server-pid: the server's disk writes against the acknowledged payload, warm-up
+    // included (so at least the measured bytes).
+    let disk = &produce["disk"];
+    assert!(num(&produce, "/disk/payload_bytes") >= num(&produce, "/bytes"), "{produce}");
+    let ratio = num(&produce, "/disk/write_bytes") / num(&produce, "/disk/payload_bytes");
+    assert!((num(&produce, "/disk/per_payload_byte") - ratio).abs() < 1e-9, "{disk}");
 
     assert_sane(&consume, "");
     assert_baselines(&consume);
@@ -203,4 +233,11 @@ fn bad_flags_are_refused_clearly() {
         .expect("run fjord bench");
     assert_eq!(out.status.code(), Some(2), "clap rejects unparsable values");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["bench", "consume", "--server-pid", "1", "--url", "http://127.0.0.1:1"])
+        .output()
+        .expect("run fjord bench");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server-pid"), "{}", String::from_utf8_lossy(&out.stderr));
 }

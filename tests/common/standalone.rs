@@ -17,6 +17,12 @@ pub struct Standalone {
 }
 
 impl Standalone {
+    /// The process id, while it runs.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts `fjord standalone` on `data_dir` and waits until it is ready.
     pub async fn start(data_dir: &Path) -> Self {
         Self::start_on(data_dir, free_port()).await

@@ -82,6 +82,8 @@ pub struct Stats {
     pub requests: u64,
     pub records: u64,
     pub bytes: u64,
+    /// Payload bytes of successful requests sent during the warm-up (not in `bytes`).
+    pub warmup_bytes: u64,
     pub errors: BTreeMap<String, u64>,
     /// When the last measured request completed.
     pub last_done: Option<Instant>,
@@ -89,7 +91,15 @@ pub struct Stats {
 
 impl Stats {
     pub fn new() -> anyhow::Result<Self> {
-        Ok(Self { latency: histogram()?, requests: 0, records: 0, bytes: 0, errors: BTreeMap::new(), last_done: None })
+        Ok(Self {
+            latency: histogram()?,
+            requests: 0,
+            records: 0,
+            bytes: 0,
+            warmup_bytes: 0,
+            errors: BTreeMap::new(),
+            last_done: None,
+        })
     }
 
     pub fn merge(&mut self, other: Stats) -> anyhow::Result<()> {
@@ -97,6 +107,7 @@ impl Stats {
         self.requests += other.requests;
         self.records += other.records;
         self.bytes += other.bytes;
+        self.warmup_bytes += other.warmup_bytes;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -160,6 +171,9 @@ async fn worker<O: Op>(
         let out = op.call(intended).await;
         let done = Instant::now();
         if intended < plan.measure_from {
+            if out.result.is_ok() {
+                stats.warmup_bytes += out.bytes;
+            }
             continue;
         }
         match out.result {

@@ -8,7 +8,8 @@
 //!   turn (`/v1/topics/{t}/partitions/{p}/records`).
 //! - `consume`: fills the topic up to `--prefill-bytes` if it holds less, then each
 //!   consumer reads one partition from its start to its end, over and over
-//!   (`format=base64`, `max_records` = records per request).
+//!   (`format=base64`, or the binary layout with `--format binary`; `max_records` =
+//!   records per request).
 //! - `e2e`: producers and one long-polling consumer per partition at once; each value's
 //!   first 8 bytes carry its request's intended send time, and the consumer reports
 //!   *consume time − that time* per record.
@@ -30,9 +31,11 @@
 //! - [`driver`] — the worker loop, the schedule, and the counters.
 //! - [`target`] — HTTP requests to Fjord: topic set-up, produce, consume, e2e consumers.
 //! - [`baseline`] — the storage-engine and no-op-HTTP baselines.
+//! - [`disk`] — the server's disk writes per payload byte (`--server-pid`).
 //! - [`report`] — the result, as a table or JSON.
 
 pub mod baseline;
+pub mod disk;
 pub mod driver;
 pub mod pipeline;
 pub mod report;
@@ -49,7 +52,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use target::{ConsumeOp, ProduceOp};
-use workload::{Body, BodyFormat, WallClock};
+use workload::{Body, BodyFormat, Payload, WallClock};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,9 +124,14 @@ pub struct Args {
     /// Produce acknowledgement: 0, 1 or all.
     #[arg(long, default_value = "1", value_parser = ["0", "1", "all"])]
     pub acks: String,
-    /// Produce body format.
+    /// Produce body format; for `consume`, `binary` also reads in the binary layout
+    /// (`Accept: application/vnd.fjord.records`) instead of JSON with base64 values.
     #[arg(long, value_enum, default_value_t = BodyFormat::Json)]
     pub format: BodyFormat,
+    /// Record values: incompressible random bytes, or JSON order documents (to measure
+    /// what compression buys).
+    #[arg(long, value_enum, default_value_t = Payload::Random)]
+    pub payload: Payload,
     /// Target requests per second over all connections, sent on a schedule (open loop);
     /// 0 = as fast as possible (closed loop).
     #[arg(long, default_value_t = 0.0)]
@@ -144,6 +152,11 @@ pub struct Args {
     /// Also measure the storage-engine and no-op-HTTP baselines, one after the other.
     #[arg(long)]
     pub baselines: bool,
+    /// With `produce` and `requests`: the pid of the server process (standalone or
+    /// storage node, on this machine) whose disk writes to report per payload byte, from
+    /// `/proc/PID/io` (`write_bytes`), counted from the start of the run until they settle.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +184,7 @@ struct Run {
     concurrency: usize,
     acks: String,
     format: BodyFormat,
+    payload: Payload,
     rate: f64,
     duration: Option<Duration>,
     total_bytes: Option<u64>,
@@ -206,6 +220,9 @@ impl Run {
         let record_size = a.record_size.unwrap_or(if a.mode == Mode::Requests { 100 } else { 1024 });
         if record_size == 0 {
             bail!("--record-size must be at least 1 byte");
+        }
+        if a.payload == Payload::Json && (record_size as usize) < Payload::MIN_JSON_SIZE {
+            bail!("--payload json needs --record-size of at least {} bytes", Payload::MIN_JSON_SIZE);
         }
         if a.mode == Mode::E2e && record_size < 8 {
             bail!("e2e writes the send time into each value's first 8 bytes: --record-size must be at least 8");
@@ -245,6 +262,7 @@ impl Run {
             concurrency,
             acks: a.acks.clone(),
             format: a.format,
+            payload: a.payload,
             rate: a.rate,
             duration,
             total_bytes: a.total_bytes,
@@ -290,7 +308,10 @@ impl Run {
 
     /// The values each worker sends (different per worker).
     fn values(&self, worker: usize) -> Vec<Vec<u8>> {
-        workload::values(self.record_size, self.rpr as usize, worker as u64 + 1)
+        match self.payload {
+            Payload::Random => workload::values(self.record_size, self.rpr as usize, worker as u64 + 1),
+            Payload::Json => workload::json_values(self.record_size, self.rpr as usize, worker as u64 + 1),
+        }
     }
 
     fn produce_ops(
@@ -325,6 +346,7 @@ impl Run {
             concurrency: self.concurrency,
             acks: self.acks.clone(),
             format: self.format.name(),
+            payload: self.payload.name(),
             rate: self.rate,
             idempotent: self.idempotent,
             duration_s: self.duration.map(|d| d.as_secs_f64()),
@@ -366,6 +388,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.server_pid.is_some() && !matches!(run.mode, Mode::Produce | Mode::Requests) {
+        bail!("--server-pid reports the disk writes of `produce` and `requests` runs only");
+    }
     let client = target::client(
         run.concurrency + run.partitions as usize + 4,
         args.token_file.as_deref(),
@@ -373,7 +398,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     target::ensure_topic(&client, &run.base, &run.topic, run.partitions, run.replication_factor).await?;
     let report = match run.mode {
-        Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines).await?,
+        Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines, args.server_pid).await?,
         Mode::Consume => consume(&run, &client, args.baselines).await?,
         Mode::E2e => e2e(&run, &client, args.baselines).await?,
         Mode::Partitions | Mode::Pipeline => bail!("`{}` is measured above", run.mode.name()),
@@ -426,11 +451,22 @@ async fn produce_baselines(run: &Run, client: &reqwest::Client, result: &Through
     })
 }
 
-async fn produce(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow::Result<Report> {
+async fn produce(
+    run: &Run,
+    client: &reqwest::Client,
+    baselines: bool,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Report> {
+    let before = server_pid.map(disk::write_bytes).transpose()?;
     let plan = run.plan();
-    let result = Throughput::of(&drive(plan, run.produce_ops(client, &run.base, None)?).await?, &plan);
+    let stats = drive(plan, run.produce_ops(client, &run.base, None)?).await?;
+    let disk = match (server_pid, before) {
+        (Some(pid), Some(before)) => Some(disk::settled(pid, before, stats.bytes + stats.warmup_bytes).await?),
+        _ => None,
+    };
+    let result = Throughput::of(&stats, &plan);
     let baselines = if baselines { Some(produce_baselines(run, client, &result).await?) } else { None };
-    Ok(Report { settings: run.settings(), result, e2e: None, baselines })
+    Ok(Report { settings: run.settings(), result, e2e: None, baselines, disk })
 }
 
 async fn consume(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow::Result<Report> {
@@ -463,6 +499,7 @@ async fn consume(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow
             let p = (i % run.partitions as usize) as u32;
             let (start, end) = ranges[p as usize];
             ConsumeOp {
+                binary: run.format == BodyFormat::Binary,
                 client: client.clone(),
                 url: run.consume_url(&run.base, p),
                 start,
@@ -491,6 +528,7 @@ async fn consume(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow
         let noop = baseline::NoopServer::start(body).await?;
         let ops = (0..run.concurrency)
             .map(|i| ConsumeOp {
+                binary: run.format == BodyFormat::Binary,
                 client: client.clone(),
                 url: run.consume_url(&noop.base(), (i % run.partitions as usize) as u32),
                 start: 0,
@@ -513,7 +551,7 @@ async fn consume(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow
     } else {
         None
     };
-    Ok(Report { settings: run.settings(), result, e2e: None, baselines })
+    Ok(Report { settings: run.settings(), result, e2e: None, baselines, disk: None })
 }
 
 async fn e2e(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow::Result<Report> {
@@ -567,5 +605,5 @@ async fn e2e(run: &Run, client: &reqwest::Client, baselines: bool) -> anyhow::Re
     let result = Throughput::of(&produced, &plan);
     let e2e = EndToEnd { records, bytes, latency_ms: Latency::of(&latency), errors };
     let baselines = if baselines { Some(produce_baselines(run, client, &result).await?) } else { None };
-    Ok(Report { settings: run.settings(), result, e2e: Some(e2e), baselines })
+    Ok(Report { settings: run.settings(), result, e2e: Some(e2e), baselines, disk: None })
 }

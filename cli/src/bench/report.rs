@@ -105,6 +105,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub acks: String,
     pub format: &'static str,
+    /// `random` or `json` values.
+    pub payload: &'static str,
     /// Target requests/s; 0 = closed loop.
     pub rate: f64,
     /// Each produce request carried its own `Idempotency-Key`.
@@ -123,6 +125,23 @@ pub struct Report {
     pub e2e: Option<EndToEnd>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baselines: Option<Baselines>,
+    /// With `--server-pid`: what the server wrote to disk for the run's payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskWrites>,
+}
+
+/// Bytes the server process wrote to storage (`write_bytes` of `/proc/PID/io`) from the
+/// start of a produce run until its writes settled, against the payload bytes the run
+/// got acknowledged (warm-up included: its writes are in the count too).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskWrites {
+    pub pid: u32,
+    pub write_bytes: u64,
+    pub payload_bytes: u64,
+    pub per_payload_byte: f64,
+    /// Seconds waited after the run for the writes to settle (flushes and compactions
+    /// of what it wrote).
+    pub settle_s: f64,
 }
 
 fn errors_text(errors: &BTreeMap<String, u64>) -> String {
@@ -148,12 +167,13 @@ impl Report {
         let rate = if s.rate > 0.0 { format!("{} req/s (open loop)", s.rate) } else { "closed loop".into() };
         let _ = writeln!(
             out,
-            "fjord bench {} → {} topic `{}`: {} partition(s), {} B × {} per request, {} connection(s), acks={}, {}, {}{}",
+            "fjord bench {} → {} topic `{}`: {} partition(s), {} B {} × {} per request, {} connection(s), acks={}, {}, {}{}",
             s.mode,
             s.url,
             s.topic,
             s.partitions,
             s.record_size,
+            s.payload,
             s.records_per_request,
             s.concurrency,
             s.acks,
@@ -196,6 +216,18 @@ impl Report {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "errors: {}", errors_text(&r.errors));
+        if let Some(d) = &self.disk {
+            let _ = writeln!(
+                out,
+                "disk: the server (pid {}) wrote {:.1} MB for {:.1} MB of payload = {:.2} bytes per payload byte \
+                 (settled {:.1} s after the run)",
+                d.pid,
+                d.write_bytes as f64 / 1e6,
+                d.payload_bytes as f64 / 1e6,
+                d.per_payload_byte,
+                d.settle_s
+            );
+        }
         if let Some(b) = &self.baselines {
             let _ = writeln!(
                 out,

@@ -160,8 +160,10 @@ struct FetchRecord<'a> {
     value_base64: Option<Cow<'a, str>>,
 }
 
-/// Reads one partition from `start` to `end` with `format=base64`, again and again.
+/// Reads one partition from `start` to `end`, again and again: with `format=base64`,
+/// or in the binary layout (`Accept: application/vnd.fjord.records`) when `binary`.
 pub struct ConsumeOp {
+    pub binary: bool,
     pub client: Client,
     /// The partition's records URL, without query.
     pub url: String,
@@ -182,7 +184,11 @@ impl Op for ConsumeOp {
             ("max_bytes", self.max_bytes.to_string()),
             ("format", "base64".to_owned()),
         ];
-        let r = match self.client.get(&self.url).query(&query).send().await {
+        let mut req = self.client.get(&self.url).query(&query);
+        if self.binary {
+            req = req.header(reqwest::header::ACCEPT, fjord_client::BINARY_RECORDS);
+        }
+        let r = match req.send().await {
             Ok(r) => r,
             Err(e) => return Outcome::err(error_key(&e)),
         };
@@ -194,13 +200,21 @@ impl Op for ConsumeOp {
         if status != StatusCode::OK {
             return Outcome::err(status.as_u16().to_string());
         }
-        let parsed: FetchBody<'_> = match serde_json::from_slice(&body) {
-            Ok(p) => p,
-            Err(_) => return Outcome::err("bad_body"),
+        let (records, bytes, next) = if self.binary {
+            // The next offset is the last record's + 1 (not the header), so that the
+            // no-op baseline can replay the body alone.
+            let Ok(parsed) = fjord_client::binary::read_consumed(&body) else { return Outcome::err("bad_body") };
+            let bytes = parsed.iter().filter_map(|r| r.value.as_ref()).map(|v| v.len() as u64).sum();
+            (parsed.len() as u64, bytes, parsed.last().map_or(self.next, |r| r.offset + 1))
+        } else {
+            let parsed: FetchBody<'_> = match serde_json::from_slice(&body) {
+                Ok(p) => p,
+                Err(_) => return Outcome::err("bad_body"),
+            };
+            let bytes = parsed.records.iter().filter_map(|r| r.value_base64.as_deref()).map(decoded_len).sum();
+            (parsed.records.len() as u64, bytes, parsed.next_offset)
         };
-        let records = parsed.records.len() as u64;
-        let bytes = parsed.records.iter().filter_map(|r| r.value_base64.as_deref()).map(decoded_len).sum();
-        self.next = parsed.next_offset;
+        self.next = next;
         if self.next >= self.end || records == 0 {
             self.next = self.start;
         }

@@ -1,7 +1,8 @@
 //! What the bench sends: record values, produce bodies in each format, and the same
 //! records as a storage batch for the engine baseline.
 //!
-//! Values are pseudo-random bytes (so RocksDB's LZ4 cannot shrink them). In `e2e` mode
+//! Values are pseudo-random bytes (so RocksDB's LZ4 cannot shrink them), or with
+//! `--payload json` order documents ([`json_values`]) that compress as real JSON does. In `e2e` mode
 //! the first 8 bytes of every value carry the request's intended send time (µs since the
 //! Unix epoch, big-endian); the body is built once and those bytes are patched in place
 //! per request (for base64 bodies, the first 12 base64 characters of each value, which
@@ -35,6 +36,93 @@ impl BodyFormat {
             BodyFormat::Binary => "binary",
         }
     }
+}
+
+/// What record values look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Pseudo-random bytes: incompressible.
+    Random,
+    /// JSON order documents (ids, names, line items, a free-text note), as compressible
+    /// as typical event JSON.
+    Json,
+}
+
+impl Payload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Payload::Random => "random",
+            Payload::Json => "json",
+        }
+    }
+
+    /// The smallest value size the payload can fill exactly.
+    pub const MIN_JSON_SIZE: usize = 256;
+}
+
+/// `count` JSON order documents of exactly `size` bytes each (at least
+/// [`Payload::MIN_JSON_SIZE`]), different per `seed`: fields with ids, names from small
+/// vocabularies, one line item and more while three quarters of the size hold them, and
+/// a `note` of words filling the rest.
+pub fn json_values(size: usize, count: usize, seed: u64) -> Vec<Vec<u8>> {
+    const WORDS: [&str; 16] = [
+        "please", "deliver", "to", "the", "back", "door", "after", "noon", "gift", "wrap", "fragile", "call", "before",
+        "arrival", "leave", "parcel",
+    ];
+    const STATUS: [&str; 4] = ["created", "paid", "shipped", "delivered"];
+    const REGION: [&str; 4] = ["eu-west-1", "eu-north-1", "us-east-1", "ap-south-1"];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..count)
+        .map(|i| {
+            let r = next();
+            let mut doc = format!(
+                "{{\"order_id\":{},\"customer\":\"customer-{:05}\",\"region\":\"{}\",\"status\":\"{}\",\"currency\":\"EUR\",\"items\":[",
+                seed * 1_000_000 + i as u64,
+                r % 100_000,
+                REGION[(r >> 20) as usize % 4],
+                STATUS[(r >> 24) as usize % 4],
+            );
+            // Room kept for `],"note":""}`.
+            let tail = "],\"note\":\"\"}".len();
+            let mut first = true;
+            loop {
+                let r = next();
+                let item = format!(
+                    "{}{{\"sku\":\"SKU-{:06}\",\"qty\":{},\"price\":{}.{:02}}}",
+                    if first { "" } else { "," },
+                    r % 1_000_000,
+                    1 + (r >> 20) % 5,
+                    1 + (r >> 24) % 200,
+                    (r >> 32) % 100
+                );
+                // One item always; more while a quarter of the size is left for the note.
+                if !first && doc.len() + item.len() + tail + size / 4 > size {
+                    break;
+                }
+                doc.push_str(&item);
+                first = false;
+            }
+            doc.push_str("],\"note\":\"");
+            let room = size.saturating_sub(doc.len() + 2);
+            let mut note = String::with_capacity(room + 8);
+            while note.len() < room {
+                if !note.is_empty() {
+                    note.push(' ');
+                }
+                note.push_str(WORDS[(next() >> 40) as usize % WORDS.len()]);
+            }
+            note.truncate(room);
+            doc.push_str(&note);
+            doc.push_str("\"}");
+            doc.into_bytes()
+        })
+        .collect()
 }
 
 /// `count` values of `size` bytes each, different per `seed`.
@@ -206,6 +294,20 @@ impl WallClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_payloads_are_valid_documents_of_exactly_the_size_asked_and_differ() {
+        for size in [Payload::MIN_JSON_SIZE, 1000, 1024, 4096, 65_536] {
+            let docs = json_values(size, 20, 3);
+            for d in &docs {
+                assert_eq!(d.len(), size);
+                let v: serde_json::Value = serde_json::from_slice(d).expect("valid JSON");
+                assert!(v["items"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+            }
+            assert_ne!(docs[0], docs[1]);
+            assert_ne!(json_values(size, 1, 4)[0], docs[0], "seeds differ");
+        }
+    }
 
     #[test]
     fn stamps_round_trip_in_every_format() {
