@@ -145,6 +145,36 @@ async fn every_mode_reports_sane_figures() {
     drop(fjord);
 }
 
+/// `fjord bench idle` opens its consumers (SSE streams and long polls), measures the
+/// server while they wait, and every one of them gets the wake-up record.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_mode_wakes_every_waiting_consumer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fjord = Standalone::start(&dir.path().join("data")).await;
+    let (base, pid) = (fjord.base.clone(), fjord.pid().expect("running").to_string());
+    let reports = tokio::task::spawn_blocking(move || {
+        ["sse", "poll"].map(|consumer| {
+            let args = ["idle", "--topic", "quiet", "--partitions", "3", "--concurrency", "60", "--consumer", consumer];
+            let mut args: Vec<&str> = args.to_vec();
+            args.extend(["--server-pid", &pid]);
+            bench(&base, &args)
+        })
+    })
+    .await
+    .expect("bench runs");
+    for report in &reports {
+        assert_eq!(report["connections"], 60, "{report}");
+        assert_eq!(report["woken"], 60, "every consumer got the record: {report}");
+        assert_eq!(num(report, "/wake_latency_ms/count"), 60.0, "{report}");
+        assert!(num(report, "/wake_latency_ms/p99") > 0.0, "{report}");
+        assert!(num(report, "/server/rss_open_bytes") > 0.0, "{report}");
+        assert!(num(report, "/server/idle_window_s") >= 1.0, "{report}");
+        assert!(num(report, "/server/idle_cpu_share") >= 0.0, "{report}");
+    }
+    assert_eq!((reports[0]["consumer"].as_str(), reports[1]["consumer"].as_str()), (Some("sse"), Some("poll")));
+    drop(fjord);
+}
+
 /// `fjord bench partitions` creates its topic, sees every partition take a record, and
 /// reports times in order; a second run on the same topic (as after a restart) probes it
 /// without creating it; one asking for another partition count is refused.

@@ -61,8 +61,11 @@ pub struct GatewayMetrics {
     pub produced_bytes: Family<TopicLabels, Counter>,
     pub consumed_records: Family<TopicLabels, Counter>,
     pub consumed_bytes: Family<TopicLabels, Counter>,
-    /// Requests being served right now (long polls and streams included).
+    /// Requests being served right now: long polls included, an event stream only until
+    /// its head is sent (its body runs on in [`streams_open`](Self::streams_open)).
     pub in_flight: Gauge,
+    /// Server-Sent Events streams open now (partition and member streams).
+    pub streams_open: Gauge,
 }
 
 impl GatewayMetrics {
@@ -75,6 +78,7 @@ impl GatewayMetrics {
             consumed_records: Family::default(),
             consumed_bytes: Family::default(),
             in_flight: Gauge::default(),
+            streams_open: Gauge::default(),
         }
     }
 
@@ -111,8 +115,13 @@ impl GatewayMetrics {
         );
         r.register(
             "fjord_gateway_requests_in_flight",
-            "Requests being served now, long polls and streams included",
+            "Requests being served now, long polls included; an event stream until its head is sent",
             self.in_flight.clone(),
+        );
+        r.register(
+            "fjord_gateway_streams_open",
+            "Server-Sent Events streams open now; one whose client left counts until its next read (at most a heartbeat)",
+            self.streams_open.clone(),
         );
     }
 

@@ -15,7 +15,7 @@
 //!   *consume time − that time* per record.
 //! - `requests`: single-record POSTs over many connections (defaults: 100-byte records,
 //!   16 connections).
-//! - `partitions`, `pipeline`: see [`scale`] and [`pipeline`].
+//! - `partitions`, `pipeline`, `idle`: see [`scale`], [`pipeline`] and [`idle`].
 //!
 //! # Method
 //! One shared keep-alive [`reqwest::Client`]; `--concurrency` tasks, each with one
@@ -37,6 +37,7 @@
 pub mod baseline;
 pub mod disk;
 pub mod driver;
+pub mod idle;
 pub mod pipeline;
 pub mod report;
 pub mod scale;
@@ -72,6 +73,10 @@ pub enum Mode {
     /// Stream processing: a filter→map and a windowed-count pipeline over --records
     /// orders, as ratios to plain consume + produce of the same records.
     Pipeline,
+    /// --concurrency idle consumers (SSE streams or long polls, --consumer) on a quiet
+    /// topic: time to open, server RSS and CPU while idle (--server-pid, over
+    /// --duration), and the wake-up latency of one record per partition.
+    Idle,
 }
 
 impl Mode {
@@ -83,6 +88,7 @@ impl Mode {
             Mode::Requests => "requests",
             Mode::Partitions => "partitions",
             Mode::Pipeline => "pipeline",
+            Mode::Idle => "idle",
         }
     }
 }
@@ -157,6 +163,9 @@ pub struct Args {
     /// `/proc/PID/io` (`write_bytes`), counted from the start of the run until they settle.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// With `idle`: how the consumers wait.
+    #[arg(long, value_enum, default_value_t = idle::Consumer::Sse)]
+    pub consumer: idle::Consumer,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -388,8 +397,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if args.server_pid.is_some() && !matches!(run.mode, Mode::Produce | Mode::Requests) {
-        bail!("--server-pid reports the disk writes of `produce` and `requests` runs only");
+    if args.server_pid.is_some() && !matches!(run.mode, Mode::Produce | Mode::Requests | Mode::Idle) {
+        bail!("--server-pid reports on `produce`, `requests` and `idle` runs only");
+    }
+    if run.mode == Mode::Idle {
+        let connections = args.concurrency.unwrap_or(1000);
+        let http = target::client(8, args.token_file.as_deref(), args.ca_file.as_deref())?;
+        target::ensure_topic(&http, &run.base, &run.topic, run.partitions, run.replication_factor).await?;
+        let report = idle::run(
+            http,
+            idle::IdleRun {
+                base: run.base.clone(),
+                topic: run.topic.clone(),
+                partitions: run.partitions,
+                connections,
+                consumer: args.consumer,
+                idle: args.duration.unwrap_or(Duration::from_secs(10)),
+                server_pid: args.server_pid,
+            },
+        )
+        .await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(());
     }
     let client = target::client(
         run.concurrency + run.partitions as usize + 4,
@@ -401,7 +434,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Mode::Produce | Mode::Requests => produce(&run, &client, args.baselines, args.server_pid).await?,
         Mode::Consume => consume(&run, &client, args.baselines).await?,
         Mode::E2e => e2e(&run, &client, args.baselines).await?,
-        Mode::Partitions | Mode::Pipeline => bail!("`{}` is measured above", run.mode.name()),
+        Mode::Partitions | Mode::Pipeline | Mode::Idle => bail!("`{}` is measured above", run.mode.name()),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

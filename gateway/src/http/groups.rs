@@ -657,7 +657,8 @@ async fn poll_stream(
     let first = poll_once(&state, &caller, &group, &member_id, &PollOptions { wait: Duration::ZERO, ..opts }).await?;
     let mut source = MemberSource { state, caller, group, member_id, opts, last: None };
     let first = source.events(first);
-    Ok(sse::stream(source, Ok(first), heartbeat).into_response())
+    let open = source.state.metrics.gateway.streams_open.clone();
+    Ok(sse::stream(source, Ok(first), heartbeat, open).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

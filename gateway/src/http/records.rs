@@ -375,7 +375,8 @@ async fn partition_stream(
     let heartbeat = opts.heartbeat;
     let mut source = PartitionSource { state, caller, tp, topic_json, next: offset, opts };
     let first = source.render(first);
-    Ok(sse::stream(source, first, heartbeat).into_response())
+    let open = source.state.metrics.gateway.streams_open.clone();
+    Ok(sse::stream(source, first, heartbeat, open).into_response())
 }
 
 enum Start {

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use fjord_protocol::FjordError;
 use futures::{SinkExt, Stream, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
@@ -24,13 +25,18 @@ pub trait EventSource: Send + 'static {
 
 /// A stream that sends `first`, then whatever `source` gives, until either fails or
 /// the client disconnects.
+///
+/// `open` counts the stream while its pump runs (it stops at the first send or check
+/// after the client left: within one heartbeat interval).
 pub fn stream(
     mut source: impl EventSource,
     first: ApiResult<Vec<Event>>,
     heartbeat: Duration,
+    open: Gauge,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(BUFFER);
     tokio::spawn(async move {
+        let _open = Open::enter(open);
         let mut next = first;
         loop {
             match next {
@@ -53,6 +59,22 @@ pub fn stream(
         }
     });
     Sse::new(rx.map(Ok)).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+}
+
+/// Holds one count of a gauge while it lives.
+struct Open(Gauge);
+
+impl Open {
+    fn enter(g: Gauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// An error as the last event of a stream.

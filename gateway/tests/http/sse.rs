@@ -150,6 +150,47 @@ async fn sse_sends_heartbeats_while_idle() {
     h.shutdown().await;
 }
 
+/// The `fjord_gateway_streams_open` gauge.
+async fn streams_open(h: &Harness) -> f64 {
+    let text = h.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fjord_gateway_streams_open ")?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no streams_open gauge in {text}"))
+}
+
+/// Waits (10 s at most) until the gauge is `want`.
+async fn streams_open_reaches(h: &Harness, want: f64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = streams_open(h).await;
+        if now == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: streams_open is {now}, not {want}, after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `fjord_gateway_streams_open` counts open event streams: two while two are open (the
+/// requests-in-flight gauge no longer does once their heads went), one within a few
+/// heartbeats after a client drops its stream.
+#[tokio::test]
+async fn open_streams_are_counted_until_their_client_leaves() {
+    let h = Harness::new().await;
+    h.create_topic(json!({"name": "e", "partitions": 1})).await;
+    assert_eq!(streams_open(&h).await, 0.0);
+    let mut first = h.stream("/v1/topics/e/partitions/0/records?offset=latest&heartbeat_ms=100", &[]).await;
+    let second = h.stream("/v1/topics/e/partitions/0/records?offset=latest&heartbeat_ms=100", &[]).await;
+    // The pump starts on its own task just after the head: wait for the count.
+    streams_open_reaches(&h, 2.0, "two open").await;
+    drop(second);
+    streams_open_reaches(&h, 1.0, "one dropped").await;
+    // The other one still streams.
+    h.fill("e", 0, 0, 1).await;
+    assert_eq!(first.records(1).await, expected(0, 0, 1));
+    h.shutdown().await;
+}
+
 /// Reconnecting with `Last-Event-ID: p:o` resumes at o + 1 (over the query's offset):
 /// no gap, no repeat — the record after the last one expected is a new one produced as
 /// a marker. A Last-Event-ID naming another partition, or malformed, is 400; one past
