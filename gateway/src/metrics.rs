@@ -212,18 +212,18 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// One request in the in-flight gauge; leaves it when dropped, also when the client
-/// goes away and the request's future is dropped mid-way.
-struct InFlight<'a>(&'a Gauge);
+/// One count in a gauge (a request in flight, an open stream); leaves it when dropped,
+/// also when the client goes away and the future holding it is dropped mid-way.
+pub struct Held(Gauge);
 
-impl<'a> InFlight<'a> {
-    fn enter(g: &'a Gauge) -> Self {
+impl Held {
+    pub fn enter(g: &Gauge) -> Self {
         g.inc();
-        Self(g)
+        Self(g.clone())
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -235,7 +235,7 @@ pub async fn record(State(metrics): State<Metrics>, req: Request, next: Next) ->
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let started = Instant::now();
-    let in_flight = InFlight::enter(&metrics.gateway.in_flight);
+    let in_flight = Held::enter(&metrics.gateway.in_flight);
     let response = next.run(req).await;
     drop(in_flight);
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);

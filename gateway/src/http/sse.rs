@@ -36,7 +36,7 @@ pub fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(BUFFER);
     tokio::spawn(async move {
-        let _open = Open::enter(open);
+        let _open = crate::metrics::Held::enter(&open);
         let mut next = first;
         loop {
             match next {
@@ -59,22 +59,6 @@ pub fn stream(
         }
     });
     Sse::new(rx.map(Ok)).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
-}
-
-/// Holds one count of a gauge while it lives.
-struct Open(Gauge);
-
-impl Open {
-    fn enter(g: Gauge) -> Self {
-        g.inc();
-        Self(g)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// An error as the last event of a stream.
