@@ -111,6 +111,26 @@ async fn topic_commands_and_exit_codes() {
     let cluster = run(&["cluster", "--json"]).ok();
     assert_eq!(cluster.json()["nodes"][0]["id"], 0);
     assert_eq!(cluster.json()["controller"], 0);
+
+    // Preferred-leader elections: on one node every partition already has its preferred
+    // leader (the cluster test moves leadership for real: tests/cluster_faults.rs).
+    run(&["topic", "create", "led", "-p", "2"]).ok();
+    let all = run(&["cluster", "elect-leaders", "--json"]).ok().json();
+    let outcomes: Vec<&str> =
+        all["results"].as_array().expect("results").iter().map(|r| r["outcome"].as_str().expect("outcome")).collect();
+    assert_eq!(outcomes, ["already_preferred"; 2], "{all}");
+    let one = run(&["cluster", "elect-leaders", "-t", "led", "-p", "1"]).ok();
+    let rows: Vec<Vec<&str>> = one.stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows, [["led", "1", "already_preferred", "0", "0"]], "{}", one.stdout);
+    for (args, code, what) in [
+        (&["cluster", "elect-leaders", "-t", "nope"][..], 3, "unknown_topic"),
+        (&["cluster", "elect-leaders", "-t", "led", "-p", "7"], 3, "unknown_partition"),
+        (&["cluster", "elect-leaders", "-p", "1"], 2, "--topic"),
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(what), "{args:?}: {}", r.stderr);
+    }
 }
 
 /// Produce from stdin and files in every input format, with keys, then consume: JSON

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{Cluster, Produced, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
+use common::cluster::{Cluster, Produced, IMBALANCE_CHECK_INTERVAL_S, LAG_TIME_MAX_MS, SESSION_TIMEOUT_MS};
 use fjord_client::{Acks, PartitionDescription};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -364,6 +364,64 @@ async fn acks_all_is_refused_below_min_insync_replicas_and_writes_nothing() {
     assert_log(&c, "minisr", 0, &[0, 1, 2, 3, 4, 6]).await;
 }
 
+/// **Asked-for election.** With the controller's automatic check off
+/// (`controller.auto_leader_rebalance_enable = false`), leadership that moved off a node
+/// stays off once the node is back in sync — observed over several check intervals —
+/// and `POST /v1/elections` through a gateway (`fjord_client::elect_preferred_leaders`)
+/// hands it back: `elected` for the partition the node is preferred for, with its leader
+/// epoch bumped, `already_preferred` for the others, and every acknowledged record still
+/// there and writable after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asked_for_election_restores_the_preferred_leader_when_the_automatic_check_is_off() {
+    let mut c = Cluster::start_with_env(3, 1, &[("FJORD_CONTROLLER__AUTO_LEADER_REBALANCE_ENABLE", "false")]).await;
+    c.create_topic("spread", 3, 3, json!({"min.insync.replicas": 2})).await;
+    c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
+    c.wait_until("every partition is led by its preferred replica", Duration::from_secs(10), |c| {
+        preferred_everywhere(c)
+    })
+    .await;
+    let ctl = controller(&c).await.expect("controller");
+    let victim = (1..=3u32).find(|n| *n != ctl).expect("victim");
+    let before = c.describe("spread").await.expect("describe");
+    let moved = before.partitions.iter().find(|p| p.replicas[0] == victim).expect("victim preferred somewhere");
+    let (moved_partition, epoch_before) = (moved.partition, moved.leader_epoch);
+
+    c.node(victim as usize).kill9();
+    c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| led_without(c, "spread", victim))
+        .await;
+    for p in 0..3 {
+        produce_until_ok(&c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
+    }
+    c.restart_node(victim as usize);
+    c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
+    // Three check intervals with the node in sync: an automatic election would have run.
+    let window = Duration::from_secs(3 * IMBALANCE_CHECK_INTERVAL_S);
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        assert_ne!(c.leader("spread", moved_partition as usize).await, Some(victim), "moved back unasked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let asked: Vec<fjord_client::PartitionRef> =
+        (0..3).map(|partition| fjord_client::PartitionRef { topic: "spread".into(), partition }).collect();
+    let r = c.api(0).elect_preferred_leaders(Some(&asked), Some(20_000)).await.expect("elect");
+    assert_eq!(r.results.len(), 3, "{r:?}");
+    for x in &r.results {
+        let expected = if x.partition == moved_partition { "elected" } else { "already_preferred" };
+        assert_eq!(x.outcome, expected, "{r:?}");
+        assert_eq!(x.leader, x.preferred, "{r:?}");
+    }
+    let after = c.describe("spread").await.expect("describe");
+    let p = &after.partitions[moved_partition as usize];
+    assert_eq!(p.leader, Some(victim));
+    assert!(p.leader_epoch >= epoch_before + 2, "one bump to move away, one to come back: {p:?}");
+    assert!(preferred_everywhere(&c).await);
+    for p in 0..3 {
+        produce_until_ok(&c, 0, "spread", p, 10 + u64::from(p), Duration::from_secs(10)).await;
+        assert_log(&c, "spread", p, &[u64::from(p), 10 + u64::from(p)]).await;
+    }
+}
+
 /// Every partition of `spread` is led by its preferred replica with a full ISR.
 async fn preferred_everywhere(c: &Cluster) -> bool {
     c.describe("spread").await.is_some_and(|t| {
@@ -373,9 +431,11 @@ async fn preferred_everywhere(c: &Cluster) -> bool {
 
 /// **Rebalance.** Leaders of a 3-partition, RF=3 topic start out on their preferred
 /// replicas, one per node. When a node dies its leaderships move to other ISR members;
-/// once it is back and in sync again, preferred-leader election hands each partition
-/// back to its preferred replica (the first of `replicas`), so leaders are spread over
-/// all three nodes again, and every partition takes `acks=all` writes.
+/// once it is back and in sync again, the controller's leader-imbalance check (every
+/// [`IMBALANCE_CHECK_INTERVAL_S`] here; the node leads none of the partitions it is
+/// preferred for, 100% > the default 10%) hands each partition back to its preferred
+/// replica (the first of `replicas`), so leaders are spread over all three nodes again,
+/// and every partition takes `acks=all` writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_leaders_are_restored_after_a_node_returns() {
     let mut c = Cluster::start(3, 2).await;

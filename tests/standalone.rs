@@ -283,6 +283,65 @@ async fn a_restart_keeps_leader_epochs() {
     assert_eq!(values, [json!(1), json!(2), json!(2)]);
 }
 
+/// **Group housekeeping across a restart** (Kafka's `offsets.retention.minutes`,
+/// KIP-211, and the high-watermark checkpoint). An empty group's committed offset is
+/// still there after a `kill -9` restart, and the partition's high watermark is where it
+/// was the moment the process is back. The retention clock is the commit's own time,
+/// stored with it: with `storage.offsets_retention_ms` = 16 s and the process down for 6 s
+/// of it, the offsets expire less than 16 s after the restart (a clock restarted with the
+/// process would keep them 16 s more), and not before 16 s after the commit.
+#[tokio::test]
+async fn an_empty_groups_offsets_outlive_a_restart_and_expire_on_the_commits_clock() {
+    const RETENTION: Duration = Duration::from_secs(16);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("fjord.toml");
+    std::fs::write(&config, format!("[storage]\noffsets_retention_ms = {}\n", RETENTION.as_millis())).expect("config");
+    let config = config.display().to_string();
+    let port = common::free_port();
+    let mut fjord = Standalone::start_with(&data, port, &["--config", &config]).await;
+    create_topic(&fjord.api(), "kept", 1).await;
+    produce(&fjord.api(), "kept", (0..5).map(|i| Record::value(json!(i))).collect()).await;
+    let commit = fjord_client::Commit {
+        member_id: None,
+        generation: None,
+        offsets: vec![fjord_client::CommitOffset { topic: "kept".into(), partition: 0, offset: 3, metadata: None }],
+    };
+    let sent = Instant::now();
+    fjord.api().commit("g", &commit).await.expect("commit without joining: an empty group");
+    let committed = Instant::now();
+    let hw = fjord.api().offsets("kept", 0, None).await.expect("offsets").high_watermark;
+    assert_eq!(hw, 5);
+
+    fjord.kill9();
+    // Down for part of the retention time.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let fjord = Standalone::start_with(&data, port, &["--config", &config]).await;
+    let restarted = Instant::now();
+    assert_eq!(fjord.api().offsets("kept", 0, None).await.expect("offsets").high_watermark, hw, "HW after restart");
+    let kept = fjord.api().group_offsets("g").await;
+    assert!(committed.elapsed() < RETENTION, "start-up took so long the offsets may have expired: {kept:?}");
+    let kept = kept.expect("the group's offsets after the restart");
+    assert_eq!(kept.offsets.iter().map(|o| (o.partition, o.offset)).collect::<Vec<_>>(), [(0, Some(3))]);
+
+    let deadline = restarted + RETENTION + Duration::from_secs(10);
+    let gone = loop {
+        match fjord.api().group_offsets("g").await {
+            Err(e) if e.code() == Some("unknown_group") => break Instant::now(),
+            Ok(_) => {}
+            Err(e) => panic!("group offsets: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the offsets never expired; log:\n{}", fjord.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(gone.duration_since(sent) >= RETENTION, "expired {:?} after the commit", gone.duration_since(sent));
+    assert!(
+        gone.duration_since(restarted) < RETENTION,
+        "expired {:?} after the restart: the retention clock restarted with the process",
+        gone.duration_since(restarted)
+    );
+}
+
 /// A tmpfs mounted for one test (root only, as CI runs), unmounted on drop.
 /// A 160 MiB tmpfs in a temp dir and a config file setting `storage.min_free_bytes`.
 fn small_disk(min_free_bytes: u64) -> (tempfile::TempDir, Tmpfs, std::path::PathBuf) {

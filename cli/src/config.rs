@@ -99,6 +99,8 @@ pub struct StorageNodeConfig {
     pub internal: InternalApiConfig,
     pub zookeeper: ZookeeperConfig,
     pub cluster: ClusterConfig,
+    /// Leader balancing by the controller, when this node is it (`[controller]`).
+    pub controller: fjord_coordinator::controller::LeaderBalance,
 }
 
 /// Configuration of `fjord gateway`.
@@ -134,7 +136,7 @@ impl Sections for StandaloneConfig {
 }
 
 impl Sections for StorageNodeConfig {
-    const SECTIONS: &'static [&'static str] = &["storage", "internal", "zookeeper", "cluster"];
+    const SECTIONS: &'static [&'static str] = &["storage", "internal", "zookeeper", "cluster", "controller"];
 }
 
 impl Sections for GatewayProcessConfig {
@@ -192,6 +194,7 @@ impl StorageNodeConfig {
             ));
         }
         self.cluster.secret()?;
+        self.controller.validate().map_err(|e| format!("controller.{e}"))?;
         validate_zookeeper(&self.zookeeper)
     }
 }
@@ -256,6 +259,37 @@ mod tests {
             assert_eq!(c.storage.node_id, 3);
             assert_eq!(c.zookeeper.connect, "127.0.0.1:2999");
             assert_eq!(c.storage.rack.as_deref(), Some("1"), "a numeric-looking rack stays text");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+    fn the_controller_section_takes_kafkas_defaults_and_refuses_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            let c: StorageNodeConfig = load(None, &[]).expect("defaults");
+            assert_eq!(c.controller, fjord_coordinator::controller::LeaderBalance::default());
+            assert!(c.controller.auto_leader_rebalance_enable);
+            assert_eq!(
+                (
+                    c.controller.leader_imbalance_per_broker_percentage,
+                    c.controller.leader_imbalance_check_interval_seconds
+                ),
+                (10, 300)
+            );
+            jail.set_env("FJORD_CONTROLLER__LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS", "1");
+            jail.set_env("FJORD_CONTROLLER__AUTO_LEADER_REBALANCE_ENABLE", "false");
+            let c: StorageNodeConfig = load(None, &[]).expect("env");
+            assert_eq!(c.controller.leader_imbalance_check_interval_seconds, 1);
+            assert!(!c.controller.auto_leader_rebalance_enable);
+            c.validate().expect("valid");
+            jail.set_env("FJORD_CONTROLLER__LEADER_IMBALANCE_PER_BROKER_PERCENTAGE", "101");
+            let c: StorageNodeConfig = load(None, &[]).expect("env");
+            let err = c.validate().expect_err("over 100%");
+            assert!(err.contains("controller.leader_imbalance_per_broker_percentage"), "{err}");
+            jail.create_file("bad.toml", "[controller]\nleader_imbalance_check_interval = 5\n")?;
+            let err = load::<StorageNodeConfig>(Some(Path::new("bad.toml")), &[]).expect_err("unknown key");
+            assert!(err.contains("leader_imbalance_check_interval"), "{err}");
             Ok(())
         });
     }

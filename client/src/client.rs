@@ -561,6 +561,24 @@ impl Client {
         Self::json(self.request(Method::GET, "/v1/cluster")).await
     }
 
+    /// Hands the leadership of `partitions` (all of them when `None`) back to their
+    /// preferred replicas, waiting up to `timeout_ms` (the gateway's default when `None`)
+    /// for the controller to do it.
+    pub async fn elect_preferred_leaders(
+        &self,
+        partitions: Option<&[PartitionRef]>,
+        timeout_ms: Option<u64>,
+    ) -> Result<ElectionResults> {
+        let mut body = serde_json::json!({"type": "preferred"});
+        if let Some(p) = partitions {
+            body["partitions"] = serde_json::to_value(p).map_err(|e| Error::Decode(e.to_string()))?;
+        }
+        if let Some(ms) = timeout_ms {
+            body["timeout_ms"] = ms.into();
+        }
+        Self::json(self.request(Method::POST, "/v1/elections").json(&body)).await
+    }
+
     /// Whether the gateway is ready to serve (`/readyz` answers 200).
     pub async fn ready(&self) -> bool {
         matches!(self.request(Method::GET, "/readyz").send().await, Ok(r) if r.status() == StatusCode::OK)

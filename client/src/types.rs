@@ -392,6 +392,29 @@ pub struct Node {
     pub rack: Option<String>,
 }
 
+/// One partition, as `POST /v1/elections` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRef {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// What became of one partition's preferred-leader election (`POST /v1/elections`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: u32,
+    /// `elected`, `already_preferred`, `preferred_not_available` or `pending`.
+    pub outcome: String,
+    pub preferred: Option<u32>,
+    pub leader: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionResults {
+    pub results: Vec<ElectionResult>,
+}
+
 /// A token's scope: operations on the resources of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {

@@ -2,8 +2,8 @@
 //! read and change cluster metadata, whatever the backend.
 
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicChange,
-    TopicMetadata,
+    ClusterMetadata, ElectionRequest, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo,
+    TopicChange, TopicMetadata,
 };
 use async_trait::async_trait;
 use fjord_protocol::auth::{AclBinding, TokenRecord};
@@ -95,6 +95,23 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Removes a pipeline; `Ok(false)` if there was none by that name.
     async fn delete_pipeline(&self, name: &str) -> Result<bool>;
+
+    /// Asks the controller for a preferred-leader election (it shows up as
+    /// [`ClusterMetadata::preferred_election`]); `election_in_progress` while an earlier
+    /// one is pending.
+    async fn request_preferred_election(&self, request: ElectionRequest) -> Result<()>;
+
+    /// Removes the pending election request if its id is `id` (the controller, once it
+    /// has run it); `Ok(false)` if that one is not pending.
+    async fn clear_preferred_election(&self, id: &str) -> Result<bool>;
+}
+
+/// The answer to asking for an election while another is pending.
+pub(crate) fn election_in_progress() -> FjordError {
+    FjordError::new(
+        ErrorCode::ElectionInProgress,
+        "a preferred-leader election asked for earlier is still pending; retry once it is done",
+    )
 }
 
 /// The answer to storing a pipeline whose name is taken.

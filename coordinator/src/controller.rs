@@ -14,9 +14,9 @@
 //! `PartitionLeaderElectionAlgorithms`), with the differences noted on [`plan`].
 
 use crate::api::Coordinator;
-use crate::model::{ClusterMetadata, NodeInfo, PartitionState};
+use crate::model::{ClusterMetadata, ElectionRequest, NodeInfo, PartitionState};
 use fjord_protocol::{ErrorCode, NodeId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,11 +49,9 @@ pub const INCOMPLETE_TOPIC_GRACE: Duration = Duration::from_secs(60);
 ///    order leads and the ISR is the live replicas (Kafka's `NewPartition →
 ///    OnlinePartition`); with no live replica it stays new.
 /// 2. **Leader live**: dead and shutting-down nodes leave the ISR, with no epoch bump
-///    (Kafka's `OfflineReplica` transition). If the preferred replica (the first assigned)
-///    is live, in the ISR and not the leader, it becomes leader with the epoch bumped
-///    (Kafka's preferred replica election; Kafka runs it from
-///    `auto.leader.rebalance.enable` every 5 minutes and only past an imbalance
-///    threshold, we run it as soon as the replica is back in sync).
+///    (Kafka's `OfflineReplica` transition). Leadership stays where it is: moving it back
+///    to the preferred replica is [`preferred_elections`]' business, run by
+///    [`LeaderBalance`]'s check or on request, never as a side effect of a change.
 /// 3. **No leader, or the leader dead or shutting down**: the first replica in assignment
 ///    order that is live and in the ISR leads, the epoch is bumped and the ISR becomes the
 ///    live part of the old ISR (Kafka's `OfflinePartitionLeaderElection`; for a
@@ -94,6 +92,117 @@ pub fn plan(meta: &ClusterMetadata) -> Vec<(String, PartitionState)> {
     out
 }
 
+/// When the controller moves leaderships back to preferred replicas by itself (Kafka's
+/// `auto.leader.rebalance.enable`, `leader.imbalance.per.broker.percentage` and
+/// `leader.imbalance.check.interval.seconds`, with Kafka's defaults). On-demand elections
+/// (`POST /v1/elections`) run whatever this says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderBalance {
+    pub auto_leader_rebalance_enable: bool,
+    /// A node's imbalance ratio — of the partitions whose preferred replica it is, the
+    /// share it does not lead — must be above this for the check to elect.
+    pub leader_imbalance_per_broker_percentage: u32,
+    pub leader_imbalance_check_interval_seconds: u64,
+}
+
+impl Default for LeaderBalance {
+    fn default() -> Self {
+        Self {
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_per_broker_percentage: 10,
+            leader_imbalance_check_interval_seconds: 300,
+        }
+    }
+}
+
+impl LeaderBalance {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(format!(
+                "leader_imbalance_per_broker_percentage must be 0..=100, got {}",
+                self.leader_imbalance_per_broker_percentage
+            ));
+        }
+        if self.leader_imbalance_check_interval_seconds == 0 {
+            return Err("leader_imbalance_check_interval_seconds must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(self.leader_imbalance_check_interval_seconds.max(1))
+    }
+}
+
+/// Whether `partition` of `topic` can be led by its preferred replica (the first
+/// assigned) now: it is live, serves the partition and is in the ISR. Kafka's
+/// `PREFERRED_LEADER_NOT_AVAILABLE` when not.
+pub fn preferred_available(meta: &ClusterMetadata, topic: &str, p: &PartitionState) -> bool {
+    let Some(&preferred) = p.replicas.first() else { return false };
+    let live = meta.nodes.get(&preferred).is_some_and(|n| !n.shutting_down && n.serves(topic, p.partition));
+    live && p.isr.contains(&preferred)
+}
+
+/// Preferred-leader elections (Kafka's `PreferredReplicaPartitionLeaderElection`) for the
+/// partitions `selected` picks: each led by a node other than its preferred replica,
+/// when the preferred replica is available ([`preferred_available`]), becomes led by it
+/// with the epoch bumped. A partition with no leader is left to [`plan`]. States carry
+/// the version read, as [`plan`]'s do.
+pub fn preferred_elections(
+    meta: &ClusterMetadata,
+    mut selected: impl FnMut(&str, &PartitionState) -> bool,
+) -> Vec<(String, PartitionState)> {
+    let mut out = Vec::new();
+    for (name, topic) in &meta.topics {
+        for p in &topic.partitions {
+            let Some(&preferred) = p.replicas.first() else { continue };
+            if p.leader.is_none_or(|l| l == preferred) || !selected(name, p) || !preferred_available(meta, name, p) {
+                continue;
+            }
+            let mut next = p.clone();
+            next.leader = Some(preferred);
+            next.leader_epoch = p.leader_epoch.saturating_add(1);
+            out.push((name.clone(), next));
+        }
+    }
+    out
+}
+
+/// Each node's leader imbalance as `(not led, preferred for)`: of the partitions whose
+/// preferred replica it is, how many it does not lead (Kafka's
+/// `checkAndTriggerAutoLeaderRebalance`). Nodes preferred for nothing are left out.
+pub fn leader_imbalance(meta: &ClusterMetadata) -> BTreeMap<NodeId, (usize, usize)> {
+    let mut out: BTreeMap<NodeId, (usize, usize)> = BTreeMap::new();
+    for p in meta.topics.values().flat_map(|t| &t.partitions) {
+        if let Some(&preferred) = p.replicas.first() {
+            let e = out.entry(preferred).or_default();
+            e.1 += 1;
+            if p.leader != Some(preferred) {
+                e.0 += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The nodes of [`leader_imbalance`] whose imbalance ratio is above `percentage`.
+pub fn over_threshold(meta: &ClusterMetadata, percentage: u32) -> BTreeMap<NodeId, (usize, usize)> {
+    let mut all = leader_imbalance(meta);
+    all.retain(|_, (not_led, total)| *not_led * 100 > percentage as usize * *total);
+    all
+}
+
+/// The elections the periodic check runs: [`preferred_elections`] for the partitions of
+/// every node whose imbalance ratio is above `percentage` (none at or below it).
+pub fn rebalance_elections(meta: &ClusterMetadata, percentage: u32) -> Vec<(String, PartitionState)> {
+    let over = over_threshold(meta, percentage);
+    if over.is_empty() {
+        return Vec::new();
+    }
+    preferred_elections(meta, |_, p| p.replicas.first().is_some_and(|r| over.contains_key(r)))
+}
+
 /// The new state of one partition, or `None` when it needs no change.
 ///
 /// Epochs saturate rather than wrap: followers and fencing rely on epochs never going
@@ -114,14 +223,7 @@ fn plan_partition(
             next.leader_epoch = 1;
             next.isr = isr;
         }
-        Some(leader) if is_live(&leader) => {
-            next.isr = live_isr;
-            let preferred = p.replicas.first().copied();
-            if let Some(preferred) = preferred.filter(|r| *r != leader && is_live(r) && next.isr.contains(r)) {
-                next.leader = Some(preferred);
-                next.leader_epoch = p.leader_epoch.saturating_add(1);
-            }
-        }
+        Some(leader) if is_live(&leader) => next.isr = live_isr,
         _ => {
             let clean = p.replicas.iter().copied().find(|r| is_live(r) && p.isr.contains(r));
             let unclean_choice = || p.replicas.iter().copied().find(is_live).filter(|_| unclean);
@@ -155,10 +257,15 @@ fn plan_partition(
 /// Writes are conditional on the partition's version; a [`ErrorCode::StaleVersion`]
 /// answer means someone else (a leader changing its ISR, say) wrote first, and the next
 /// snapshot brings a fresh plan. Other errors are logged and retried on the next tick.
-pub async fn run(coordinator: Arc<dyn Coordinator>, node: NodeId, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    coordinator: Arc<dyn Coordinator>,
+    node: NodeId,
+    balance: LeaderBalance,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::select! {
         () = shutdown => info!(node, "controller loop stopped"),
-        () = control(&*coordinator, node, INCOMPLETE_TOPIC_GRACE) => {
+        () = control(&*coordinator, node, INCOMPLETE_TOPIC_GRACE, &balance) => {
             warn!(node, "controller loop ended: the metadata feed closed");
         }
     }
@@ -206,8 +313,18 @@ pub fn spawn(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask 
 
 /// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] (tests).
 pub fn spawn_with_grace(coordinator: Arc<dyn Coordinator>, node: NodeId, grace: Duration) -> ControllerTask {
+    spawn_with(coordinator, node, grace, LeaderBalance::default())
+}
+
+/// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] and [`LeaderBalance`].
+pub fn spawn_with(
+    coordinator: Arc<dyn Coordinator>,
+    node: NodeId,
+    grace: Duration,
+    balance: LeaderBalance,
+) -> ControllerTask {
     ControllerTask(Some(tokio::spawn(async move {
-        control(&*coordinator, node, grace).await;
+        control(&*coordinator, node, grace, &balance).await;
         warn!(node, "controller loop ended: the metadata feed closed");
     })))
 }
@@ -215,10 +332,19 @@ pub fn spawn_with_grace(coordinator: Arc<dyn Coordinator>, node: NodeId, grace: 
 /// The loop behind [`run`]; returns only if the metadata watch closes. Cancelling it (on
 /// shutdown) at any await point is safe: an interrupted write either happened or did not,
 /// and the next controller plans from whatever is stored.
-async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration) {
+///
+/// Preferred-leader elections run only when [`plan`] has nothing to change (they need
+/// the state it leads to): a pending request ([`ClusterMetadata::preferred_election`])
+/// first — run, then removed once nothing of it is left to elect — else, when the
+/// imbalance check is due, [`rebalance_elections`].
+async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration, balance: &LeaderBalance) {
     let mut rx = coordinator.metadata();
     let mut tick = tokio::time::interval(RETRY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = balance.interval();
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check_due = false;
     let mut active = false;
     let mut incomplete = IncompleteTopics::default();
     loop {
@@ -235,7 +361,17 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration) {
                     info!(node, controller_epoch = meta.controller_epoch, "this node is now the controller");
                     active = true;
                 }
-                apply(coordinator, &meta).await;
+                let planned = plan(&meta);
+                if !planned.is_empty() {
+                    apply(coordinator, &meta, planned).await;
+                } else if let Some(request) = &meta.preferred_election {
+                    run_requested(coordinator, &meta, request).await;
+                } else if check_due {
+                    check_due = false;
+                    if balance.auto_leader_rebalance_enable {
+                        rebalance(coordinator, &meta, balance.leader_imbalance_per_broker_percentage).await;
+                    }
+                }
                 incomplete.sweep(coordinator, &meta, grace).await;
             }
             Some(other) => {
@@ -249,16 +385,48 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration) {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
+            _ = check.tick() => check_due = active,
         }
     }
 }
 
-/// Writes every change `plan` asks for in one fenced batch, logging leader changes.
-async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata) {
-    let planned = plan(meta);
-    if planned.is_empty() {
+/// Runs the pending election request: elects what it can, and removes the request once
+/// nothing it names is left to elect (done, or its preferred replica unavailable — as
+/// Kafka does). A failed write leaves it for the next round.
+async fn run_requested(coordinator: &dyn Coordinator, meta: &ClusterMetadata, request: &ElectionRequest) {
+    let elections = preferred_elections(meta, |topic, p| request.includes(topic, p.partition));
+    if !elections.is_empty() {
+        info!(partitions = elections.len(), "preferred-leader election asked for");
+        apply(coordinator, meta, elections).await;
         return;
     }
+    match coordinator.clear_preferred_election(&request.id).await {
+        Ok(_) => debug!(id = %request.id, "preferred-leader election done"),
+        Err(e) => warn!(error = %e, "could not remove the finished election request; will retry"),
+    }
+}
+
+/// The periodic imbalance check ([`LeaderBalance`]).
+async fn rebalance(coordinator: &dyn Coordinator, meta: &ClusterMetadata, percentage: u32) {
+    let elections = rebalance_elections(meta, percentage);
+    if elections.is_empty() {
+        debug!("leader imbalance check: every node at or below the threshold");
+        return;
+    }
+    let over: Vec<String> = over_threshold(meta, percentage)
+        .into_iter()
+        .map(|(id, (not_led, total))| format!("{id}: {not_led}/{total}"))
+        .collect();
+    info!(
+        threshold_percent = percentage, nodes = ?over, partitions = elections.len(),
+        "leader imbalance above the threshold: electing preferred leaders"
+    );
+    apply(coordinator, meta, elections).await;
+}
+
+/// Writes `planned` (from [`plan`] or an election) in one fenced batch, logging leader
+/// changes.
+async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata, planned: Vec<(String, PartitionState)>) {
     let results = match coordinator.write_plan(meta.controller_epoch, planned.clone()).await {
         Ok(results) => results,
         Err(e) if e.code == ErrorCode::StaleVersion => {
@@ -458,10 +626,79 @@ mod tests {
     }
 
     #[test]
-    fn preferred_leader_moves_back_once_in_sync() {
+    fn a_preferred_replica_back_in_sync_is_elected_only_by_an_election() {
         let m = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3, 1])]);
-        let next = planned(&m).expect("preferred election");
-        assert_eq!((next.leader, next.leader_epoch, next.isr), (Some(1), 6, vec![2, 3, 1]));
+        assert_eq!(planned(&m), None, "plan leaves a live leader where it is");
+        let mut elected = preferred_elections(&m, |_, _| true);
+        let (topic, next) = elected.pop().expect("preferred election");
+        assert!(elected.is_empty());
+        assert_eq!(topic, "t");
+        assert_eq!((next.leader, next.leader_epoch, next.isr, next.version), (Some(1), 6, vec![2, 3, 1], 7));
+        assert!(preferred_elections(&m, |_, _| false).is_empty(), "only selected partitions");
+    }
+
+    #[test]
+    fn an_unavailable_preferred_replica_is_not_elected() {
+        // Out of the ISR; registered but shutting down; not registered; damaged here.
+        let out_of_sync = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3])]);
+        let mut shutting = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3, 1])]);
+        shutting.nodes.get_mut(&1).expect("1").shutting_down = true;
+        let gone = meta(&[2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3, 1])]);
+        let mut damaged = meta(&[1, 2, 3], vec![part(&[1, 2, 3], Some(2), 5, &[2, 3, 1])]);
+        offline_on(&mut damaged, 1, 0);
+        let offline = meta(&[1, 2, 3], vec![part(&[1, 2, 3], None, 5, &[1])]);
+        for m in [out_of_sync, shutting, gone, damaged, offline] {
+            assert!(preferred_elections(&m, |_, _| true).is_empty(), "{m:#?}");
+            assert!(rebalance_elections(&m, 0).is_empty(), "{m:#?}");
+        }
+    }
+
+    /// `partitions` partitions of `t` on nodes 1..=3, each preferred by node
+    /// `p % 3 + 1`, all in sync; the first `moved` of those preferred by node 1 led by 2.
+    fn spread(partitions: u32, moved: usize) -> ClusterMetadata {
+        let mut left = moved;
+        let states = (0..partitions)
+            .map(|p| {
+                let first = p % 3 + 1;
+                let replicas = [first, first % 3 + 1, (first + 1) % 3 + 1];
+                let leader = if first == 1 && left > 0 {
+                    left -= 1;
+                    2
+                } else {
+                    first
+                };
+                PartitionState { partition: p, ..part(&replicas, Some(leader), 3, &[1, 2, 3]) }
+            })
+            .collect();
+        meta(&[1, 2, 3], states)
+    }
+
+    #[test]
+    fn the_imbalance_check_elects_only_for_nodes_above_the_threshold() {
+        // Node 1 is preferred for 10 of 30 partitions.
+        let m = spread(30, 1);
+        assert_eq!(leader_imbalance(&m).get(&1), Some(&(1, 10)));
+        assert_eq!(leader_imbalance(&m).get(&2), Some(&(0, 10)));
+        // 1 of 10 is 10%: not above Kafka's default threshold.
+        assert!(rebalance_elections(&m, 10).is_empty());
+        assert_eq!(rebalance_elections(&m, 9).len(), 1);
+        let m = spread(30, 2);
+        let elected = rebalance_elections(&m, 10);
+        assert_eq!(elected.len(), 2, "20% is above 10%: both of node 1's partitions move back");
+        assert!(elected.iter().all(|(_, p)| p.leader == Some(1) && p.replicas[0] == 1 && p.leader_epoch == 4));
+        assert!(rebalance_elections(&m, 20).is_empty(), "at the threshold is not above it");
+        // 100% can never be passed: leadership is never moved by the check.
+        assert!(rebalance_elections(&spread(30, 10), 100).is_empty());
+        assert_eq!(rebalance_elections(&spread(30, 10), 99).len(), 10);
+    }
+
+    #[test]
+    fn leader_balance_config_is_checked() {
+        assert_eq!(LeaderBalance::default().validate(), Ok(()));
+        let too_much = LeaderBalance { leader_imbalance_per_broker_percentage: 101, ..Default::default() };
+        assert!(too_much.validate().is_err());
+        let never = LeaderBalance { leader_imbalance_check_interval_seconds: 0, ..Default::default() };
+        assert!(never.validate().is_err());
     }
 
     #[test]
@@ -740,6 +977,110 @@ mod tests {
             }
         }
 
+        /// Nodes 1..=3 and a 3-partition, RF=3 topic `t` led by their preferred replicas,
+        /// with a controller (node 100, no replica) balancing as `balance`; then node 1
+        /// shuts down, its leadership moves, and it comes back in sync. Returns the
+        /// store, the controller and the partition node 1 is preferred for, now led by
+        /// another node.
+        async fn moved_off_node_1(balance: LeaderBalance) -> (Arc<EmbeddedCoordinator>, ControllerTask, u32) {
+            let c = Arc::new(EmbeddedCoordinator::in_memory());
+            for id in [1, 2, 3] {
+                c.register_node(node(id)).await.expect("register");
+            }
+            let spec =
+                NewTopic { name: "t".into(), partitions: 3, replication_factor: 3, config: TopicConfig::default() };
+            c.create_topic(spec).await.expect("create");
+            let dyn_c: Arc<dyn Coordinator> = c.clone();
+            let task = spawn_with(dyn_c.clone(), 100, INCOMPLETE_TOPIC_GRACE, balance);
+            let m = wait_for(&*dyn_c, "leaders", |m| m.topics["t"].partitions.iter().all(|p| p.leader.is_some())).await;
+            let p = m.topics["t"].partitions.iter().find(|p| p.replicas[0] == 1).expect("node 1 preferred somewhere");
+            let partition = p.partition;
+            assert_eq!(p.leader, Some(1));
+            c.update_node(NodeInfo { shutting_down: true, ..node(1) }).await.expect("shutting down");
+            wait_for(&*dyn_c, "node 1 to hand over", |m| {
+                let p = &m.topics["t"].partitions[partition as usize];
+                p.leader.is_some_and(|l| l != 1) && !p.isr.contains(&1)
+            })
+            .await;
+            c.update_node(node(1)).await.expect("back");
+            // What its leader does once it has caught up: take it back into the ISR.
+            let mut state = c.metadata().borrow().topics["t"].partitions[partition as usize].clone();
+            state.isr.push(1);
+            c.update_partition_state("t", state).await.expect("ISR expansion");
+            (c, task, partition)
+        }
+
+        fn leader_of(c: &EmbeddedCoordinator, partition: u32) -> Option<NodeId> {
+            c.metadata().borrow().topics["t"].partitions[partition as usize].leader
+        }
+
+        /// Above the threshold (node 1 leads none of the one partition it is preferred
+        /// for: 100% > 10%), the controller elects the preferred replica at the first
+        /// check after the interval and not before — not at the change itself, as it did
+        /// before leader balancing followed Kafka. Time is tokio's paused clock, so "not
+        /// before" is exact rather than a guess.
+        #[tokio::test(start_paused = true)]
+        async fn an_imbalance_above_the_threshold_is_corrected_at_the_next_check_and_not_before() {
+            let start = tokio::time::Instant::now();
+            let interval = Duration::from_secs(60);
+            let balance = LeaderBalance { leader_imbalance_check_interval_seconds: 60, ..Default::default() };
+            let (c, task, partition) = moved_off_node_1(balance).await;
+            assert!(start.elapsed() < Duration::from_secs(5), "set-up took {:?}", start.elapsed());
+            // The loop re-plans every RETRY_INTERVAL meanwhile: over a hundred rounds.
+            tokio::time::sleep_until(start + interval - Duration::from_secs(1)).await;
+            assert_ne!(leader_of(&c, partition), Some(1), "elected before the check was due");
+            let m = wait_for(&*c, "the preferred leader back", |m| {
+                m.topics["t"].partitions[partition as usize].leader == Some(1)
+            })
+            .await;
+            assert!(start.elapsed() >= interval, "elected after {:?}", start.elapsed());
+            assert!(plan(&m).is_empty() && rebalance_elections(&m, 10).is_empty(), "balanced: {m:#?}");
+            task.stop().await;
+        }
+
+        /// At the threshold (100% can never be passed) the check moves nothing, however
+        /// many intervals pass; an election asked for moves the leader back at once and
+        /// the request is removed. One whose preferred replica is not available moves
+        /// nothing and is removed too, so it does not block the next.
+        #[tokio::test(start_paused = true)]
+        async fn at_the_threshold_nothing_moves_until_an_election_is_asked_for() {
+            let balance = LeaderBalance {
+                leader_imbalance_per_broker_percentage: 100,
+                leader_imbalance_check_interval_seconds: 1,
+                ..Default::default()
+            };
+            let (c, task, partition) = moved_off_node_1(balance).await;
+            let before = leader_of(&c, partition);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            assert_eq!(leader_of(&c, partition), before, "ten checks at the threshold moved nothing");
+
+            let asked = |p: u32| ElectionRequest {
+                id: format!("request-{p}"),
+                partitions: [fjord_protocol::TopicPartition::new("t", p)].into(),
+            };
+            c.request_preferred_election(asked(partition)).await.expect("request");
+            let err = c.request_preferred_election(asked(partition)).await.expect_err("one at a time");
+            assert_eq!(err.code, ErrorCode::ElectionInProgress);
+            let m = wait_for(&*c, "the election run and its request removed", |m| {
+                m.topics["t"].partitions[partition as usize].leader == Some(1) && m.preferred_election.is_none()
+            })
+            .await;
+            // Epoch 1 at creation, 2 at the hand-over, 3 at the election.
+            assert_eq!(m.topics["t"].partitions[partition as usize].leader_epoch, 3);
+
+            // Node 2 leaves: the partition it is preferred for cannot go back to it.
+            c.update_node(NodeInfo { shutting_down: true, ..node(2) }).await.expect("shutting down");
+            let m =
+                wait_for(&*c, "node 2 to hand over", |m| m.topics["t"].partitions.iter().all(|p| p.leader != Some(2)))
+                    .await;
+            let of_2 = m.topics["t"].partitions.iter().find(|p| p.replicas[0] == 2).expect("node 2 preferred");
+            let (p2, leader) = (of_2.partition, of_2.leader);
+            c.request_preferred_election(asked(p2)).await.expect("request");
+            wait_for(&*c, "the request removed", |m| m.preferred_election.is_none()).await;
+            assert_eq!(leader_of(&c, p2), leader, "leadership stays when the preferred replica is away");
+            task.stop().await;
+        }
+
         /// The controller campaigns, elects the preferred replica of every new partition,
         /// moves leadership off a node that starts a controlled shutdown (and takes it out
         /// of every ISR), and stops when told to; a second node's controller loop stays
@@ -758,10 +1099,22 @@ mod tests {
             let (stop1, stopped1) = tokio::sync::oneshot::channel::<()>();
             let (stop2, stopped2) = tokio::sync::oneshot::channel::<()>();
             let dyn_c: Arc<dyn Coordinator> = c.clone();
-            let first = tokio::spawn(run(dyn_c.clone(), 1, async move { stopped1.await.unwrap_or(()) }));
+            let first =
+                tokio::spawn(run(
+                    dyn_c.clone(),
+                    1,
+                    LeaderBalance::default(),
+                    async move { stopped1.await.unwrap_or(()) },
+                ));
             let m = wait_for(&*dyn_c, "node 1 to become controller", |m| m.controller == Some(1)).await;
             assert_eq!(m.controller_epoch, 1);
-            let second = tokio::spawn(run(dyn_c.clone(), 2, async move { stopped2.await.unwrap_or(()) }));
+            let second =
+                tokio::spawn(run(
+                    dyn_c.clone(),
+                    2,
+                    LeaderBalance::default(),
+                    async move { stopped2.await.unwrap_or(()) },
+                ));
 
             let m = wait_for(&*dyn_c, "leaders for the new topic", |m| {
                 m.topics["t"].partitions.iter().all(|p| p.leader.is_some())

@@ -12,8 +12,8 @@
 
 use crate::api::Coordinator;
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicChange,
-    TopicMetadata,
+    ClusterMetadata, ElectionRequest, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord, ProducerInfo,
+    TopicChange, TopicMetadata,
 };
 use crate::producers;
 use crate::topics::{self, unknown_topic};
@@ -279,6 +279,30 @@ impl Coordinator for EmbeddedCoordinator {
 
     async fn delete_pipeline(&self, name: &str) -> Result<bool> {
         self.update(|m| Ok(m.pipelines.remove(name).is_some())).await
+    }
+
+    // Kept in memory only: a request pending when the process stops is dropped, and the
+    // one node of a standalone leads every partition anyway.
+    async fn request_preferred_election(&self, request: ElectionRequest) -> Result<()> {
+        self.update(|m| {
+            if m.preferred_election.is_some() {
+                return Err(crate::api::election_in_progress());
+            }
+            m.preferred_election = Some(request);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_preferred_election(&self, id: &str) -> Result<bool> {
+        self.update(|m| {
+            let pending = m.preferred_election.as_ref().is_some_and(|r| r.id == id);
+            if pending {
+                m.preferred_election = None;
+            }
+            Ok(pending)
+        })
+        .await
     }
 
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {

@@ -35,7 +35,7 @@ pub use api::Coordinator;
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 pub use model::{
-    validate_topic_name, CleanupPolicy, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState,
-    PipelineRecord, ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
+    validate_topic_name, CleanupPolicy, ClusterMetadata, ElectionRequest, GatewayInfo, NewTopic, NodeInfo,
+    PartitionState, PipelineRecord, ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
 };
 pub use zk::ZkCoordinator;

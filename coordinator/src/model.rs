@@ -90,6 +90,23 @@ pub struct PipelineRecord {
     pub principal: String,
 }
 
+/// A preferred-leader election an operator asked for (Kafka's
+/// `/admin/preferred_replica_election`): the controller moves the leadership of each
+/// listed partition to its preferred replica where it can, then removes the request
+/// (`crate::controller`). At most one is pending at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionRequest {
+    /// Tells this request from a later one, so that removing it never removes another.
+    pub id: String,
+    pub partitions: BTreeSet<TopicPartition>,
+}
+
+impl ElectionRequest {
+    pub fn includes(&self, topic: &str, partition: u32) -> bool {
+        self.partitions.contains(&TopicPartition::new(topic, partition))
+    }
+}
+
 /// A consistent picture of the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
@@ -117,6 +134,9 @@ pub struct ClusterMetadata {
     /// Stream-processing pipelines by name (their definitions; processors run them).
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineRecord>,
+    /// The preferred-leader election asked for and not yet run, if any.
+    #[serde(default)]
+    pub preferred_election: Option<ElectionRequest>,
     /// Some ACL binding could not be read: authorization allows only super users until
     /// it can (a missing deny must not widen access).
     #[serde(default)]

@@ -148,7 +148,34 @@ conformance!(
     producer_registrations_bump_the_epoch_and_survive_restarts,
     tokens_and_acls_are_stored_shared_and_kept_across_restarts,
     pipelines_are_stored_shared_and_kept_across_restarts,
+    one_election_request_is_pending_at_a_time_and_only_its_own_id_removes_it,
 );
+
+/// An election request shows up in every client's snapshot; a second one is refused with
+/// `election_in_progress` while the first is pending (and does not replace it); removing
+/// it by another id removes nothing; by its id, it goes and the next can be made.
+async fn one_election_request_is_pending_at_a_time_and_only_its_own_id_removes_it(f: Fixture) {
+    let request = |id: &str, partition: u32| fjord_coordinator::ElectionRequest {
+        id: id.into(),
+        partitions: [fjord_protocol::TopicPartition::new("orders", partition)].into(),
+    };
+    let first = request("first", 0);
+    f.main.request_preferred_election(first.clone()).await.expect("request");
+    let refused = f.main.request_preferred_election(request("second", 1)).await.expect_err("one at a time");
+    assert_eq!(refused.code, ErrorCode::ElectionInProgress);
+    assert!(refused.code.retriable());
+    let peer = f.peer().await;
+    let mut rx = peer.metadata();
+    let m = eventually(&mut rx, "the peer sees the request", |m| m.preferred_election.is_some()).await;
+    assert_eq!(m.preferred_election.as_ref(), Some(&first), "the refused one did not replace it");
+    assert!(!peer.clear_preferred_election("second").await.expect("clear another id"));
+    assert_eq!(f.snapshot().preferred_election.as_ref(), Some(&first), "still pending");
+    assert!(peer.clear_preferred_election("first").await.expect("clear"));
+    let mut rx = f.main.metadata();
+    eventually(&mut rx, "the request gone", |m| m.preferred_election.is_none()).await;
+    assert!(!f.main.clear_preferred_election("first").await.expect("clear again"), "gone already");
+    f.main.request_preferred_election(request("third", 1)).await.expect("the next one");
+}
 
 fn token(id: &str, principal: &str) -> TokenRecord {
     TokenRecord {

@@ -121,6 +121,9 @@ pub enum ErrorCode {
     InvalidPipeline,
     UnknownPipeline,
     PipelineAlreadyExists,
+    /// A preferred-leader election asked for earlier is still pending; nothing was
+    /// done. Retriable once it is done (seconds).
+    ElectionInProgress,
     /// A bug or an unexpected failure; details are in the server log.
     Internal,
 }
@@ -178,6 +181,7 @@ impl ErrorCode {
             Self::InvalidPipeline => "invalid_pipeline",
             Self::UnknownPipeline => "unknown_pipeline",
             Self::PipelineAlreadyExists => "pipeline_already_exists",
+            Self::ElectionInProgress => "election_in_progress",
             Self::Internal => "internal",
         }
     }
@@ -207,6 +211,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::TopicAlreadyExists
             | Self::PipelineAlreadyExists
+            | Self::ElectionInProgress
             | Self::StaleVersion
             | Self::StaleGeneration
             | Self::InconsistentGroupProtocol
@@ -253,6 +258,7 @@ impl ErrorCode {
                 | Self::LeaderChangedAfterAppend
                 | Self::InsufficientStorage
                 | Self::CorruptLog
+                | Self::ElectionInProgress
         )
     }
 }

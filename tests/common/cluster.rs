@@ -136,6 +136,8 @@ struct Options {
     net: Option<Net>,
     /// Each node's data dir on a small tmpfs.
     small_disks: bool,
+    /// More `FJORD_*` variables for every process, after (so over) the harness's own.
+    env: Vec<(String, String)>,
 }
 
 /// The size of a node's small disk, and the free space below which it takes no writes.
@@ -147,6 +149,9 @@ pub const LAG_TIME_MAX_MS: u64 = 2_000;
 pub const SESSION_TIMEOUT_MS: u64 = 3_000;
 
 /// The cluster secret every process of a test cluster is given (internal calls carry it).
+/// The nodes' `controller.leader_imbalance_check_interval_seconds`.
+pub const IMBALANCE_CHECK_INTERVAL_S: u64 = 1;
+
 pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef0123456789";
 
 impl Cluster {
@@ -161,7 +166,16 @@ impl Cluster {
     /// this harness's own client carries that token.
     pub async fn start_with(nodes: usize, gateways: usize, auth: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
-        Self::start_locked(nodes, gateways, Options { auth, net: None, small_disks: false }, turn).await
+        Self::start_locked(nodes, gateways, Options { auth, net: None, small_disks: false, env: Vec::new() }, turn)
+            .await
+    }
+
+    /// [`start`](Self::start), with `env` set for every process as well (a node's
+    /// `[controller]` settings, say).
+    pub async fn start_with_env(nodes: usize, gateways: usize, env: &[(&str, &str)]) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::start_locked(nodes, gateways, Options { auth: false, net: None, small_disks: false, env }, turn).await
     }
 
     /// [`start`](Self::start), each process in its own network namespace of one
@@ -184,7 +198,7 @@ impl Cluster {
         hosts.extend((0..gateways).map(|i| format!("g{i}")));
         let turn = ONE_AT_A_TIME.lock().await;
         let net = Net::new(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
-        let opts = Options { auth: false, net: Some(net), small_disks };
+        let opts = Options { auth: false, net: Some(net), small_disks, env: Vec::new() };
         Self::start_locked(nodes, gateways, opts, turn).await
     }
 
@@ -208,7 +222,7 @@ impl Cluster {
         opts: Options,
         turn: tokio::sync::MutexGuard<'static, ()>,
     ) -> Self {
-        let Options { auth, net, small_disks } = opts;
+        let Options { auth, net, small_disks, env: extra_env } = opts;
         // Where each host runs: its namespace and address, or loopback.
         let place = |host: &str| match &net {
             Some(n) => (n.ip(host).to_string(), Some(n.ns(host))),
@@ -229,8 +243,15 @@ impl Cluster {
             ("FJORD_STORAGE__RETENTION_CHECK_INTERVAL_MS".to_owned(), "1000".to_owned()),
             ("FJORD_ZOOKEEPER__SESSION_TIMEOUT_MS".to_owned(), SESSION_TIMEOUT_MS.to_string()),
             ("FJORD_INTERNAL__CONTROLLED_SHUTDOWN_TIMEOUT_MS".to_owned(), "5000".to_owned()),
+            // Leadership goes back to preferred replicas within a second (Kafka's default
+            // check interval is five minutes).
+            (
+                "FJORD_CONTROLLER__LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS".to_owned(),
+                IMBALANCE_CHECK_INTERVAL_S.to_string(),
+            ),
         ];
         let mut env = env;
+        env.extend(extra_env);
         if small_disks {
             env.push(("FJORD_STORAGE__MIN_FREE_BYTES".to_owned(), SMALL_DISK_MIN_FREE.to_string()));
         }

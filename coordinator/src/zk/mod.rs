@@ -25,8 +25,8 @@ mod snapshot;
 
 use crate::api::Coordinator;
 use crate::model::{
-    validate_topic_name, ClusterMetadata, GatewayInfo, NewTopic, NodeInfo, PartitionState, PipelineRecord,
-    ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
+    validate_topic_name, ClusterMetadata, ElectionRequest, GatewayInfo, NewTopic, NodeInfo, PartitionState,
+    PipelineRecord, ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
 };
 use crate::producers;
 use crate::topics::{self, unknown_topic};
@@ -694,6 +694,39 @@ impl Coordinator for ZkCoordinator {
         check_segment("pipeline name", name)?;
         let inner = &self.inner;
         delete_if_present(inner, &inner.paths.pipeline(name)).await
+    }
+
+    async fn request_preferred_election(&self, request: ElectionRequest) -> Result<()> {
+        let inner = &self.inner;
+        let path = inner.paths.preferred_election();
+        match inner.session().create(&path, encode(&path, &request)?, false).await {
+            Ok(_) => {}
+            Err(ZkError::NodeExists) => return Err(crate::api::election_in_progress()),
+            Err(e) => return Err(zk_error(&format!("creating {path}"), e)),
+        }
+        inner.await_refresh().await;
+        Ok(())
+    }
+
+    async fn clear_preferred_election(&self, id: &str) -> Result<bool> {
+        let inner = &self.inner;
+        let s = inner.session();
+        let path = inner.paths.preferred_election();
+        let zk = |e| zk_error(&format!("removing {path}"), e);
+        let Some((bytes, stat)) = s.get(&path, false).await.map_err(zk)? else { return Ok(false) };
+        // One that does not decode can never be run: it goes too, or it would block
+        // every later request.
+        let theirs = data::decode::<ElectionRequest>(&path, &bytes).map_or(true, |r| r.id == id);
+        if !theirs {
+            return Ok(false);
+        }
+        let removed = match s.delete_version(&path, stat.version).await {
+            Ok(()) => true,
+            Err(ZkError::NoNode | ZkError::BadVersion) => false,
+            Err(e) => return Err(zk(e)),
+        };
+        inner.await_refresh().await;
+        Ok(removed)
     }
 
     async fn delete_acls(&self, acls: Vec<AclBinding>) -> Result<()> {

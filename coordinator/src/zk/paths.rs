@@ -149,6 +149,12 @@ impl ZkPaths {
         format!("{}/pipelines/{name}", self.root)
     }
 
+    /// `/admin/preferred_replica_election`: the pending preferred-leader election, as in
+    /// Kafka (created by a gateway, removed by the controller once it has run it).
+    pub fn preferred_election(&self) -> String {
+        self.under("/admin/preferred_replica_election")
+    }
+
     pub fn acls(&self) -> String {
         self.under("/security/acls")
     }

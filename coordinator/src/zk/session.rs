@@ -236,6 +236,11 @@ impl Session {
         }
     }
 
+    /// Deletes a znode if its data version is still `version`.
+    pub async fn delete_version(&self, path: &str, version: i32) -> ZkResult<()> {
+        self.timed(self.zk.delete(path, Some(version))).await
+    }
+
     /// Deletes `path` and everything below it, deepest first.
     pub async fn delete_tree(&self, path: &str) -> ZkResult<()> {
         let mut all = vec![path.to_owned()];

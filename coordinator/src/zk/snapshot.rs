@@ -11,7 +11,8 @@ use super::data::{decode, decode_epoch, ClusterIdZnode, ControllerZnode, Produce
 use super::paths::ZkPaths;
 use super::session::Session;
 use crate::model::{
-    ClusterMetadata, GatewayInfo, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicConfig, TopicMetadata,
+    ClusterMetadata, ElectionRequest, GatewayInfo, NodeInfo, PartitionState, PipelineRecord, ProducerInfo, TopicConfig,
+    TopicMetadata,
 };
 use fjord_protocol::auth::{AclBinding, TokenRecord};
 use fjord_protocol::NodeId;
@@ -80,6 +81,13 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         }
     }
 
+    // A request that does not decode shows as an empty one, which the controller runs
+    // (doing nothing) and removes; left out, it would block every later request.
+    let preferred_election = read_watched(s, &paths.preferred_election()).await?.map(|bytes| {
+        ok_or_log(decode::<ElectionRequest>(&paths.preferred_election(), &bytes))
+            .unwrap_or_else(|| ElectionRequest { id: String::new(), partitions: BTreeSet::new() })
+    });
+
     let names = s.children(&paths.topics(), true).await?.unwrap_or_default();
     // Futures collected first: a lazy `map` in the stream type trips the compiler's
     // higher-ranked lifetime check once this future is spawned.
@@ -132,6 +140,7 @@ pub async fn read(s: &Session, paths: &ZkPaths) -> ZkResult<ClusterMetadata> {
         acls,
         acls_unreadable,
         pipelines,
+        preferred_election,
         held_topic_ids,
         incomplete_topics,
         unreadable_topics,

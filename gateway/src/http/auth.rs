@@ -62,6 +62,8 @@ pub fn rule(method: &Method, template: &str) -> Option<Rule> {
         ("DELETE", "/v1/pipelines/{pipeline}") => Rule::On(Group, "pipeline", Delete),
         ("GET", "/v1/acls") => Rule::On(Cluster, "", Describe),
         ("POST" | "DELETE", "/v1/acls") => Rule::On(Cluster, "", Alter),
+        // Kafka's ElectLeaders needs ALTER on the cluster.
+        ("POST", "/v1/elections") => Rule::On(Cluster, "", Alter),
         _ => return None,
     })
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod elections;
 pub mod exactly_once;
 pub mod extract;
 pub mod groups;
@@ -163,6 +164,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(producers::router())
         .merge(groups::router())
         .merge(cluster::router())
+        .merge(elections::router())
         .merge(security::router())
         .merge(pipelines::router())
         .routes(utoipa_axum::routes!(openapi_json))

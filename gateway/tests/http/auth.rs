@@ -68,6 +68,7 @@ fn concrete(method: &Method, template: &str, member: &str, admin_token_id: &str)
             {"resource_type": "topic", "pattern_type": "literal", "name": "*", "operations": ["all"]}]})),
         ("POST", "/v1/acls") => Some(json!({"acls": [acl("intruder", "topic", "literal", "*", "all", "allow")]})),
         ("POST", "/v1/pipelines") => Some(json!({"name": "p2", "source": ["t"], "sink": "t-out"})),
+        ("POST", "/v1/elections") => Some(json!({"partitions": [{"topic": "t", "partition": 0}]})),
         _ => None,
     };
     let path = match (method.as_str(), template) {

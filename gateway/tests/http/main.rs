@@ -10,6 +10,7 @@ mod auth;
 mod cleanup;
 mod common;
 mod consume;
+mod elections;
 mod exactly_once;
 mod groups;
 mod metrics;
