@@ -364,35 +364,52 @@ async fn acks_all_is_refused_below_min_insync_replicas_and_writes_nothing() {
     assert_log(&c, "minisr", 0, &[0, 1, 2, 3, 4, 6]).await;
 }
 
-/// **Asked-for election.** With the controller's automatic check off
-/// (`controller.auto_leader_rebalance_enable = false`), leadership that moved off a node
-/// stays off once the node is back in sync — observed over several check intervals —
-/// and `POST /v1/elections` through a gateway (`fjord_client::elect_preferred_leaders`)
-/// hands it back: `elected` for the partition the node is preferred for, with its leader
-/// epoch bumped, `already_preferred` for the others, and every acknowledged record still
-/// there and writable after.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_asked_for_election_restores_the_preferred_leader_when_the_automatic_check_is_off() {
-    let mut c = Cluster::start_with_env(3, 1, &[("FJORD_CONTROLLER__AUTO_LEADER_REBALANCE_ENABLE", "false")]).await;
+/// Creates `spread` (3 partitions, RF=3, `min.insync.replicas` 2) and waits until every
+/// partition is led by its preferred replica with a full ISR.
+async fn create_spread(c: &Cluster) {
     c.create_topic("spread", 3, 3, json!({"min.insync.replicas": 2})).await;
     c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
     c.wait_until("every partition is led by its preferred replica", Duration::from_secs(10), |c| {
         preferred_everywhere(c)
     })
     .await;
-    let ctl = controller(&c).await.expect("controller");
-    let victim = (1..=3u32).find(|n| *n != ctl).expect("victim");
-    let before = c.describe("spread").await.expect("describe");
-    let moved = before.partitions.iter().find(|p| p.replicas[0] == victim).expect("victim preferred somewhere");
-    let (moved_partition, epoch_before) = (moved.partition, moved.leader_epoch);
+}
 
+/// A node that is not the controller (its leadership moves sooner when it dies).
+async fn not_the_controller(c: &Cluster) -> u32 {
+    let ctl = controller(c).await.expect("controller");
+    (1..=3u32).find(|n| *n != ctl).expect("victim")
+}
+
+/// Kills `victim`, waits until it leads nothing of `spread`, writes record `p` to each
+/// partition `p` meanwhile, and restarts it.
+async fn bounce(c: &mut Cluster, victim: u32) {
     c.node(victim as usize).kill9();
     c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| led_without(c, "spread", victim))
         .await;
     for p in 0..3 {
-        produce_until_ok(&c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
+        produce_until_ok(c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
     }
     c.restart_node(victim as usize);
+}
+
+/// **Asked-for election.** With the controller's automatic check off
+/// (`controller.auto_leader_rebalance_enable = false`), leadership that moved off a node
+/// stays off once the node is back in sync — observed over several check intervals —
+/// and `POST /v1/elections` through a gateway (`fjord_client::elect_preferred_leaders`)
+/// hands it back: `elected` for the partition the node is preferred for, with its leader
+/// epoch bumped, `already_preferred` for the others, and every acknowledged record still
+/// there and writable after. The controller's `preferred_replica_imbalance_count` metric
+/// counts the one partition off its preferred leader before, none after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asked_for_election_restores_the_preferred_leader_when_the_automatic_check_is_off() {
+    let mut c = Cluster::start_with_env(3, 1, &[("FJORD_CONTROLLER__AUTO_LEADER_REBALANCE_ENABLE", "false")]).await;
+    create_spread(&c).await;
+    let victim = not_the_controller(&c).await;
+    let before = c.describe("spread").await.expect("describe");
+    let moved = before.partitions.iter().find(|p| p.replicas[0] == victim).expect("victim preferred somewhere");
+    let (moved_partition, epoch_before) = (moved.partition, moved.leader_epoch);
+    bounce(&mut c, victim).await;
     c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
     // Three check intervals with the node in sync: an automatic election would have run.
     let window = Duration::from_secs(3 * IMBALANCE_CHECK_INTERVAL_S);
@@ -401,6 +418,11 @@ async fn an_asked_for_election_restores_the_preferred_leader_when_the_automatic_
         assert_ne!(c.leader("spread", moved_partition as usize).await, Some(victim), "moved back unasked");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    let ctl_port = c.nodes[controller(&c).await.expect("controller") as usize - 1].port;
+    let imbalance = "fjord_controller_preferred_replica_imbalance_count";
+    let t = scrape(&c, ctl_port).await.expect("controller metrics");
+    assert_eq!(sample(&t, imbalance), Some(1.0), "one partition off its preferred leader: {t}");
 
     let asked: Vec<fjord_client::PartitionRef> =
         (0..3).map(|partition| fjord_client::PartitionRef { topic: "spread".into(), partition }).collect();
@@ -416,6 +438,10 @@ async fn an_asked_for_election_restores_the_preferred_leader_when_the_automatic_
     assert_eq!(p.leader, Some(victim));
     assert!(p.leader_epoch >= epoch_before + 2, "one bump to move away, one to come back: {p:?}");
     assert!(preferred_everywhere(&c).await);
+    c.wait_until("the controller reports no imbalance", Duration::from_secs(10), |c| async move {
+        scrape(c, ctl_port).await.is_some_and(|t| sample(&t, imbalance) == Some(0.0))
+    })
+    .await;
     for p in 0..3 {
         produce_until_ok(&c, 0, "spread", p, 10 + u64::from(p), Duration::from_secs(10)).await;
         assert_log(&c, "spread", p, &[u64::from(p), 10 + u64::from(p)]).await;
@@ -439,13 +465,7 @@ async fn preferred_everywhere(c: &Cluster) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preferred_leaders_are_restored_after_a_node_returns() {
     let mut c = Cluster::start(3, 2).await;
-    c.create_topic("spread", 3, 3, json!({"min.insync.replicas": 2})).await;
-    c.wait_for_isr("spread", 3, Duration::from_secs(30)).await;
-
-    c.wait_until("every partition is led by its preferred replica", Duration::from_secs(10), |c| {
-        preferred_everywhere(c)
-    })
-    .await;
+    create_spread(&c).await;
     let leaders = |t: &fjord_client::TopicDescription| -> BTreeSet<u32> {
         t.partitions.iter().filter_map(|p| p.leader).collect()
     };
@@ -455,17 +475,8 @@ async fn preferred_leaders_are_restored_after_a_node_returns() {
         "spread at creation"
     );
 
-    // Kill a node that is not the controller (its leadership moves sooner).
-    let ctl = controller(&c).await.expect("controller");
-    let victim = (1..=3u32).find(|n| *n != ctl).expect("victim");
-    c.node(victim as usize).kill9();
-    c.wait_until(&format!("node {victim} leads nothing"), node_loss_deadline(), |c| led_without(c, "spread", victim))
-        .await;
-    for p in 0..3 {
-        produce_until_ok(&c, 0, "spread", p, u64::from(p), Duration::from_secs(10)).await;
-    }
-
-    c.restart_node(victim as usize);
+    let victim = not_the_controller(&c).await;
+    bounce(&mut c, victim).await;
     c.wait_until(
         "every partition is led by its preferred replica again",
         Duration::from_secs(30),

@@ -6,7 +6,8 @@
 //! leader only, whether it is under-replicated (ISR smaller than the replica list), as
 //! Kafka's `UnderReplicatedPartitions` counts it on the leader. Per node: replicas,
 //! leaderships, under-replicated and offline partitions it holds, and whether it is the
-//! controller. Per consumer group this node coordinates: members, generation, and per
+//! controller (which also reports how many partitions are not led by their preferred
+//! replica). Per consumer group this node coordinates: members, generation, and per
 //! partition the committed offset and the lag behind this node's replica's high
 //! watermark (where it holds one: on a follower the lag can read a little low).
 
@@ -154,8 +155,21 @@ impl Collector for NodeCollector {
             count(&|r| r.leader && r.isr < r.replicas),
         )?;
         gauge(e, "fjord_node_offline_partitions", "Partitions held here that have no leader", count(&|r| r.offline))?;
-        let controller = self.replicas.metadata().controller == Some(self.replicas.me());
+        let meta = self.replicas.metadata();
+        let controller = meta.controller == Some(self.replicas.me());
         gauge(e, "fjord_controller_active", "1 if this node is the controller", u64::from(controller))?;
+        // Kafka's PreferredReplicaImbalanceCount: on the controller only (0 elsewhere).
+        let imbalance: usize = if controller {
+            fjord_coordinator::controller::leader_imbalance(&meta).values().map(|(not_led, _)| not_led).sum()
+        } else {
+            0
+        };
+        gauge(
+            e,
+            "fjord_controller_preferred_replica_imbalance_count",
+            "On the controller: partitions not led by their preferred replica",
+            imbalance as u64,
+        )?;
         let groups = self.groups.upgrade().map(|g| g.figures()).unwrap_or_default();
         encode_groups(e, &groups, &rows)
     }

@@ -74,5 +74,6 @@ async fn metrics_count_what_was_done() {
     assert_eq!(sample(&text, "fjord_node_leader_partitions"), Some(2.0 + offsets_partitions));
     assert_eq!(sample(&text, "fjord_node_under_replicated_partitions"), Some(0.0));
     assert_eq!(sample(&text, "fjord_controller_active"), Some(1.0));
+    assert_eq!(sample(&text, "fjord_controller_preferred_replica_imbalance_count"), Some(0.0));
     h.shutdown().await;
 }
