@@ -741,8 +741,10 @@ async fn scrape(c: &Cluster, port: u16) -> Option<String> {
 /// counts them and the other none; every replica reports the record count as its log
 /// end offset and exactly one node — the leader — reports leading the partition. While
 /// a follower is paused, the leader reports the partition under-replicated (per
-/// partition and in its node count) once the ISR has shrunk, and not after the follower
-/// rejoined.
+/// partition and in its node count) once the ISR has shrunk — having counted the shrink,
+/// and the paused follower's lag in time past `replica.lag.time.max.ms` — and not after
+/// the follower rejoined (an expansion counted). Every process reports its ZooKeeper
+/// session connected, and the gateways their metadata current.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_serves_metrics_that_match_what_happened() {
     let mut c = Cluster::start(3, 2).await;
@@ -756,6 +758,11 @@ async fn every_process_serves_metrics_that_match_what_happened() {
     assert_eq!(sample(&g0, produced), Some(10.0), "{g0}");
     let g1 = scrape(&c, c.gateways[1].port).await.expect("gateway 1 serves /metrics");
     assert_eq!(sample(&g1, produced), None, "gateway 1 produced nothing");
+    for g in [&g0, &g1] {
+        assert_eq!(sample(g, "fjord_gateway_zookeeper_connected"), Some(1.0), "{g}");
+        assert_eq!(sample(g, "fjord_gateway_metadata_age_seconds"), Some(0.0));
+        assert_eq!(sample(g, "fjord_gateway_zookeeper_session_expirations_total"), Some(0.0));
+    }
 
     let leader = c.leader("m", 0).await.expect("leader");
     let ports: Vec<(u32, u16)> = c.nodes.iter().enumerate().map(|(i, p)| (i as u32 + 1, p.port)).collect();
@@ -775,6 +782,7 @@ async fn every_process_serves_metrics_that_match_what_happened() {
         let t = scrape(&c, *port).await.expect("node serves /metrics");
         assert_eq!(sample(&t, leads), Some(f64::from(u8::from(*id == leader))), "node {id}: {t}");
         assert_eq!(sample(&t, "fjord_node_replicas").map(|v| v >= 1.0), Some(true), "node {id}");
+        assert_eq!(sample(&t, "fjord_zookeeper_connected"), Some(1.0), "node {id}");
     }
     let leader_port = ports.iter().find(|(id, _)| *id == leader).map(|(_, p)| *p).expect("leader port");
     let t = scrape(&c, leader_port).await.expect("leader metrics");
@@ -782,6 +790,18 @@ async fn every_process_serves_metrics_that_match_what_happened() {
 
     let ctl = controller(&c).await;
     let follower = ports.iter().map(|(id, _)| *id).find(|id| *id != leader && Some(*id) != ctl).expect("a follower");
+    let lag_records =
+        format!(r#"fjord_partition_follower_lag_records{{topic="m",partition="0",follower="{follower}"}}"#);
+    let lag_seconds =
+        format!(r#"fjord_partition_follower_lag_seconds{{topic="m",partition="0",follower="{follower}"}}"#);
+    let lag_ref = &lag_records;
+    c.wait_until("the leader sees the follower caught up", Duration::from_secs(20), |c| async move {
+        scrape(c, leader_port).await.is_some_and(|t| sample(&t, lag_ref) == Some(0.0))
+    })
+    .await;
+    let counter = |t: &str, name: &str| sample(t, name).unwrap_or_else(|| panic!("{name} missing: {t}"));
+    let shrinks_before = counter(&t, "fjord_node_isr_shrinks_total");
+    let expands_before = counter(&t, "fjord_node_isr_expands_total");
     c.node(follower as usize).pause();
     c.wait_until(
         "the leader reports the partition under-replicated",
@@ -793,9 +813,15 @@ async fn every_process_serves_metrics_that_match_what_happened() {
         },
     )
     .await;
+    let t = scrape(&c, leader_port).await.expect("leader metrics");
+    assert!(counter(&t, "fjord_node_isr_shrinks_total") > shrinks_before, "the shrink is counted: {t}");
+    let lagged = sample(&t, &lag_seconds).expect("the paused follower's lag");
+    assert!(lagged * 1000.0 > LAG_TIME_MAX_MS as f64, "lag {lagged} s past replica.lag.time.max.ms");
     c.node(follower as usize).resume();
     c.wait_until("the partition is fully replicated again", Duration::from_secs(30), |c| async move {
         scrape(c, leader_port).await.is_some_and(|t| sample(&t, under) == Some(0.0))
     })
     .await;
+    let t = scrape(&c, leader_port).await.expect("leader metrics");
+    assert!(counter(&t, "fjord_node_isr_expands_total") > expands_before, "the expansion is counted: {t}");
 }

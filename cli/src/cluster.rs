@@ -52,10 +52,15 @@ pub async fn run_storage_node(
         let _ = server_stopped.await;
     }));
     let (stop_controller, controller_stopped) = oneshot::channel::<()>();
-    let controller =
-        tokio::spawn(fjord_coordinator::controller::run(coordinator.clone(), id, config.controller.clone(), async {
+    let controller = tokio::spawn(fjord_coordinator::controller::run(
+        coordinator.clone(),
+        id,
+        config.controller.clone(),
+        node.controller_stats(),
+        async {
             let _ = controller_stopped.await;
-        }));
+        },
+    ));
     info!(node = id, %endpoint, "storage node is up");
 
     shutdown.await;

@@ -31,7 +31,8 @@ pub async fn run(config: StandaloneConfig, shutdown: impl Future<Output = ()> + 
         .context("starting the storage node")?;
     // Started after the node registered: partitions it led before a restart keep their
     // leader and epoch instead of going offline and back.
-    let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
+    let controller =
+        fjord_coordinator::controller::start_with(coordinator.clone(), node.id(), node.controller_stats()).await;
     let nodes = Arc::new(SingleNode { id: node.id(), api: node.clone() });
     let state = AppState::new(coordinator, nodes, config.gateway.clone());
     state.register_collector(Box::new(node.metrics_collector()));

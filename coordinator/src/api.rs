@@ -104,6 +104,25 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Removes the pending election request if its id is `id` (the controller, once it
     /// has run it); `Ok(false)` if that one is not pending.
     async fn clear_preferred_election(&self, id: &str) -> Result<bool>;
+
+    /// The state of this client's session with its backend, for metrics; `None` for a
+    /// backend without sessions (the embedded one lives in the process).
+    fn session_stats(&self) -> Option<SessionStats> {
+        None
+    }
+}
+
+/// A coordinator client's session with its backend (ZooKeeper), since the client started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Connected now.
+    pub connected: bool,
+    /// Times the connection was lost (it reconnects by itself while the session lives).
+    pub disconnects: u64,
+    /// Sessions that expired and had to be replaced (registrations and watches again).
+    pub expirations: u64,
+    /// While not connected: since when (the snapshot may be stale since then).
+    pub disconnected_since: Option<std::time::Instant>,
 }
 
 /// The answer to asking for an election while another is pending.

@@ -18,9 +18,40 @@ use crate::model::{ClusterMetadata, ElectionRequest, NodeInfo, PartitionState};
 use fjord_protocol::{ErrorCode, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+/// What one node's controller loop has done since it started, for metrics (Kafka's
+/// `ControllerStats`): counters only ever grow.
+#[derive(Debug, Default)]
+pub struct ControllerStats {
+    /// Times this node became the controller.
+    pub activations: AtomicU64,
+    /// Partition leaders it elected from the ISR (a leader lost or leaving).
+    pub clean_elections: AtomicU64,
+    /// Leaders it elected from outside the ISR (`unclean.leader.election.enable`).
+    pub unclean_elections: AtomicU64,
+    /// Leaderships it moved back to the preferred replica (asked for or by the
+    /// imbalance check).
+    pub preferred_elections: AtomicU64,
+    /// Partitions it took offline: no live replica could lead.
+    pub offline_transitions: AtomicU64,
+}
+
+impl ControllerStats {
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why the controller writes a plan: what a leader change in it counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Plan,
+    Preferred,
+}
 
 /// How often the controller re-plans without a metadata change, so that a write that
 /// failed for a transient reason (lost connection, timeout) is retried.
@@ -261,11 +292,12 @@ pub async fn run(
     coordinator: Arc<dyn Coordinator>,
     node: NodeId,
     balance: LeaderBalance,
+    stats: Arc<ControllerStats>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::select! {
         () = shutdown => info!(node, "controller loop stopped"),
-        () = control(&*coordinator, node, INCOMPLETE_TOPIC_GRACE, &balance) => {
+        () = control(&*coordinator, node, INCOMPLETE_TOPIC_GRACE, &balance, &stats) => {
             warn!(node, "controller loop ended: the metadata feed closed");
         }
     }
@@ -274,12 +306,20 @@ pub async fn run(
 /// A controller loop for `node` running in the background (see [`run`]); it stops when
 /// this is dropped.
 #[must_use = "the controller stops when its task handle is dropped"]
-pub struct ControllerTask(Option<tokio::task::JoinHandle<()>>);
+pub struct ControllerTask {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stats: Arc<ControllerStats>,
+}
 
 impl ControllerTask {
+    /// What the loop has done so far.
+    pub fn stats(&self) -> &Arc<ControllerStats> {
+        &self.stats
+    }
+
     /// Stops the loop and waits until it has let go of the coordinator.
     pub async fn stop(mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
         }
@@ -288,7 +328,7 @@ impl ControllerTask {
 
 impl Drop for ControllerTask {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
+        if let Some(task) = &self.task {
             task.abort();
         }
     }
@@ -297,13 +337,22 @@ impl Drop for ControllerTask {
 /// Campaigns once for `node` (so that, with no other candidate, it is the controller
 /// when this returns), then runs the loop as [`spawn`] does.
 pub async fn start(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask {
+    start_with(coordinator, node, Arc::default()).await
+}
+
+/// [`start`], counting into `stats`.
+pub async fn start_with(
+    coordinator: Arc<dyn Coordinator>,
+    node: NodeId,
+    stats: Arc<ControllerStats>,
+) -> ControllerTask {
     let vacant = coordinator.metadata().borrow().controller.is_none();
     if vacant {
         if let Err(e) = coordinator.campaign_controller(node).await {
             warn!(node, error = %e, "controller campaign failed; the loop retries");
         }
     }
-    spawn(coordinator, node)
+    spawn_with(coordinator, node, INCOMPLETE_TOPIC_GRACE, LeaderBalance::default(), stats)
 }
 
 /// Starts [`run`]'s loop for `node` on the current runtime until the handle is dropped.
@@ -313,20 +362,24 @@ pub fn spawn(coordinator: Arc<dyn Coordinator>, node: NodeId) -> ControllerTask 
 
 /// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] (tests).
 pub fn spawn_with_grace(coordinator: Arc<dyn Coordinator>, node: NodeId, grace: Duration) -> ControllerTask {
-    spawn_with(coordinator, node, grace, LeaderBalance::default())
+    spawn_with(coordinator, node, grace, LeaderBalance::default(), Arc::default())
 }
 
-/// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] and [`LeaderBalance`].
+/// [`spawn`] with another [`INCOMPLETE_TOPIC_GRACE`] and [`LeaderBalance`], counting
+/// into `stats`.
 pub fn spawn_with(
     coordinator: Arc<dyn Coordinator>,
     node: NodeId,
     grace: Duration,
     balance: LeaderBalance,
+    stats: Arc<ControllerStats>,
 ) -> ControllerTask {
-    ControllerTask(Some(tokio::spawn(async move {
-        control(&*coordinator, node, grace, &balance).await;
+    let counted = stats.clone();
+    let task = tokio::spawn(async move {
+        control(&*coordinator, node, grace, &balance, &counted).await;
         warn!(node, "controller loop ended: the metadata feed closed");
-    })))
+    });
+    ControllerTask { task: Some(task), stats }
 }
 
 /// The loop behind [`run`]; returns only if the metadata watch closes. Cancelling it (on
@@ -337,7 +390,13 @@ pub fn spawn_with(
 /// the state it leads to): a pending request ([`ClusterMetadata::preferred_election`])
 /// first — run, then removed once nothing of it is left to elect — else, when the
 /// imbalance check is due, [`rebalance_elections`].
-async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration, balance: &LeaderBalance) {
+async fn control(
+    coordinator: &dyn Coordinator,
+    node: NodeId,
+    grace: Duration,
+    balance: &LeaderBalance,
+    stats: &ControllerStats,
+) {
     let mut rx = coordinator.metadata();
     let mut tick = tokio::time::interval(RETRY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,16 +419,17 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration, b
                 if !active {
                     info!(node, controller_epoch = meta.controller_epoch, "this node is now the controller");
                     active = true;
+                    stats.count(&stats.activations);
                 }
                 let planned = plan(&meta);
                 if !planned.is_empty() {
-                    apply(coordinator, &meta, planned).await;
+                    apply(coordinator, &meta, planned, Cause::Plan, stats).await;
                 } else if let Some(request) = &meta.preferred_election {
-                    run_requested(coordinator, &meta, request).await;
+                    run_requested(coordinator, &meta, request, stats).await;
                 } else if check_due {
                     check_due = false;
                     if balance.auto_leader_rebalance_enable {
-                        rebalance(coordinator, &meta, balance.leader_imbalance_per_broker_percentage).await;
+                        rebalance(coordinator, &meta, balance.leader_imbalance_per_broker_percentage, stats).await;
                     }
                 }
                 incomplete.sweep(coordinator, &meta, grace).await;
@@ -393,11 +453,16 @@ async fn control(coordinator: &dyn Coordinator, node: NodeId, grace: Duration, b
 /// Runs the pending election request: elects what it can, and removes the request once
 /// nothing it names is left to elect (done, or its preferred replica unavailable — as
 /// Kafka does). A failed write leaves it for the next round.
-async fn run_requested(coordinator: &dyn Coordinator, meta: &ClusterMetadata, request: &ElectionRequest) {
+async fn run_requested(
+    coordinator: &dyn Coordinator,
+    meta: &ClusterMetadata,
+    request: &ElectionRequest,
+    stats: &ControllerStats,
+) {
     let elections = preferred_elections(meta, |topic, p| request.includes(topic, p.partition));
     if !elections.is_empty() {
         info!(partitions = elections.len(), "preferred-leader election asked for");
-        apply(coordinator, meta, elections).await;
+        apply(coordinator, meta, elections, Cause::Preferred, stats).await;
         return;
     }
     match coordinator.clear_preferred_election(&request.id).await {
@@ -407,7 +472,7 @@ async fn run_requested(coordinator: &dyn Coordinator, meta: &ClusterMetadata, re
 }
 
 /// The periodic imbalance check ([`LeaderBalance`]).
-async fn rebalance(coordinator: &dyn Coordinator, meta: &ClusterMetadata, percentage: u32) {
+async fn rebalance(coordinator: &dyn Coordinator, meta: &ClusterMetadata, percentage: u32, stats: &ControllerStats) {
     let elections = rebalance_elections(meta, percentage);
     if elections.is_empty() {
         debug!("leader imbalance check: every node at or below the threshold");
@@ -421,12 +486,18 @@ async fn rebalance(coordinator: &dyn Coordinator, meta: &ClusterMetadata, percen
         threshold_percent = percentage, nodes = ?over, partitions = elections.len(),
         "leader imbalance above the threshold: electing preferred leaders"
     );
-    apply(coordinator, meta, elections).await;
+    apply(coordinator, meta, elections, Cause::Preferred, stats).await;
 }
 
-/// Writes `planned` (from [`plan`] or an election) in one fenced batch, logging leader
-/// changes.
-async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata, planned: Vec<(String, PartitionState)>) {
+/// Writes `planned` (from [`plan`] or an election) in one fenced batch, logging and
+/// counting leader changes.
+async fn apply(
+    coordinator: &dyn Coordinator,
+    meta: &ClusterMetadata,
+    planned: Vec<(String, PartitionState)>,
+    cause: Cause,
+    stats: &ControllerStats,
+) {
     let results = match coordinator.write_plan(meta.controller_epoch, planned.clone()).await {
         Ok(results) => results,
         Err(e) if e.code == ErrorCode::StaleVersion => {
@@ -442,7 +513,16 @@ async fn apply(coordinator: &dyn Coordinator, meta: &ClusterMetadata, planned: V
         let partition = next.partition;
         let Some(before) = meta.partition(topic, partition) else { continue };
         match result {
-            Ok(_) => log_change(topic, before, next),
+            Ok(_) => {
+                if let Some(change) = log_change(topic, before, next) {
+                    stats.count(match (cause, change) {
+                        (Cause::Preferred, _) => &stats.preferred_elections,
+                        (Cause::Plan, Change::Clean) => &stats.clean_elections,
+                        (Cause::Plan, Change::Unclean) => &stats.unclean_elections,
+                        (Cause::Plan, Change::Offline) => &stats.offline_transitions,
+                    });
+                }
+            }
             Err(e) if e.code == ErrorCode::StaleVersion => {
                 debug!(%topic, partition, "partition state changed under the controller; re-planning");
             }
@@ -483,25 +563,45 @@ impl IncompleteTopics {
     }
 }
 
-fn log_change(topic: &str, before: &PartitionState, after: &PartitionState) {
+/// A leader change the controller wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Clean,
+    Unclean,
+    Offline,
+}
+
+/// Logs a written partition state; says what leader change it was (`None`: the leader
+/// stayed, only the ISR changed).
+fn log_change(topic: &str, before: &PartitionState, after: &PartitionState) -> Option<Change> {
     let partition = after.partition;
     let (old_leader, new_leader, epoch) = (before.leader, after.leader, after.leader_epoch);
     match new_leader {
         _ if old_leader == new_leader => {
             debug!(%topic, partition, leader = ?new_leader, old_isr = ?before.isr, isr = ?after.isr, "ISR shrunk");
+            None
         }
-        None => warn!(
-            %topic, partition, ?old_leader, leader_epoch = epoch, isr = ?after.isr,
-            "partition offline: no in-sync replica is live"
-        ),
-        Some(l) if !before.isr.contains(&l) && before.leader_epoch > 0 => warn!(
-            %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, old_isr = ?before.isr,
-            "unclean leader election: records acknowledged by the old ISR may be lost"
-        ),
-        Some(_) => info!(
-            %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, isr = ?after.isr,
-            "elected partition leader"
-        ),
+        None => {
+            warn!(
+                %topic, partition, ?old_leader, leader_epoch = epoch, isr = ?after.isr,
+                "partition offline: no in-sync replica is live"
+            );
+            Some(Change::Offline)
+        }
+        Some(l) if !before.isr.contains(&l) && before.leader_epoch > 0 => {
+            warn!(
+                %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, old_isr = ?before.isr,
+                "unclean leader election: records acknowledged by the old ISR may be lost"
+            );
+            Some(Change::Unclean)
+        }
+        Some(_) => {
+            info!(
+                %topic, partition, ?old_leader, ?new_leader, leader_epoch = epoch, isr = ?after.isr,
+                "elected partition leader"
+            );
+            Some(Change::Clean)
+        }
     }
 }
 
@@ -991,7 +1091,7 @@ mod tests {
                 NewTopic { name: "t".into(), partitions: 3, replication_factor: 3, config: TopicConfig::default() };
             c.create_topic(spec).await.expect("create");
             let dyn_c: Arc<dyn Coordinator> = c.clone();
-            let task = spawn_with(dyn_c.clone(), 100, INCOMPLETE_TOPIC_GRACE, balance);
+            let task = spawn_with(dyn_c.clone(), 100, INCOMPLETE_TOPIC_GRACE, balance, Arc::default());
             let m = wait_for(&*dyn_c, "leaders", |m| m.topics["t"].partitions.iter().all(|p| p.leader.is_some())).await;
             let p = m.topics["t"].partitions.iter().find(|p| p.replicas[0] == 1).expect("node 1 preferred somewhere");
             let partition = p.partition;
@@ -1010,6 +1110,24 @@ mod tests {
             (c, task, partition)
         }
 
+        type Counts = (u64, (u64, u64, u64), u64);
+
+        /// Waits (a few seconds) until the controller's counters read `want`: activations,
+        /// (clean, unclean, preferred) elections, offline transitions. A change is
+        /// counted once its write is answered, just after the snapshot shows it.
+        async fn counted(task: &ControllerTask, want: Counts, what: &str) {
+            let read = |s: &ControllerStats| {
+                let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                let elections = (n(&s.clean_elections), n(&s.unclean_elections), n(&s.preferred_elections));
+                (n(&s.activations), elections, n(&s.offline_transitions))
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while read(task.stats()) != want && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(read(task.stats()), want, "{what}");
+        }
+
         fn leader_of(c: &EmbeddedCoordinator, partition: u32) -> Option<NodeId> {
             c.metadata().borrow().topics["t"].partitions[partition as usize].leader
         }
@@ -1026,6 +1144,8 @@ mod tests {
             let balance = LeaderBalance { leader_imbalance_check_interval_seconds: 60, ..Default::default() };
             let (c, task, partition) = moved_off_node_1(balance).await;
             assert!(start.elapsed() < Duration::from_secs(5), "set-up took {:?}", start.elapsed());
+            // Three first leaders and node 1's hand-over.
+            counted(&task, (1, (4, 0, 0), 0), "the first leaders and the hand-over are clean elections").await;
             // The loop re-plans every RETRY_INTERVAL meanwhile: over a hundred rounds.
             tokio::time::sleep_until(start + interval - Duration::from_secs(1)).await;
             assert_ne!(leader_of(&c, partition), Some(1), "elected before the check was due");
@@ -1035,6 +1155,7 @@ mod tests {
             .await;
             assert!(start.elapsed() >= interval, "elected after {:?}", start.elapsed());
             assert!(plan(&m).is_empty() && rebalance_elections(&m, 10).is_empty(), "balanced: {m:#?}");
+            counted(&task, (1, (4, 0, 1), 0), "the move back is a preferred election").await;
             task.stop().await;
         }
 
@@ -1099,22 +1220,14 @@ mod tests {
             let (stop1, stopped1) = tokio::sync::oneshot::channel::<()>();
             let (stop2, stopped2) = tokio::sync::oneshot::channel::<()>();
             let dyn_c: Arc<dyn Coordinator> = c.clone();
-            let first =
-                tokio::spawn(run(
-                    dyn_c.clone(),
-                    1,
-                    LeaderBalance::default(),
-                    async move { stopped1.await.unwrap_or(()) },
-                ));
+            let first = tokio::spawn(run(dyn_c.clone(), 1, LeaderBalance::default(), Arc::default(), async move {
+                stopped1.await.unwrap_or(())
+            }));
             let m = wait_for(&*dyn_c, "node 1 to become controller", |m| m.controller == Some(1)).await;
             assert_eq!(m.controller_epoch, 1);
-            let second =
-                tokio::spawn(run(
-                    dyn_c.clone(),
-                    2,
-                    LeaderBalance::default(),
-                    async move { stopped2.await.unwrap_or(()) },
-                ));
+            let second = tokio::spawn(run(dyn_c.clone(), 2, LeaderBalance::default(), Arc::default(), async move {
+                stopped2.await.unwrap_or(())
+            }));
 
             let m = wait_for(&*dyn_c, "leaders for the new topic", |m| {
                 m.topics["t"].partitions.iter().all(|p| p.leader.is_some())

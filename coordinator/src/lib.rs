@@ -31,7 +31,7 @@ pub mod testing;
 pub mod topics;
 pub mod zk;
 
-pub use api::Coordinator;
+pub use api::{Coordinator, SessionStats};
 pub use embedded::EmbeddedCoordinator;
 pub use fjord_protocol::{ErrorCode, FjordError, NodeId, Result};
 pub use model::{

@@ -15,7 +15,7 @@
 use fjord_coordinator::testing::{ZkProxy, ZkServer};
 use fjord_coordinator::{
     ClusterMetadata, Coordinator, EmbeddedCoordinator, ErrorCode, GatewayInfo, NewTopic, NodeInfo, PartitionState,
-    TopicChange, TopicConfig, ZkCoordinator,
+    SessionStats, TopicChange, TopicConfig, ZkCoordinator,
 };
 use fjord_protocol::auth::{
     AclBinding, Operation, PatternType, Permission, ResourcePattern, ResourceType, Scope, TokenRecord,
@@ -113,6 +113,15 @@ async fn eventually(
         Err(_) => None,
     };
     found.unwrap_or_else(|| panic!("not within {DEADLINE:?}: {what}; last snapshot: {:#?}", rx.borrow()))
+}
+
+/// Waits, up to [`DEADLINE`], until `cond` holds (for figures no watch announces).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 macro_rules! conformance {
@@ -791,9 +800,17 @@ mod zk_only {
         let created =
             a.create_topic(NewTopic { config: config.clone(), ..topic("durable", 2, 1) }).await.expect("create");
 
+        assert_eq!(
+            a.session_stats(),
+            Some(SessionStats { connected: true, disconnects: 0, expirations: 0, disconnected_since: None })
+        );
         server.stop();
         let down = a.create_topic(topic("while-down", 1, 1)).await.expect_err("ZooKeeper is down");
         assert!(down.retriable(), "connection trouble is retriable: {down}");
+        until("a counts the lost connection", || {
+            a.session_stats().is_some_and(|s| !s.connected && s.disconnects == 1 && s.disconnected_since.is_some())
+        })
+        .await;
         server.start_again();
 
         let fresh = connect(&server.connect_string(), SESSION_TIMEOUT).await;
@@ -804,6 +821,8 @@ mod zk_only {
 
         let mut rx = a.metadata();
         eventually(&mut rx, "a's node registration back or kept", |m| m.nodes.contains_key(&1)).await;
+        until("a connected again", || a.session_stats().is_some_and(|s| s.connected && s.disconnected_since.is_none()))
+            .await;
         // b's client may still be reconnecting: a retriable answer is retried, as a
         // client would, until the deadline.
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -846,9 +865,15 @@ mod zk_only {
             !m.nodes.contains_key(&7) && !m.gateways.contains_key("gw-7")
         })
         .await;
+        until("a counts the lost connection", || a.session_stats().is_some_and(|s| !s.connected && s.disconnects == 1))
+            .await;
         proxy.heal();
         eventually(&mut seen_by_b, "node 7 and gw-7 registered again", |m| {
             m.nodes.contains_key(&7) && m.gateways.contains_key("gw-7")
+        })
+        .await;
+        until("a's expired session counted and replaced", || {
+            a.session_stats().is_some_and(|s| s.connected && s.expirations == 1)
         })
         .await;
 

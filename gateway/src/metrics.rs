@@ -13,11 +13,12 @@ use axum::middleware::Next;
 use axum::response::Response;
 use parking_lot::RwLock;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,12 @@ pub struct TopicLabels {
     pub topic: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The error code that was retried (`not_leader`, `leader_not_available`, …).
+    pub reason: &'static str,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Request latencies from 0.25 ms to about 66 s, doubling.
@@ -66,6 +73,8 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     /// Server-Sent Events streams open now (partition and member streams).
     pub streams_open: Gauge,
+    /// Calls to a partition leader the gateway made again, by the error that made it.
+    pub retries: Family<ReasonLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -79,6 +88,7 @@ impl GatewayMetrics {
             consumed_bytes: Family::default(),
             in_flight: Gauge::default(),
             streams_open: Gauge::default(),
+            retries: Family::default(),
         }
     }
 
@@ -123,6 +133,11 @@ impl GatewayMetrics {
             "Server-Sent Events streams open now; one whose client left counts until its next read (at most a heartbeat)",
             self.streams_open.clone(),
         );
+        r.register(
+            "fjord_gateway_retries",
+            "Calls to a partition leader made again, by the error code that made the gateway retry",
+            self.retries.clone(),
+        );
     }
 
     /// Counts records produced to `topic`.
@@ -143,6 +158,55 @@ impl GatewayMetrics {
         let labels = TopicLabels { topic: topic.to_owned() };
         self.consumed_records.get_or_create(&labels).inc_by(records as u64);
         self.consumed_bytes.get_or_create(&labels).inc_by(bytes as u64);
+    }
+}
+
+/// The gateway's view of the cluster, read at scrape time: how current its metadata is
+/// and the state of its coordinator session (none for an in-process coordinator).
+pub struct SessionCollector {
+    coordinator: std::sync::Weak<dyn fjord_coordinator::Coordinator>,
+}
+
+impl SessionCollector {
+    pub fn new(coordinator: &Arc<dyn fjord_coordinator::Coordinator>) -> Self {
+        Self { coordinator: Arc::downgrade(coordinator) }
+    }
+}
+
+impl std::fmt::Debug for SessionCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for SessionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(s) = self.coordinator.upgrade().and_then(|c| c.session_stats()) else { return Ok(()) };
+        let age = s.disconnected_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        ConstGauge::new(age).encode(encoder.encode_descriptor(
+            "fjord_gateway_metadata_age_seconds",
+            "How stale the gateway's metadata may be: 0 while its ZooKeeper session is connected (watches keep it current), else the time since the connection was lost",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(i64::from(s.connected)).encode(encoder.encode_descriptor(
+            "fjord_gateway_zookeeper_connected",
+            "1 while the gateway's ZooKeeper session is connected",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(s.disconnects).encode(encoder.encode_descriptor(
+            "fjord_gateway_zookeeper_disconnects",
+            "Times the gateway's ZooKeeper connection was lost",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(s.expirations).encode(encoder.encode_descriptor(
+            "fjord_gateway_zookeeper_session_expirations",
+            "ZooKeeper sessions of the gateway that expired and were replaced",
+            None,
+            MetricType::Counter,
+        )?)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::ReasonLabels;
 use fjord_coordinator::{ClusterMetadata, Coordinator, NewTopic, TopicConfig, TopicMetadata};
 use fjord_protocol::group::{GroupRequest, GroupResponse, OFFSETS_TOPIC};
 use fjord_protocol::{ErrorCode, FjordError, NodeApi, NodeId, TopicPartition};
@@ -48,6 +49,8 @@ impl AppState {
     pub fn new(coordinator: Arc<dyn Coordinator>, nodes: Arc<dyn NodeDirectory>, config: GatewayConfig) -> Self {
         let unacknowledged = Arc::new(tokio::sync::Semaphore::new(config.max_unacknowledged_bytes));
         let quotas = Arc::new(crate::quota::Quotas::new(config.quotas.clone()));
+        let metrics = crate::metrics::Metrics::default();
+        metrics.register_collector(Box::new(crate::metrics::SessionCollector::new(&coordinator)));
         Self {
             quotas,
             coordinator,
@@ -55,7 +58,7 @@ impl AppState {
             config: Arc::new(config),
             round_robin: Arc::new(AtomicU64::new(0)),
             unacknowledged,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
         }
     }
 
@@ -137,6 +140,7 @@ impl AppState {
                     if Instant::now() + backoff >= deadline {
                         return Err(e.into());
                     }
+                    self.metrics.gateway.retries.get_or_create(&ReasonLabels { reason: e.code.as_str() }).inc();
                     // Wake on a metadata change or after the backoff, whichever is first.
                     let _ = tokio::time::timeout(backoff, rx.changed()).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));

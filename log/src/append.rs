@@ -17,7 +17,13 @@ use crate::partition::{Append, Appended, PartitionLog};
 use fjord_protocol::FjordError;
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// Told of every storage write a queue makes: how many produce batches it held (the
+/// group-commit size) and how long the write took (with `wal_sync = "always"`, its fsync
+/// included). Called on the writer's thread: keep it cheap.
+pub type CommitObserver = Arc<dyn Fn(usize, Duration) + Send + Sync>;
 
 struct Waiter {
     append: Append,
@@ -30,6 +36,7 @@ struct Waiter {
 pub struct AppendQueue {
     log: Arc<PartitionLog>,
     state: Mutex<QueueState>,
+    observer: Option<CommitObserver>,
 }
 
 #[derive(Default)]
@@ -41,7 +48,12 @@ struct QueueState {
 
 impl AppendQueue {
     pub fn new(log: Arc<PartitionLog>) -> Arc<Self> {
-        Arc::new(Self { log, state: Mutex::new(QueueState::default()) })
+        Arc::new(Self { log, state: Mutex::new(QueueState::default()), observer: None })
+    }
+
+    /// A queue that tells `observer` of each write it makes.
+    pub fn with_observer(log: Arc<PartitionLog>, observer: CommitObserver) -> Arc<Self> {
+        Arc::new(Self { log, state: Mutex::new(QueueState::default()), observer: Some(observer) })
     }
 
     /// Appends as the leader in `leader_epoch` ([`PartitionLog::append_all`]), possibly in
@@ -88,7 +100,12 @@ impl AppendQueue {
                     appends.push(w.append);
                     senders.push(w.tx);
                 }
-                match self.log.append_all(appends, epoch, dedupe) {
+                let (batches, started) = (appends.len(), Instant::now());
+                let written = self.log.append_all(appends, epoch, dedupe);
+                if let Some(observe) = &self.observer {
+                    observe(batches, started.elapsed());
+                }
+                match written {
                     Ok(results) => {
                         for (result, tx) in results.into_iter().zip(senders) {
                             let _ = tx.send(result.map_err(FjordError::from));
@@ -136,11 +153,17 @@ mod tests {
 
     /// Many concurrent appends to one partition each get their own offsets: together
     /// they cover the log densely from 0 without overlap, the log ends after the last
-    /// of them, and a corrupt batch among them fails alone.
+    /// of them, and a corrupt batch among them fails alone. The observer hears of every
+    /// batch once, in writes that hold one or more of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_get_disjoint_dense_offsets() {
         let log = Arc::new(PartitionLog::open(Arc::new(MemEngine::default()), "p").expect("open"));
-        let queue = AppendQueue::new(log.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let observer: CommitObserver = {
+            let seen = seen.clone();
+            Arc::new(move |batches, _took| seen.lock().push(batches))
+        };
+        let queue = AppendQueue::with_observer(log.clone(), observer);
         let mut tasks = Vec::new();
         for i in 0..64usize {
             let queue = queue.clone();
@@ -167,6 +190,9 @@ mod tests {
         }
         let total: usize = (0..64).filter(|i| *i != 13).map(|i| i % 3 + 1).sum();
         assert_eq!(log.offsets().log_end, total as u64);
+        let seen = seen.lock();
+        assert_eq!(seen.iter().sum::<usize>(), 64, "every batch observed once: {seen:?}");
+        assert!(seen.iter().all(|n| *n >= 1));
     }
 
     /// A stale leader epoch is refused for its own requests only.

@@ -29,6 +29,40 @@ pub enum WriteOp<'a> {
     DeleteState { key: &'a [u8] },
 }
 
+/// What one part of an engine's storage (RocksDB: a column family) holds and owes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FamilyStats {
+    pub name: &'static str,
+    /// Bytes in memtables (mutable and immutable) not yet flushed.
+    pub memtable_bytes: u64,
+    /// Bytes compactions still have to rewrite to bring the levels within their targets.
+    pub pending_compaction_bytes: u64,
+    /// Bytes of the live table files.
+    pub table_bytes: u64,
+    /// Bytes of the live blob files.
+    pub blob_bytes: u64,
+    /// Writes slowed (`delays`) and stopped (`stops`) by this family since the engine
+    /// opened: too many memtables, level-0 files or pending compaction bytes.
+    pub stall_delays: u64,
+    pub stall_stops: u64,
+}
+
+/// What an engine reports about itself for metrics, read when asked (nothing is counted
+/// on the write path). Engines without such parts report the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub families: Vec<FamilyStats>,
+    /// Bytes the block cache holds, and at most may.
+    pub block_cache_usage_bytes: u64,
+    pub block_cache_capacity_bytes: u64,
+    pub running_compactions: u64,
+    pub running_flushes: u64,
+    /// Writes are stopped right now.
+    pub write_stopped: bool,
+    /// The rate writes are slowed to right now, bytes/s (0: not slowed).
+    pub delayed_write_rate: u64,
+}
+
 /// A key-value store holding many partition logs. Calls block: async code runs them on
 /// a blocking thread.
 pub trait Engine: Send + Sync + 'static {
@@ -60,6 +94,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Blocks for as long as that takes: call it off the paths that serve requests.
     fn reclaim_dropped(&self) -> Result<()> {
         Ok(())
+    }
+    /// The engine's own figures, for metrics.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
     }
 }
 

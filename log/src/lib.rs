@@ -37,10 +37,10 @@ pub mod role;
 #[cfg(test)]
 mod conformance;
 
-pub use append::AppendQueue;
+pub use append::{AppendQueue, CommitObserver};
 pub use compaction::Compacted;
 pub use dedupe::{Dedupe, Replay};
-pub use engine::{Engine, MemEngine, WriteOp};
+pub use engine::{Engine, EngineStats, FamilyStats, MemEngine, WriteOp};
 pub use error::{Error, Result};
 pub use partition::{Append, Appended, LogOffsets, PartitionLog, Removed};
 pub use rocks::{Compression, RocksEngine, RocksOptions, WalSync};

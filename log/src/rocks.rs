@@ -24,7 +24,7 @@
 //! replica's batches are copied into the shared family, made durable, and its family
 //! dropped; the metadata keys already had today's layout.
 
-use crate::engine::{Engine, WriteOp};
+use crate::engine::{Engine, EngineStats, FamilyStats, WriteOp};
 use crate::error::{Error, Result};
 use fjord_protocol::codec::{
     batch_key, batch_range, decode_batch_key, decode_offset_key, decode_store_key, meta_key, meta_range, state_prefix,
@@ -494,6 +494,47 @@ impl Engine for RocksEngine {
             self.db.compact_range_cf(&self.log_cf()?, Some(&start), Some(&end));
         }
     }
+
+    fn stats(&self) -> EngineStats {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let families = [META_CF, LOG_CF]
+            .into_iter()
+            .filter_map(|name| {
+                let cf = self.db.cf_handle(name)?;
+                let int = |p: &str| self.db.property_int_value_cf(&cf, p).ok().flatten().unwrap_or(0);
+                let stalls = self.db.property_value_cf(&cf, "rocksdb.cf-write-stall-stats").ok().flatten();
+                let stalls = stalls.as_deref().unwrap_or("");
+                Some(FamilyStats {
+                    name,
+                    memtable_bytes: int("rocksdb.cur-size-all-mem-tables"),
+                    pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes"),
+                    table_bytes: int("rocksdb.live-sst-files-size"),
+                    blob_bytes: int("rocksdb.live-blob-file-size"),
+                    stall_delays: stall_count(stalls, "total-delays"),
+                    stall_stops: stall_count(stalls, "total-stops"),
+                })
+            })
+            .collect();
+        EngineStats {
+            families,
+            block_cache_usage_bytes: int("rocksdb.block-cache-usage"),
+            block_cache_capacity_bytes: int("rocksdb.block-cache-capacity"),
+            running_compactions: int("rocksdb.num-running-compactions"),
+            running_flushes: int("rocksdb.num-running-flushes"),
+            write_stopped: int("rocksdb.is-write-stopped") != 0,
+            delayed_write_rate: int("rocksdb.actual-delayed-write-rate"),
+        }
+    }
+}
+
+/// One count of RocksDB's `rocksdb.cf-write-stall-stats` text (`Write Stall (count): a: 1,
+/// total-delays: 0, total-stops: 0`); 0 where it is missing.
+fn stall_count(text: &str, key: &str) -> u64 {
+    let key = format!("{key}: ");
+    text.split([',', '\n'])
+        .find_map(|part| part.trim().strip_prefix(key.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -603,5 +644,58 @@ mod tests {
         engine.create_partition("p.t.10").expect("re-create");
         assert_eq!(all_batches(&engine, "p.t.10"), vec![], "a re-created store starts empty");
         assert!(engine.create_partition("bad\0name").is_err(), "a NUL in a store name is refused");
+    }
+
+    /// The engine's figures follow what it holds: written batches show in the log
+    /// family's memtable, a flush moves them into blob files and empties the memtable,
+    /// reading them fills the block cache (within its configured capacity), and the
+    /// write-stall counts RocksDB reports are parsed (a fresh store has none).
+    #[test]
+    fn stats_follow_what_is_written_and_flushed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = RocksOptions { block_cache_bytes: 8 << 20, ..RocksOptions::default() };
+        let engine = RocksEngine::open(dir.path(), &opts).expect("open");
+        let family = |stats: &EngineStats, name: &str| {
+            stats.families.iter().find(|f| f.name == name).cloned().expect("family reported")
+        };
+        let empty = engine.stats();
+        assert_eq!(empty.block_cache_capacity_bytes, 8 << 20);
+        assert_eq!(family(&empty, LOG_CF).blob_bytes, 0);
+        assert!(!empty.write_stopped);
+        let raw = engine.db.property_value_cf(&engine.log_cf().expect("log"), "rocksdb.cf-write-stall-stats");
+        let raw = raw.expect("property").expect("a value");
+        assert!(raw.contains("total-stops: 0") && raw.contains("total-delays: 0"), "format: {raw}");
+
+        engine.create_partition("p.t.0").expect("create");
+        let big = vec![5u8; 64 << 10];
+        for base in 0..32 {
+            engine.write("p.t.0", &[WriteOp::PutBatch { base_offset: base, bytes: &big }]).expect("write");
+        }
+        let written = family(&engine.stats(), LOG_CF);
+        assert!(written.memtable_bytes >= 2 << 20, "2 MiB in the memtable: {written:?}");
+        assert_eq!(written.blob_bytes, 0, "nothing flushed yet");
+
+        engine.db.flush_cf(&engine.log_cf().expect("log")).expect("flush");
+        let flushed = family(&engine.stats(), LOG_CF);
+        assert!(flushed.blob_bytes >= 2 << 20, "in blob files after the flush: {flushed:?}");
+        assert!(flushed.memtable_bytes < 1 << 20, "the memtable emptied: {flushed:?}");
+        assert!(flushed.table_bytes > 0, "the keys are in a table file: {flushed:?}");
+        assert_eq!((flushed.stall_delays, flushed.stall_stops), (0, 0));
+
+        let before = engine.stats().block_cache_usage_bytes;
+        assert_eq!(all_batches(&engine, "p.t.0").len(), 32);
+        let after = engine.stats();
+        assert!(after.block_cache_usage_bytes > before, "reads fill the cache: {before} -> {after:?}");
+        assert!(after.block_cache_usage_bytes <= after.block_cache_capacity_bytes);
+    }
+
+    #[test]
+    fn write_stall_counts_are_read_from_rocksdbs_text() {
+        let text = "Write Stall (count): cf-l0-file-count-limit-delays-with-ongoing-compaction: 1, \
+                    memtable-limit-stops: 2, total-delays: 3, total-stops: 12\n";
+        assert_eq!(stall_count(text, "total-delays"), 3);
+        assert_eq!(stall_count(text, "total-stops"), 12);
+        assert_eq!(stall_count(text, "memtable-limit-stops"), 2);
+        assert_eq!(stall_count("", "total-stops"), 0);
     }
 }

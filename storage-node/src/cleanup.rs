@@ -5,6 +5,7 @@
 //! `producer.id.expiration.ms`). Log work runs on blocking threads. Also the periodic
 //! high-watermark checkpoint of every replica.
 
+use crate::counters::NodeMetrics;
 use crate::replica::{CompactionMark, Replica};
 use crate::replicas::Replicas;
 use tracing::{debug, info, warn};
@@ -14,10 +15,10 @@ pub async fn clean_all(replicas: &Replicas) {
     for r in replicas.all() {
         let config = r.meta().config;
         if config.deletes() {
-            apply_retention(&r, config.retention_ms, config.retention_bytes).await;
+            apply_retention(&r, config.retention_ms, config.retention_bytes, replicas.metrics()).await;
         }
         if config.compacts() {
-            compact(&r, false).await;
+            compact(&r, false, replicas.metrics()).await;
         }
         expire_producer_state(&r, config.idempotency_window_ms, config.producer_id_expiration_ms).await;
     }
@@ -65,12 +66,12 @@ async fn expire_producer_state(r: &Replica, window_ms: i64, expiration_ms: i64) 
 pub async fn compact_all(replicas: &Replicas) {
     for r in replicas.all() {
         if r.meta().config.compacts() {
-            compact(&r, true).await;
+            compact(&r, true, replicas.metrics()).await;
         }
     }
 }
 
-async fn apply_retention(r: &Replica, retention_ms: i64, retention_bytes: i64) {
+async fn apply_retention(r: &Replica, retention_ms: i64, retention_bytes: i64, metrics: &NodeMetrics) {
     let log = r.log.clone();
     let result = tokio::task::spawn_blocking(move || {
         log.apply_retention(fjord_protocol::now_ms(), retention_ms, retention_bytes)
@@ -78,6 +79,7 @@ async fn apply_retention(r: &Replica, retention_ms: i64, retention_bytes: i64) {
     .await;
     match result {
         Ok(Ok(removed)) if removed.batches > 0 => {
+            metrics.cleaned("retention", removed.bytes);
             info!(partition = %r.tp, batches = removed.batches, bytes = removed.bytes, "retention removed batches")
         }
         Ok(Ok(_)) => {}
@@ -88,7 +90,7 @@ async fn apply_retention(r: &Replica, retention_ms: i64, retention_bytes: i64) {
 
 /// One compaction pass over a replica's log; unless `force`, skipped when nothing it
 /// depends on changed since the last completed pass.
-async fn compact(r: &Replica, force: bool) {
+async fn compact(r: &Replica, force: bool, metrics: &NodeMetrics) {
     let config = r.meta().config;
     let o = r.log.offsets();
     let now = fjord_protocol::now_ms();
@@ -112,6 +114,7 @@ async fn compact(r: &Replica, force: bool) {
         Ok(Ok(Some(done))) => {
             r.state.lock().compacted = Some(CompactionMark { due_ms: done.due_ms, ..mark });
             if done.batches > 0 {
+                metrics.cleaned("compaction", done.bytes);
                 info!(
                     partition = %r.tp,
                     batches = done.batches,

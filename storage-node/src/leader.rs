@@ -7,6 +7,7 @@
 //! conditional writes of the partition state (on its version), so a deposed leader's
 //! write loses.
 
+use crate::counters::NodeMetrics;
 use crate::replica::Replica;
 use crate::replicas::Replicas;
 use fjord_coordinator::{Coordinator, PartitionState};
@@ -120,7 +121,11 @@ impl LeaderSide {
                     if has_data {
                         let log = r.log.clone();
                         let (offset, max) = (p.fetch_offset, req.max_bytes.max(1));
-                        let read = tokio::task::spawn_blocking(move || log.read(offset, max, u64::MAX)).await;
+                        let took = self.replicas.metrics().fetch_follower.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            NodeMetrics::time(&took, || log.read(offset, max, u64::MAX))
+                        })
+                        .await;
                         match read.map(|read| self.replicas.checked(&r.tp, read)) {
                             Ok(Ok(read)) => {
                                 result.batches = read.len() as u32;
@@ -195,8 +200,17 @@ impl LeaderSide {
         };
         let coordinator = self.coordinator.clone();
         let (r, me) = (r.clone(), self.replicas.me());
+        let metrics = self.replicas.metrics().clone();
+        let grows = isr.len() > meta.isr.len();
         tokio::spawn(async move {
             let written = coordinator.update_partition_state(&r.tp.topic, state).await;
+            if written.is_ok() {
+                if grows {
+                    metrics.isr_expands.inc();
+                } else {
+                    metrics.isr_shrinks.inc();
+                }
+            }
             {
                 let mut s = r.state.lock();
                 match &written {

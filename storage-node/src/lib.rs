@@ -19,6 +19,7 @@
 
 pub mod cleanup;
 pub mod config;
+pub mod counters;
 pub mod follower;
 pub mod groups;
 pub mod internal;

@@ -10,12 +10,21 @@
 //! replica). Per consumer group this node coordinates: members, generation, and per
 //! partition the committed offset and the lag behind this node's replica's high
 //! watermark (where it holds one: on a follower the lag can read a little low).
+//!
+//! Besides those, [`NodeMetrics`](crate::counters::NodeMetrics) counts as the node works — request and storage-write
+//! latencies, group-commit sizes, ISR changes, cleanup — in atomic counters and
+//! histograms (a lock-free add, or a short lock per histogram observation); the storage
+//! engine, the coordinator session and the controller loop report their own counters,
+//! read at scrape time too.
 
+use crate::counters::counter;
 use crate::groups::{GroupCoordinator, GroupFigures};
 use crate::replicas::Replicas;
+use fjord_coordinator::Coordinator;
 use fjord_protocol::TopicPartition;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use std::collections::HashMap;
@@ -25,6 +34,18 @@ use std::sync::{Arc, Weak};
 struct PartitionLabels {
     topic: String,
     partition: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowerLabels {
+    topic: String,
+    partition: u32,
+    follower: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,13 +71,18 @@ struct Row {
     offline: bool,
     isr: usize,
     replicas: usize,
+    /// On the leader, each follower seen fetching: its id, records behind this LEO, and
+    /// time since it last had everything (what `replica.lag.time.max.ms` is held to).
+    followers: Vec<(u32, u64, f64)>,
 }
 
 /// The collector of one node's metrics.
 pub struct NodeCollector {
     replicas: Arc<Replicas>,
-    /// The groups this node coordinates (weak: a registry must not keep a node alive).
+    /// The groups this node coordinates and its coordinator client (weak: a registry
+    /// must not keep a node, or its ZooKeeper session, alive).
     groups: Weak<GroupCoordinator>,
+    coordinator: Weak<dyn Coordinator>,
 }
 
 impl std::fmt::Debug for NodeCollector {
@@ -66,19 +92,34 @@ impl std::fmt::Debug for NodeCollector {
 }
 
 impl NodeCollector {
-    pub fn new(replicas: Arc<Replicas>, groups: Weak<GroupCoordinator>) -> Self {
-        Self { replicas, groups }
+    pub fn new(replicas: Arc<Replicas>, groups: Weak<GroupCoordinator>, coordinator: Weak<dyn Coordinator>) -> Self {
+        Self { replicas, groups, coordinator }
     }
 
     fn rows(&self) -> Vec<Row> {
         let me = self.replicas.me();
+        let now = tokio::time::Instant::now();
         let mut rows: Vec<Row> = self
             .replicas
             .all()
             .iter()
             .map(|r| {
                 let o = r.log.offsets();
-                let m = r.meta();
+                let (m, mut followers) = {
+                    let s = r.state.lock();
+                    let followers: Vec<(u32, u64, f64)> = if s.meta.leader == Some(me) {
+                        (s.followers.iter())
+                            .map(|(id, p)| {
+                                let behind = o.log_end.saturating_sub(p.fetch_offset);
+                                (*id, behind, now.saturating_duration_since(p.last_caught_up).as_secs_f64())
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
+                    (s.meta.clone(), followers)
+                };
+                followers.sort_unstable_by_key(|f| f.0);
                 Row {
                     labels: PartitionLabels { topic: r.tp.topic.clone(), partition: r.tp.partition },
                     log_start: o.log_start,
@@ -89,6 +130,7 @@ impl NodeCollector {
                     offline: m.leader.is_none(),
                     isr: m.isr.len(),
                     replicas: m.replicas.len(),
+                    followers,
                 }
             })
             .collect();
@@ -170,9 +212,116 @@ impl Collector for NodeCollector {
             "On the controller: partitions not led by their preferred replica",
             imbalance as u64,
         )?;
+        encode_followers(e, &rows)?;
+        self.replicas.metrics().encode(e)?;
+        encode_engine(e, &self.replicas.engine_stats())?;
+        if let Some(session) = self.coordinator.upgrade().and_then(|c| c.session_stats()) {
+            gauge(
+                e,
+                "fjord_zookeeper_connected",
+                "1 while this node's ZooKeeper session is connected",
+                u64::from(session.connected),
+            )?;
+            counter(
+                e,
+                "fjord_zookeeper_disconnects",
+                "Times this node's ZooKeeper connection was lost",
+                session.disconnects,
+            )?;
+            counter(
+                e,
+                "fjord_zookeeper_session_expirations",
+                "ZooKeeper sessions of this node that expired and were replaced",
+                session.expirations,
+            )?;
+        }
         let groups = self.groups.upgrade().map(|g| g.figures()).unwrap_or_default();
         encode_groups(e, &groups, &rows)
     }
+}
+
+fn encode_followers(e: &mut DescriptorEncoder<'_>, rows: &[Row]) -> Result<(), std::fmt::Error> {
+    let labels = |row: &Row, id: u32| FollowerLabels {
+        topic: row.labels.topic.clone(),
+        partition: row.labels.partition,
+        follower: id,
+    };
+    let mut records = e.encode_descriptor(
+        "fjord_partition_follower_lag_records",
+        "On the leader: records a follower lacks of this log (LEO minus its fetch offset)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for row in rows {
+        for (id, behind, _) in &row.followers {
+            let v = i64::try_from(*behind).unwrap_or(i64::MAX);
+            ConstGauge::new(v).encode(records.encode_family(&labels(row, *id))?)?;
+        }
+    }
+    let mut seconds = e.encode_descriptor(
+        "fjord_partition_follower_lag_seconds",
+        "On the leader: time since a follower last had every record (held to replica.lag.time.max.ms)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for row in rows {
+        for (id, _, secs) in &row.followers {
+            ConstGauge::new(*secs).encode(seconds.encode_family(&labels(row, *id))?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The storage engine's figures (RocksDB: per column family, and the whole database).
+fn encode_engine(e: &mut DescriptorEncoder<'_>, stats: &fjord_log::EngineStats) -> Result<(), std::fmt::Error> {
+    type Pick = fn(&fjord_log::FamilyStats) -> u64;
+    let per_family: [(&str, &str, Pick); 4] = [
+        ("fjord_rocksdb_memtable_bytes", "Bytes in memtables not yet flushed", |f| f.memtable_bytes),
+        ("fjord_rocksdb_pending_compaction_bytes", "Bytes compactions still have to rewrite", |f| {
+            f.pending_compaction_bytes
+        }),
+        ("fjord_rocksdb_table_bytes", "Bytes of live table files", |f| f.table_bytes),
+        ("fjord_rocksdb_blob_bytes", "Bytes of live blob files", |f| f.blob_bytes),
+    ];
+    for (name, help, pick) in per_family {
+        let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for f in &stats.families {
+            let v = i64::try_from(pick(f)).unwrap_or(i64::MAX);
+            ConstGauge::new(v).encode(family.encode_family(&FamilyLabels { family: f.name })?)?;
+        }
+    }
+    let mut stalls = e.encode_descriptor(
+        "fjord_rocksdb_write_stalls",
+        "Writes RocksDB slowed (kind=delay) or stopped (kind=stop) since the node started",
+        None,
+        MetricType::Counter,
+    )?;
+    for f in &stats.families {
+        for (kind, v) in [("delay", f.stall_delays), ("stop", f.stall_stops)] {
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+            struct StallLabels {
+                family: &'static str,
+                kind: &'static str,
+            }
+            ConstCounter::new(v).encode(stalls.encode_family(&StallLabels { family: f.name, kind })?)?;
+        }
+    }
+    gauge(e, "fjord_rocksdb_block_cache_usage_bytes", "Bytes the block cache holds", stats.block_cache_usage_bytes)?;
+    gauge(
+        e,
+        "fjord_rocksdb_block_cache_capacity_bytes",
+        "Bytes the block cache may hold",
+        stats.block_cache_capacity_bytes,
+    )?;
+    gauge(e, "fjord_rocksdb_running_compactions", "Compactions running now", stats.running_compactions)?;
+    gauge(e, "fjord_rocksdb_running_flushes", "Memtable flushes running now", stats.running_flushes)?;
+    gauge(e, "fjord_rocksdb_write_stopped", "1 while RocksDB stops writes", u64::from(stats.write_stopped))?;
+    gauge(
+        e,
+        "fjord_rocksdb_delayed_write_rate_bytes",
+        "Rate writes are slowed to now, bytes/s (0: not slowed)",
+        stats.delayed_write_rate,
+    )
 }
 
 fn encode_groups(e: &mut DescriptorEncoder<'_>, groups: &[GroupFigures], rows: &[Row]) -> Result<(), std::fmt::Error> {

@@ -7,6 +7,7 @@
 
 use crate::cleanup;
 use crate::config::{NodeConfig, ReplicationSettings};
+use crate::counters::NodeMetrics;
 use crate::follower::FollowerSide;
 use crate::groups::{GroupCoordinator, GroupHost, LedLog};
 use crate::leader::LeaderSide;
@@ -113,7 +114,17 @@ impl StorageNode {
 
     /// The collector of this node's metrics, for a Prometheus registry.
     pub fn metrics_collector(&self) -> crate::metrics::NodeCollector {
-        crate::metrics::NodeCollector::new(self.replicas.clone(), Arc::downgrade(&self.groups))
+        crate::metrics::NodeCollector::new(
+            self.replicas.clone(),
+            Arc::downgrade(&self.groups),
+            Arc::downgrade(&self.coordinator),
+        )
+    }
+
+    /// Where this node's controller loop (same process) counts what it does, for its
+    /// metrics: give it to [`fjord_coordinator::controller::run`].
+    pub fn controller_stats(&self) -> Arc<fjord_coordinator::controller::ControllerStats> {
+        self.replicas.metrics().controller.clone()
     }
 
     fn spawn_background(self: &Arc<Self>, config: &NodeConfig) {
@@ -210,7 +221,9 @@ impl StorageNode {
 
     async fn sync_wal(&self, what: &str) {
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || engine.sync()).await {
+        let metrics = self.replicas.metrics().clone();
+        match tokio::task::spawn_blocking(move || NodeMetrics::time(&metrics.wal_sync_duration, || engine.sync())).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "{what} failed"),
             Err(e) => warn!(error = %e, "{what} task failed"),
@@ -346,11 +359,9 @@ impl StorageNode {
             }
         }
     }
-}
 
-#[async_trait]
-impl NodeApi for StorageNode {
-    async fn produce(&self, req: ProduceRequest) -> Result<ProduceResponse> {
+    /// A produce request to a partition this node leads (see [`NodeApi::produce`]).
+    async fn produce_as_leader(&self, req: ProduceRequest) -> Result<ProduceResponse> {
         let replica = self.replicas.leader(&req.tp)?;
         let (appended, epoch, min_isr) = self.append_as_leader(&replica, &req).await?;
         if req.acks == Acks::All {
@@ -376,6 +387,22 @@ impl NodeApi for StorageNode {
             }
         };
         Ok(ProduceResponse { base_offset: appended.base_offset(), record_count: appended.record_count(), replay })
+    }
+}
+
+#[async_trait]
+impl NodeApi for StorageNode {
+    async fn produce(&self, req: ProduceRequest) -> Result<ProduceResponse> {
+        let started = std::time::Instant::now();
+        let acks = req.acks;
+        let answer = self.produce_as_leader(req).await;
+        let series = match acks {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => 2,
+        };
+        NodeMetrics::observe(&self.replicas.metrics().produce_acks[series], started.elapsed());
+        answer
     }
 
     async fn fetch(&self, req: FetchRequest) -> Result<FetchResponse> {
@@ -410,9 +437,11 @@ impl NodeApi for StorageNode {
             if req.offset < o.high_watermark {
                 let log = log.clone();
                 let (offset, max_bytes, hw) = (req.offset, req.max_bytes, o.high_watermark);
-                let read = tokio::task::spawn_blocking(move || log.read(offset, max_bytes, hw))
-                    .await
-                    .map_err(|e| internal("read task", e))?;
+                let took = self.replicas.metrics().fetch_consumer.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || NodeMetrics::time(&took, || log.read(offset, max_bytes, hw)))
+                        .await
+                        .map_err(|e| internal("read task", e))?;
                 let batches = self.replicas.checked(&req.tp, read).map_err(FjordError::from)?;
                 return Ok(answer(batches));
             }

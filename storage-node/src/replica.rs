@@ -6,7 +6,7 @@
 //! this lock in turn): callers copy what they need, release, then act.
 
 use fjord_coordinator::TopicConfig;
-use fjord_log::{AppendQueue, PartitionLog, Role};
+use fjord_log::{AppendQueue, CommitObserver, PartitionLog, Role};
 use fjord_protocol::{NodeId, TopicPartition};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -97,12 +97,23 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(tp: TopicPartition, topic_id: String, log: PartitionLog, meta: ReplicaMeta) -> Self {
+    /// A replica over `log`; `observer` hears of every write of its append queue.
+    pub fn new(
+        tp: TopicPartition,
+        topic_id: String,
+        log: PartitionLog,
+        meta: ReplicaMeta,
+        observer: Option<CommitObserver>,
+    ) -> Self {
         let log = Arc::new(log);
+        let appends = match observer {
+            Some(o) => AppendQueue::with_observer(log.clone(), o),
+            None => AppendQueue::new(log.clone()),
+        };
         Self {
             tp,
             topic_id,
-            appends: AppendQueue::new(log.clone()),
+            appends,
             log,
             state: Mutex::new(ReplicaState {
                 meta,

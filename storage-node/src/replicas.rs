@@ -13,9 +13,10 @@
 //! rejoins the ISR once caught up. With no other in-sync replica the partition stays
 //! offline (and the node's log says why).
 
+use crate::counters::NodeMetrics;
 use crate::replica::{set_role, Replica, ReplicaMeta};
 use fjord_coordinator::ClusterMetadata;
-use fjord_log::{Engine, PartitionLog};
+use fjord_log::{CommitObserver, Engine, EngineStats, PartitionLog};
 use fjord_protocol::codec::StoreName;
 use fjord_protocol::{ErrorCode, FjordError, NodeId, Result, TopicPartition};
 use parking_lot::{Mutex, RwLock};
@@ -33,10 +34,19 @@ pub struct Replicas {
     damaged: Mutex<BTreeMap<TopicPartition, u64>>,
     /// Wakes when `damaged` changes.
     damage_changed: Notify,
+    metrics: Arc<NodeMetrics>,
+    /// Every append queue's observer: into `metrics`.
+    commits: CommitObserver,
 }
 
 impl Replicas {
     pub fn new(me: NodeId, engine: Arc<dyn Engine>, metadata: watch::Receiver<Arc<ClusterMetadata>>) -> Self {
+        let metrics = Arc::new(NodeMetrics::default());
+        let counted = metrics.clone();
+        let commits: CommitObserver = Arc::new(move |batches, took| {
+            counted.group_commit_batches.observe(batches as f64);
+            NodeMetrics::observe(&counted.append_write_duration, took);
+        });
         Self {
             me,
             engine,
@@ -44,7 +54,19 @@ impl Replicas {
             open: RwLock::new(HashMap::new()),
             damaged: Mutex::new(BTreeMap::new()),
             damage_changed: Notify::new(),
+            metrics,
+            commits,
         }
+    }
+
+    /// What this node counts as it works.
+    pub fn metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+
+    /// The storage engine's own figures.
+    pub fn engine_stats(&self) -> EngineStats {
+        self.engine.stats()
     }
 
     /// `result` of reading `tp`'s log, after noting a damaged batch it found.
@@ -231,7 +253,7 @@ impl Replicas {
         if rm.leader == Some(self.me) {
             info!(partition = %tp, epoch = rm.leader_epoch, "leading");
         }
-        Some(Arc::new(Replica::new(tp.clone(), topic_id.to_owned(), log, rm.clone())))
+        Some(Arc::new(Replica::new(tp.clone(), topic_id.to_owned(), log, rm.clone(), Some(self.commits.clone()))))
     }
 
     /// Applies newer metadata to an open replica and, when leadership changed, its role.

@@ -23,7 +23,7 @@ mod data;
 mod session;
 mod snapshot;
 
-use crate::api::Coordinator;
+use crate::api::{Coordinator, SessionStats};
 use crate::model::{
     validate_topic_name, ClusterMetadata, ElectionRequest, GatewayInfo, NewTopic, NodeInfo, PartitionState,
     PipelineRecord, ProducerInfo, TopicChange, TopicConfig, TopicMetadata,
@@ -84,6 +84,11 @@ struct Inner {
     requested: AtomicU64,
     refreshed: watch::Sender<u64>,
     closed: AtomicBool,
+    /// [`SessionStats`] of the current session, from its state events.
+    connected: AtomicBool,
+    disconnects: AtomicU64,
+    expirations: AtomicU64,
+    disconnected_since: Mutex<Option<Instant>>,
 }
 
 impl ZkCoordinator {
@@ -128,6 +133,10 @@ impl ZkCoordinator {
             requested: AtomicU64::new(0),
             refreshed: watch::channel(0).0,
             closed: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
+            disconnects: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+            disconnected_since: Mutex::new(None),
         });
         let refresher = tokio::spawn(refresh_loop(Arc::clone(&inner), events_rx));
         Ok(Self { inner, refresher })
@@ -191,8 +200,11 @@ async fn refresh_loop(inner: Arc<Inner>, mut events: UnboundedReceiver<Event>) {
         let generation = inner.session().generation;
         let mut handle = |e: Event| {
             if let Event::State { generation: g, state } = e {
-                if g == generation && state == SessionState::Expired {
-                    need_new_session = true;
+                if g == generation {
+                    inner.note_state(state);
+                    if state == SessionState::Expired {
+                        need_new_session = true;
+                    }
                 }
                 tracing::debug!(generation = g, ?state, "ZooKeeper session state");
             }
@@ -251,6 +263,23 @@ impl Inner {
         Arc::clone(&self.session.read())
     }
 
+    /// Counts a state change of the current session.
+    fn note_state(&self, state: SessionState) {
+        let mut since = self.disconnected_since.lock();
+        match state {
+            SessionState::Connected => {
+                self.connected.store(true, Ordering::SeqCst);
+                *since = None;
+            }
+            SessionState::Connecting | SessionState::Closed | SessionState::Expired => {
+                if self.connected.swap(false, Ordering::SeqCst) {
+                    self.disconnects.fetch_add(1, Ordering::SeqCst);
+                    since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+
     /// Replaces an expired session: a new client, the base layout, then every
     /// ephemeral registration again. The caller re-reads (re-arming every watch).
     async fn renew_session(&self) -> Result<()> {
@@ -264,6 +293,9 @@ impl Inner {
             return Err(e);
         }
         let old = std::mem::replace(&mut *self.session.write(), Arc::clone(&session));
+        self.expirations.fetch_add(1, Ordering::SeqCst);
+        self.connected.store(true, Ordering::SeqCst);
+        *self.disconnected_since.lock() = None;
         close_in_background(old);
         tracing::info!(generation, "replaced the expired ZooKeeper session");
         let ephemerals = self.ephemerals.lock().clone();
@@ -441,6 +473,16 @@ async fn delete_if_present(inner: &Inner, path: &str) -> Result<bool> {
 impl Coordinator for ZkCoordinator {
     fn metadata(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
         self.inner.tx.subscribe()
+    }
+
+    fn session_stats(&self) -> Option<SessionStats> {
+        let i = &self.inner;
+        Some(SessionStats {
+            connected: i.connected.load(Ordering::SeqCst),
+            disconnects: i.disconnects.load(Ordering::SeqCst),
+            expirations: i.expirations.load(Ordering::SeqCst),
+            disconnected_since: *i.disconnected_since.lock(),
+        })
     }
 
     async fn register_node(&self, node: NodeInfo) -> Result<()> {

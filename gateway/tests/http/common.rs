@@ -154,7 +154,8 @@ impl Harness {
         let node = StorageNode::start(&node_config, coordinator.clone(), "in-process".into())
             .await
             .expect("storage node starts");
-        let controller = fjord_coordinator::controller::start(coordinator.clone(), node.id()).await;
+        let controller =
+            fjord_coordinator::controller::start_with(coordinator.clone(), node.id(), node.controller_stats()).await;
         let api: Arc<dyn NodeApi> = match gate {
             Some(gate) => Arc::new(GatedNode { node: node.clone(), gate }),
             None => node.clone(),

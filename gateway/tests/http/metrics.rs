@@ -75,5 +75,49 @@ async fn metrics_count_what_was_done() {
     assert_eq!(sample(&text, "fjord_node_under_replicated_partitions"), Some(0.0));
     assert_eq!(sample(&text, "fjord_controller_active"), Some(1.0));
     assert_eq!(sample(&text, "fjord_controller_preferred_replica_imbalance_count"), Some(0.0));
+    // The controller (in this process, counting into the node's metrics) became it once
+    // and elected the first leader of each of the 18 partitions.
+    assert_eq!(sample(&text, "fjord_controller_activations_total"), Some(1.0));
+    let elections = |kind: &str| sample(&text, &format!("fjord_controller_leader_elections_total{{kind=\"{kind}\"}}"));
+    assert_eq!(elections("clean"), Some(2.0 + offsets_partitions));
+    assert_eq!((elections("unclean"), elections("preferred")), (Some(0.0), Some(0.0)));
+    // One replica per partition: no follower, no ISR change; no ZooKeeper session.
+    assert_eq!(sample(&text, "fjord_node_isr_shrinks_total"), Some(0.0));
+    let samples_of = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    assert_eq!(samples_of("fjord_partition_follower_lag_"), 0, "no follower: {text}");
+    assert!(!text.contains("fjord_zookeeper_") && !text.contains("fjord_gateway_zookeeper"), "embedded coordinator");
+    // RocksDB's figures, per column family.
+    assert!(sample(&text, r#"fjord_rocksdb_memtable_bytes{family="log"}"#).is_some_and(|v| v > 0.0), "{text}");
+    assert_eq!(sample(&text, "fjord_rocksdb_block_cache_capacity_bytes"), Some(f64::from(8u32 << 20)));
+    assert_eq!(sample(&text, r#"fjord_rocksdb_write_stalls_total{family="log",kind="stop"}"#), Some(0.0));
+    h.shutdown().await;
+}
+
+/// The storage node's request figures move by exactly what one request did: a produce
+/// of two partitions with `acks=1` is two leader produces and two batches written (in one
+/// or two storage writes), and one partition read is one consumer read of stored batches.
+#[tokio::test]
+async fn node_request_figures_move_by_what_one_request_did() {
+    let h = Harness::new().await;
+    h.create_topic(json!({"name": "t", "partitions": 2})).await;
+    h.produce("t", json!([{"value": 0, "partition": 0}])).await;
+    let figures = |text: &str| {
+        let s = |series: &str| sample(text, series).unwrap_or_else(|| panic!("{series} missing: {text}"));
+        (
+            s(r#"fjord_node_produce_duration_seconds_count{acks="1"}"#),
+            s("fjord_node_group_commit_batches_sum"),
+            s("fjord_node_append_write_duration_seconds_count"),
+            s(r#"fjord_node_fetch_read_duration_seconds_count{kind="consumer"}"#),
+        )
+    };
+    let before = figures(&h.get("/metrics").await.text());
+    let records = json!({"records": [{"value": 1, "partition": 0}, {"value": 2, "partition": 1}]});
+    h.post_json("/v1/topics/t/records?acks=1", &records).await.expect_status(200);
+    h.consume("t", 0, "offset=0").await;
+    let after = figures(&h.get("/metrics").await.text());
+    assert_eq!(after.0 - before.0, 2.0, "two leader produces");
+    assert_eq!(after.1 - before.1, 2.0, "two batches written");
+    assert!((1.0..=2.0).contains(&(after.2 - before.2)), "one or two storage writes: {before:?} -> {after:?}");
+    assert_eq!(after.3 - before.3, 1.0, "one consumer read");
     h.shutdown().await;
 }

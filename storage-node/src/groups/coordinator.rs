@@ -31,6 +31,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct GroupCoordinator {
     shards: parking_lot::Mutex<HashMap<u32, Arc<AsyncMutex<Shard>>>>,
+    /// Each shard's groups' figures as of its last call, for metrics: read without
+    /// waiting for a shard, and never missing a group because its shard is busy.
+    figures: parking_lot::Mutex<HashMap<u32, BTreeMap<String, GroupFigures>>>,
     /// How long an empty group's offsets are kept (Kafka's `offsets.retention.minutes`).
     offsets_retention_ms: i64,
 }
@@ -76,27 +79,39 @@ fn internal(what: &str, e: impl std::fmt::Display) -> FjordError {
 impl GroupCoordinator {
     pub fn new(offsets_retention: Duration) -> Self {
         let offsets_retention_ms = i64::try_from(offsets_retention.as_millis()).unwrap_or(i64::MAX);
-        Self { shards: parking_lot::Mutex::default(), offsets_retention_ms }
+        Self { shards: parking_lot::Mutex::default(), figures: parking_lot::Mutex::default(), offsets_retention_ms }
     }
 
-    /// The groups this node coordinates, as loaded now, for metrics. A shard busy with
-    /// a call is left out of this snapshot (it is never waited for).
+    /// The groups this node coordinates, for metrics: as each was after the last call
+    /// that touched it (a call in progress is not waited for).
     pub fn figures(&self) -> Vec<GroupFigures> {
-        let shards: Vec<Arc<AsyncMutex<Shard>>> = self.shards.lock().values().cloned().collect();
-        let mut out = Vec::new();
-        for shard in shards {
-            let Ok(shard) = shard.try_lock() else { continue };
-            for (name, g) in &shard.groups {
-                out.push(GroupFigures {
-                    group: name.clone(),
-                    members: g.members.len(),
-                    generation: g.generation,
-                    offsets: g.offsets.iter().map(|(tp, c)| (tp.clone(), c.offset)).collect(),
-                });
-            }
-        }
+        let mut out: Vec<GroupFigures> = self.figures.lock().values().flat_map(|g| g.values().cloned()).collect();
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
+    }
+
+    /// After a call on `partition`'s shard: the figures of `group` (or, with `None`,
+    /// of all its groups) as they are now.
+    fn note_figures(&self, partition: u32, shard: &Shard, group: Option<&str>) {
+        let figures = |name: &str, g: &Group| GroupFigures {
+            group: name.to_owned(),
+            members: g.members.len(),
+            generation: g.generation,
+            offsets: g.offsets.iter().map(|(tp, c)| (tp.clone(), c.offset)).collect(),
+        };
+        let mut all = self.figures.lock();
+        let known = all.entry(partition).or_default();
+        match group {
+            Some(name) => match shard.groups.get(name) {
+                Some(g) => {
+                    known.insert(name.to_owned(), figures(name, g));
+                }
+                None => {
+                    known.remove(name);
+                }
+            },
+            None => *known = shard.groups.iter().map(|(name, g)| (name.clone(), figures(name, g))).collect(),
+        }
     }
 
     /// Serves one group call on this node, if it coordinates the group.
@@ -104,6 +119,42 @@ impl GroupCoordinator {
         let partition = shard_of(host, &req)?;
         let shard = self.lock_shard(host, partition).await?;
         let mut call = Call { host, partition, shard, now: Instant::now() };
+        // Calls that can change a group: its figures are noted after them.
+        let changes = match &req {
+            GroupRequest::List { .. } | GroupRequest::Describe { .. } => None,
+            other => other.group().map(str::to_owned),
+        };
+        let answer = call.serve(req).await;
+        if let Some(group) = changes {
+            self.note_figures(partition, &call.shard, Some(&group));
+        }
+        answer
+    }
+
+    /// Evicts members whose session expired and rebalances groups whose subscribed
+    /// topics changed partition count, in every shard this node leads; forgets the
+    /// shards it no longer leads.
+    pub async fn sweep(&self, host: &dyn GroupHost) {
+        let meta = host.metadata();
+        let Some(topic) = meta.topic(OFFSETS_TOPIC) else { return };
+        let me = host.node_id();
+        let led: Vec<u32> = topic.partitions.iter().filter(|p| p.leader == Some(me)).map(|p| p.partition).collect();
+        // Shards this node no longer leads free their memory; leading one again reloads it.
+        self.shards.lock().retain(|p, _| led.contains(p));
+        self.figures.lock().retain(|p, _| led.contains(p));
+        for partition in led {
+            let Ok(shard) = self.lock_shard(host, partition).await else { continue };
+            let mut call = Call { host, partition, shard, now: Instant::now() };
+            call.sweep(self.offsets_retention_ms).await;
+            self.note_figures(partition, &call.shard, None);
+        }
+    }
+}
+
+impl Call<'_> {
+    /// Serves one request on the locked shard.
+    async fn serve(&mut self, req: GroupRequest) -> Result<GroupResponse> {
+        let call = self;
         match req {
             GroupRequest::List { .. } => Ok(call.list()),
             GroupRequest::Describe { group } => call.describe(&group),
@@ -120,24 +171,9 @@ impl GroupCoordinator {
             GroupRequest::Delete { group } => call.delete(&group).await,
         }
     }
+}
 
-    /// Evicts members whose session expired and rebalances groups whose subscribed
-    /// topics changed partition count, in every shard this node leads; forgets the
-    /// shards it no longer leads.
-    pub async fn sweep(&self, host: &dyn GroupHost) {
-        let meta = host.metadata();
-        let Some(topic) = meta.topic(OFFSETS_TOPIC) else { return };
-        let me = host.node_id();
-        let led: Vec<u32> = topic.partitions.iter().filter(|p| p.leader == Some(me)).map(|p| p.partition).collect();
-        // Shards this node no longer leads free their memory; leading one again reloads it.
-        self.shards.lock().retain(|p, _| led.contains(p));
-        for partition in led {
-            let Ok(shard) = self.lock_shard(host, partition).await else { continue };
-            let mut call = Call { host, partition, shard, now: Instant::now() };
-            call.sweep(self.offsets_retention_ms).await;
-        }
-    }
-
+impl GroupCoordinator {
     /// The shard of `partition`, locked and loaded for the current leader epoch; an
     /// error when this node does not lead the partition.
     async fn lock_shard(&self, host: &dyn GroupHost, partition: u32) -> Result<OwnedMutexGuard<Shard>> {
@@ -161,6 +197,7 @@ impl GroupCoordinator {
             );
             shard.groups = groups;
             shard.loaded = Some(current);
+            self.note_figures(partition, &shard, None);
         }
         Ok(shard)
     }
